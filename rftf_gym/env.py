@@ -1,0 +1,301 @@
+"""`RFTF-CALVIN-v0`: one CALVIN instruction as a Gymnasium episode, on either backend.
+
+An episode is one language instruction: it starts from a reset (random layout, an explicit
+``robot_obs``/``scene_obs``, or the current state when a chain goes on), succeeds as soon as the
+task oracle sees the instruction's task since the episode's start, and is truncated after 360
+control steps (CALVIN's per-instruction budget, SPEC 2.2).
+
+Example:
+    >>> import gymnasium as gym, rftf_gym
+    >>> env = gym.make("RFTF-CALVIN-v0", scene="D", obs_mode="state")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> sorted(info)[:3]
+    ['completed_tasks', 'elapsed_steps', 'instruction']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+
+from rftf_gym import language, sequences, tasks
+from rftf_gym.backend import (
+    ACTION_DIM,
+    ACTION_MODES,
+    ROBOT_OBS_DIM,
+    SCENE_OBS_DIM,
+    SLIDER_RANGE,
+    make_backend,
+)
+
+OBS_MODES = ("rgb", "state", "rgb+state")
+REWARD_MODES = ("sparse", "dense")
+INSTRUCTION_SPLITS = ("train", "eval")
+# CALVIN gives each instruction 360 control steps (calvin_agent/evaluation, EP_LEN).
+EPISODE_STEPS = 360
+# Tries at drawing a random layout in which a fixed task is applicable before giving up.
+_LAYOUT_TRIES = 200
+
+
+def _image_size(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    """Normalise an image size argument to (width, height)."""
+    size = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and 8 <= s <= 1024 for s in size):
+        raise ValueError(f"{name} must be an int or (width, height) of ints in [8, 1024], got {value!r}")
+    return int(size[0]), int(size[1])
+
+
+def _state_vector(value: Any, name: str, length: int) -> np.ndarray:
+    """Check a reset state vector: the right length and finite."""
+    vec = np.asarray(value, dtype=np.float64).reshape(-1)
+    if vec.shape != (length,):
+        raise ValueError(f"options[{name!r}] must have {length} values, got shape {np.shape(value)}")
+    if not np.all(np.isfinite(vec)):
+        raise ValueError(f"options[{name!r}] must be finite, got {vec}")
+    return vec
+
+
+class CalvinEnv(gym.Env):
+    """The CALVIN play table as a language-conditioned Gymnasium env.
+
+    Observation: a Dict with ``rgb_static`` / ``rgb_gripper`` (uint8 images) in the ``rgb``
+    modes, ``robot_obs`` (15) / ``scene_obs`` (24) in the ``state`` modes, and always
+    ``instruction`` (text).
+
+    Step info keys: ``task``, ``instruction``, ``success`` (this instruction's task done),
+    ``completed_tasks`` (sorted tuple of every task the oracle saw since the episode's start),
+    ``sparse_reward``, ``elapsed_steps``, and ``physics_error`` when the simulator produced a
+    non-finite state (the episode is then truncated). Success terminates; the 360-step cap
+    truncates.
+
+    Reset options: ``robot_obs`` and ``scene_obs`` (explicit state, both or neither), ``task``
+    (overrides the env's task for this episode), ``continue`` (True: start a new instruction from
+    the current simulator state without touching it, as chained evaluation does).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        backend: str = "embedded",
+        scene: str = "D",
+        task: str | None = None,
+        obs_mode: str = "rgb+state",
+        static_size: int | tuple[int, int] = 200,
+        gripper_size: int | tuple[int, int] = 84,
+        value_model: Any = None,
+        reward_mode: str = "sparse",
+        gamma: float = 0.99,
+        instruction_split: str = "train",
+        action_mode: str = "relative",
+        render_mode: str | None = None,
+        backend_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Create the env.
+
+        Args:
+            backend: ``"embedded"`` (the project's pybullet play table) or ``"calvin"``
+                (the official calvin_env, when installed).
+            scene: CALVIN scene ``"A"``, ``"B"``, ``"C"`` or ``"D"``.
+            task: one of the 34 task names, or None to draw one per episode among those
+                applicable in the reset state.
+            obs_mode: ``"rgb"``, ``"state"`` or ``"rgb+state"``.
+            static_size: static camera image size, int or (width, height); official 200.
+            gripper_size: gripper camera image size; official 84.
+            value_model: reserved for the value-model reward wrapper; must be None here.
+            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` needs a value model.
+            gamma: discount used by dense reward shaping.
+            instruction_split: ``"train"`` (random paraphrase) or ``"eval"`` (the fixed sentence).
+            action_mode: ``"relative"`` (CALVIN's scaled deltas in [-1, 1]) or ``"absolute"``
+                (tcp position, euler xyz, gripper).
+            render_mode: None or ``"rgb_array"`` (the static camera).
+            backend_kwargs: extra keyword arguments for the backend's constructor.
+
+        Raises:
+            ValueError: any argument outside its allowed values, named in the message.
+        """
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if reward_mode == "dense" or value_model is not None:
+            raise ValueError(
+                "reward_mode='dense' and value_model need the value-model reward wrapper, which "
+                "this env does not provide; use reward_mode='sparse' and value_model=None"
+            )
+        if instruction_split not in INSTRUCTION_SPLITS:
+            raise ValueError(f"instruction_split must be one of {INSTRUCTION_SPLITS}, got {instruction_split!r}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {action_mode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if task is not None:
+            tasks.validate_task(task)
+
+        self.task = task
+        self.obs_mode = obs_mode
+        self.reward_mode = reward_mode
+        self.gamma = float(gamma)
+        self.instruction_split = instruction_split
+        self.action_mode = action_mode
+        self.render_mode = render_mode
+
+        cameras: dict[str, tuple[int, int]] = {}
+        if "rgb" in obs_mode:
+            cameras["static"] = _image_size(static_size, "static_size")
+            cameras["gripper"] = _image_size(gripper_size, "gripper_size")
+        elif render_mode == "rgb_array":
+            cameras["static"] = _image_size(static_size, "static_size")
+        self.backend_name = backend
+        self.sim = make_backend(backend, scene, cameras, **(backend_kwargs or {}))
+        self.scene = scene
+
+        obs_spaces: dict[str, spaces.Space] = {}
+        if "rgb" in obs_mode:
+            for name in ("static", "gripper"):
+                width, height = cameras[name]
+                obs_spaces[f"rgb_{name}"] = spaces.Box(0, 255, (height, width, 3), np.uint8)
+        if "state" in obs_mode:
+            obs_spaces["robot_obs"] = spaces.Box(-np.inf, np.inf, (ROBOT_OBS_DIM,), np.float64)
+            obs_spaces["scene_obs"] = spaces.Box(-np.inf, np.inf, (SCENE_OBS_DIM,), np.float64)
+        obs_spaces["instruction"] = spaces.Text(
+            max_length=language.MAX_INSTRUCTION_LENGTH, min_length=1, charset=language.INSTRUCTION_CHARSET
+        )
+        self.observation_space = spaces.Dict(obs_spaces)
+        if action_mode == "relative":
+            self.action_space = spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float64)
+        else:
+            low = np.array([-1.0, -1.0, 0.0, -np.pi, -np.pi, -np.pi, -1.0])
+            high = np.array([1.0, 1.0, 1.5, np.pi, np.pi, np.pi, 1.0])
+            self.action_space = spaces.Box(low, high, (ACTION_DIM,), np.float64)
+
+        self._episode_task: str | None = None
+        self._instruction = ""
+        self._start_info: dict[str, Any] | None = None
+        self._elapsed = 0
+        self._last_obs: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def symbolic_state(self) -> dict[str, Any]:
+        """The official symbolic state (led, lightbulb, slider, drawer, blocks, grasped) now."""
+        raw = self.sim.get_obs()
+        return sequences.infer_symbolic_state(
+            raw["scene_obs"], self.sim.get_info(), self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2
+        )
+
+    def applicable_tasks(self) -> list[str]:
+        """Tasks whose official condition holds in the current simulator state."""
+        return sequences.applicable_tasks(self.symbolic_state())
+
+    def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
+        obs: dict[str, Any] = {key: raw[key] for key in self.observation_space.spaces if key in raw}
+        obs["instruction"] = self._instruction
+        return obs
+
+    def _validated_action(self, action: Any) -> np.ndarray:
+        try:
+            act = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"action must be a numeric array of shape ({ACTION_DIM},), got {action!r}") from err
+        if act.shape != (ACTION_DIM,):
+            raise ValueError(f"action must have shape ({ACTION_DIM},), got {act.shape}")
+        if not np.all(np.isfinite(act)):
+            raise ValueError(f"action must be finite (no NaN or inf), got {act}")
+        act = act.copy()
+        if self.action_mode == "relative":
+            act[:6] = np.clip(act[:6], -1.0, 1.0)
+        # calvin_env asserts the gripper is exactly +-1 (robot.py apply_action): binarise.
+        act[6] = 1.0 if act[6] >= 0.0 else -1.0
+        return act
+
+    def _draw_task(self, explicit_state: bool) -> str:
+        """The episode's task: the fixed one, or one drawn among the applicable ones."""
+        if self.task is not None:
+            return self.task
+        candidates = self.applicable_tasks()
+        if not candidates:
+            if explicit_state:
+                raise ValueError("no task is applicable in the given reset state; pass options['task']")
+            candidates = list(tasks.TASK_NAMES)
+        return str(candidates[int(self.np_random.integers(len(candidates)))])
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"robot_obs", "scene_obs", "task", "continue"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; allowed: robot_obs, scene_obs, task, continue")
+        task = options.get("task", self.task)
+        if task is not None:
+            tasks.validate_task(task)
+        has_state = "robot_obs" in options or "scene_obs" in options
+        if has_state and not ("robot_obs" in options and "scene_obs" in options):
+            raise ValueError("options must give both 'robot_obs' and 'scene_obs', or neither")
+        if options.get("continue", False):
+            if has_state:
+                raise ValueError("options['continue'] keeps the current state; do not pass robot_obs/scene_obs")
+            if self._start_info is None:
+                raise ValueError("options['continue'] needs a previous reset to continue from")
+        elif has_state:
+            robot_obs = _state_vector(options["robot_obs"], "robot_obs", ROBOT_OBS_DIM)
+            scene_obs = _state_vector(options["scene_obs"], "scene_obs", SCENE_OBS_DIM)
+            self.sim.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+        else:
+            for _ in range(_LAYOUT_TRIES):
+                self.sim.reset(rng=self.np_random)
+                if task is None or task in self.applicable_tasks():
+                    break
+            else:
+                raise RuntimeError(f"no random layout in {_LAYOUT_TRIES} tries makes task {task!r} applicable")
+
+        self._episode_task = task if task is not None else self._draw_task(has_state)
+        self._instruction = language.instruction_for(self._episode_task, self.instruction_split, self.np_random)
+        self._start_info = self.sim.get_info()
+        self._elapsed = 0
+        self._last_obs = self._observation(self.sim.get_obs())
+        info = {"task": self._episode_task, "instruction": self._instruction, "elapsed_steps": 0}
+        return self._last_obs, info
+
+    def step(self, action: Any):
+        if self._start_info is None:
+            raise RuntimeError("call reset() before step()")
+        act = self._validated_action(action)
+        self.sim.step(act, self.action_mode)
+        self._elapsed += 1
+        raw = self.sim.get_obs()
+        info: dict[str, Any] = {
+            "task": self._episode_task,
+            "instruction": self._instruction,
+            "elapsed_steps": self._elapsed,
+        }
+        finite = all(np.all(np.isfinite(v)) for k, v in raw.items() if not k.startswith("rgb"))
+        if not finite:
+            # A physics blow-up: keep the last good observation, end the episode, say why.
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True)
+            return self._last_obs, 0.0, False, True, info
+        end_info = self.sim.get_info()
+        completed = tasks.completed_tasks(self._start_info, end_info)
+        success = self._episode_task in completed
+        reward = 1.0 if success else 0.0
+        info.update(success=success, completed_tasks=tuple(sorted(completed)), sparse_reward=reward)
+        self._last_obs = self._observation(raw)
+        return self._last_obs, reward, success, self._elapsed >= EPISODE_STEPS and not success, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self.sim.render("static")
+
+    def close(self) -> None:
+        sim = getattr(self, "sim", None)
+        if sim is not None:
+            sim.close()
+            self.sim = None
