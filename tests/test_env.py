@@ -1,0 +1,255 @@
+"""The Gymnasium contract of RFTF-CALVIN-v0 (SPEC 2.4, issue 2)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import rftf_gym  # noqa: F401  (registers the env id)
+from rftf_gym import language, tasks
+from rftf_gym.env import EPISODE_STEPS
+
+SMALL = {"static_size": 32, "gripper_size": 16}
+
+
+def make(**kwargs):
+    kwargs.setdefault("obs_mode", "state")
+    return gym.make("RFTF-CALVIN-v0", **kwargs)
+
+
+@pytest.mark.parametrize("scene", ["A", "B", "C", "D"])
+@pytest.mark.parametrize("obs_mode", ["rgb", "state", "rgb+state"])
+def test_check_env_every_scene_and_mode(scene, obs_mode):
+    env = make(scene=scene, obs_mode=obs_mode, **SMALL)
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_official_image_sizes_and_obs_keys():
+    env = make(obs_mode="rgb+state")
+    obs, info = env.reset(seed=0)
+    assert obs["rgb_static"].shape == (200, 200, 3) and obs["rgb_static"].dtype == np.uint8
+    assert obs["rgb_gripper"].shape == (84, 84, 3) and obs["rgb_gripper"].dtype == np.uint8
+    assert obs["robot_obs"].shape == (15,) and obs["scene_obs"].shape == (24,)
+    assert obs["instruction"] == info["instruction"]
+    assert info["task"] in tasks.TASK_NAMES
+    env.close()
+
+
+def test_rgb_mode_has_no_state_and_state_mode_has_no_images():
+    env = make(obs_mode="rgb", **SMALL)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"rgb_static", "rgb_gripper", "instruction"}
+    env.close()
+    env = make(obs_mode="state")
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"robot_obs", "scene_obs", "instruction"}
+    env.close()
+
+
+def test_seeded_reset_is_reproducible():
+    env = make()
+    first, info1 = env.reset(seed=123)
+    second, info2 = env.reset(seed=123)
+    np.testing.assert_array_equal(first["scene_obs"], second["scene_obs"])
+    np.testing.assert_array_equal(first["robot_obs"], second["robot_obs"])
+    assert info1["task"] == info2["task"] and info1["instruction"] == info2["instruction"]
+    other, _ = env.reset(seed=124)
+    assert not np.array_equal(first["scene_obs"], other["scene_obs"])
+    env.close()
+
+
+def test_explicit_reset_then_same_actions_gives_same_trajectory():
+    env = make(task="open_drawer")
+    obs, _ = env.reset(seed=5)
+    robot_obs, scene_obs = obs["robot_obs"].copy(), obs["scene_obs"].copy()
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(40, 7))
+    runs = []
+    for _ in range(2):
+        env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs})
+        runs.append(np.stack([np.concatenate([o["robot_obs"], o["scene_obs"]]) for o in
+                              (env.step(a)[0] for a in actions)]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    env.close()
+
+
+def test_fixed_task_is_applicable_after_random_reset():
+    env = make(task="close_drawer")
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        assert info["task"] == "close_drawer"
+        assert "close_drawer" in env.unwrapped.applicable_tasks()
+    env.close()
+
+
+def test_sampled_tasks_are_applicable():
+    env = make()
+    for seed in range(10):
+        _, info = env.reset(seed=seed)
+        assert info["task"] in env.unwrapped.applicable_tasks()
+    env.close()
+
+
+def test_eval_split_uses_the_fixed_sentence_and_train_split_a_paraphrase():
+    env = make(task="open_drawer", instruction_split="eval")
+    obs, _ = env.reset(seed=0)
+    assert obs["instruction"] == language.EVAL_INSTRUCTIONS["open_drawer"]
+    env.close()
+    env = make(task="open_drawer", instruction_split="train")
+    seen = {env.reset(seed=s)[0]["instruction"] for s in range(20)}
+    assert seen <= set(language.TRAIN_INSTRUCTIONS["open_drawer"]) and len(seen) > 1
+    env.close()
+
+
+def test_step_info_keys_and_sparse_reward():
+    env = make()
+    env.reset(seed=0)
+    _, reward, terminated, truncated, info = env.step(np.zeros(7))
+    for key in ("task", "instruction", "success", "completed_tasks", "sparse_reward", "elapsed_steps"):
+        assert key in info
+    assert reward == info["sparse_reward"] == float(info["success"])
+    assert terminated == info["success"] and not truncated
+    env.close()
+
+
+def test_success_terminates_with_reward_one():
+    env = make(task="open_drawer")
+    obs, _ = env.reset(seed=0)
+    scene_obs = obs["scene_obs"].copy()
+    scene_obs[1] = 0.0
+    env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs, "task": "open_drawer"})
+    # Open the drawer behind the env's back: the oracle compares against the episode's start.
+    opened = scene_obs.copy()
+    opened[1] = 0.2
+    env.unwrapped.sim.reset(robot_obs=obs["robot_obs"], scene_obs=opened)
+    _, reward, terminated, truncated, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+    assert info["success"] and terminated and not truncated and reward == 1.0
+    assert "open_drawer" in info["completed_tasks"]
+    env.close()
+
+
+def test_truncates_after_360_steps():
+    env = make(task="turn_on_led")
+    env.reset(seed=0)
+    still = np.array([0, 0, 0, 0, 0, 0, 1.0])
+    for step in range(1, EPISODE_STEPS + 1):
+        _, _, terminated, truncated, info = env.step(still)
+        assert not terminated
+        assert truncated == (step == EPISODE_STEPS)
+    assert info["elapsed_steps"] == EPISODE_STEPS
+    env.close()
+
+
+def test_continue_keeps_the_simulator_state():
+    env = make()
+    env.reset(seed=3)
+    for _ in range(10):
+        obs, *_ = env.step(np.array([0.5, 0, 0, 0, 0, 0, 1.0]))
+    task = env.unwrapped.applicable_tasks()[0]
+    cont, info = env.reset(options={"task": task, "continue": True})
+    np.testing.assert_array_equal(cont["robot_obs"], obs["robot_obs"])
+    np.testing.assert_array_equal(cont["scene_obs"], obs["scene_obs"])
+    assert info["task"] == task and info["elapsed_steps"] == 0
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (np.zeros(6), "shape"),
+        (np.zeros((7, 1)), "shape"),
+        (np.array([0, 0, np.nan, 0, 0, 0, 1]), "finite"),
+        (np.array([0, 0, 0, np.inf, 0, 0, 1]), "finite"),
+        ("forward", "action"),
+    ],
+)
+def test_bad_actions_raise_value_error(action, message):
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scene": "E"}, "scene"),
+        ({"task": "juggle_blocks"}, "juggle_blocks"),
+        ({"obs_mode": "depth"}, "obs_mode"),
+        ({"backend": "mujoco"}, "backend"),
+        ({"reward_mode": "shaped"}, "reward_mode"),
+        ({"instruction_split": "test"}, "instruction_split"),
+        ({"static_size": 0}, "static_size"),
+    ],
+)
+def test_bad_constructor_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make("RFTF-CALVIN-v0", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"robot_obs": np.zeros(14), "scene_obs": np.zeros(24)}, "robot_obs"),
+        ({"robot_obs": np.zeros(15), "scene_obs": np.zeros(23)}, "scene_obs"),
+        ({"robot_obs": np.zeros(15)}, "both"),
+        ({"robot_obs": np.full(15, np.nan), "scene_obs": np.zeros(24)}, "finite"),
+        ({"task": "fly"}, "fly"),
+        ({"teleport": True}, "teleport"),
+    ],
+)
+def test_bad_reset_options_raise_value_error(options, message):
+    env = make()
+    with pytest.raises(ValueError, match=message):
+        env.reset(seed=0, options=options)
+    env.close()
+
+
+def test_physics_blow_up_ends_the_episode_with_physics_error():
+    env = make()
+    obs, _ = env.reset(seed=0)
+    sim = env.unwrapped.sim
+    real_get_obs = sim.get_obs
+
+    def broken_get_obs():
+        raw = real_get_obs()
+        raw["robot_obs"] = np.full_like(raw["robot_obs"], np.nan)
+        return raw
+
+    sim.get_obs = broken_get_obs
+    returned, reward, terminated, truncated, info = env.step(np.zeros(7))
+    assert info["physics_error"] and truncated and not terminated and reward == 0.0
+    np.testing.assert_array_equal(returned["robot_obs"], obs["robot_obs"])
+    env.close()
+
+
+def test_render_rgb_array_gives_the_static_camera():
+    env = make(render_mode="rgb_array", static_size=64)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    env.close()
+
+
+@pytest.mark.parametrize("vector_cls", [gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv])
+def test_vector_envs_run_1000_steps(vector_cls):
+    envs = vector_cls([lambda: make() for _ in range(2)])
+    assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    for _ in range(1000):
+        obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+    assert obs["robot_obs"].shape == (2, 15) and len(obs["instruction"]) == 2
+    envs.close()
+
+
+def test_vector_env_with_images():
+    envs = gym.vector.AsyncVectorEnv([lambda: make(obs_mode="rgb+state", **SMALL) for _ in range(2)])
+    obs, _ = envs.reset(seed=0)
+    for _ in range(5):
+        obs, *_ = envs.step(envs.action_space.sample())
+    assert obs["rgb_static"].shape == (2, 32, 32, 3)
+    envs.close()
