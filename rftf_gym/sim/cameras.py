@@ -1,0 +1,168 @@
+"""The two CALVIN cameras, rendered with pybullet's CPU renderer (ER_TINY_RENDERER).
+
+Speed: TinyRenderer costs ~0.1 us per covered pixel and the table fills the whole static image,
+so a full static frame costs ~12 ms. The static camera never moves, so `CompositedStaticCamera`
+renders the fixed part of the table (base and shelf) once, and per frame renders only the moving
+bodies (robot, blocks, door, drawer, button, switch, lights) in a render-only pybullet client,
+then keeps each pixel from whichever is nearer (depth test): same image, ~2 ms.
+
+Official parameters (``conf/cameras/cameras/{static,gripper}.yaml``): the static camera has fov 10,
+near 0.01, far 10 and looks from (2.871, -2.167, 2.555) at (-0.026, -0.030, 0.392); the gripper
+camera has fov 75, near 0.01, far 2, and sits on the hand (CALVIN's ``gripper_cam`` link: 0.1 m
+behind the hand along its -x axis, rotated rpy (1.3, 0, -1.57)); it looks along that link's y axis
+with -z as up, so it sees past the fingers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as p
+
+STATIC_LOOK_FROM = (2.871459009488717, -2.166602199425597, 2.555159848480571)
+STATIC_LOOK_AT = (-0.026242351159453392, -0.0302329882979393, 0.3920000493526459)
+STATIC_UP = (0.4041403970338857, 0.22629790978217404, 0.8862616969685161)
+STATIC_FOV, STATIC_NEAR, STATIC_FAR = 10.0, 0.01, 10.0
+GRIPPER_FOV, GRIPPER_NEAR, GRIPPER_FAR = 75.0, 0.01, 2.0
+GRIPPER_CAM_XYZ = (-0.1, 0.0, 0.0)
+GRIPPER_CAM_RPY = (1.3, 0.0, -1.57)
+
+
+def _render_rgbd(client: int, width: int, height: int, view, proj) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 (height, width, 3) and the depth buffer (height, width) of one image."""
+    _, _, rgba, depth, _ = p.getCameraImage(
+        width, height, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
+        flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=client)
+    rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
+    return rgb, np.asarray(depth, dtype=np.float32).reshape(height, width)
+
+
+def _render(client: int, width: int, height: int, view, proj) -> np.ndarray:
+    """One RGB image as uint8 (height, width, 3)."""
+    return _render_rgbd(client, width, height, view, proj)[0].copy()
+
+
+class StaticCamera:
+    """The fixed camera in front of the table.
+
+    Args:
+        client: pybullet client id.
+        width: image width in pixels.
+        height: image height in pixels.
+    """
+
+    def __init__(self, client: int, width: int, height: int) -> None:
+        self.client, self.width, self.height = client, width, height
+        self.view = p.computeViewMatrix(STATIC_LOOK_FROM, STATIC_LOOK_AT, STATIC_UP)
+        self.proj = p.computeProjectionMatrixFOV(STATIC_FOV, width / height, STATIC_NEAR, STATIC_FAR)
+
+    def render(self) -> np.ndarray:
+        """An RGB image (height, width, 3) uint8."""
+        return _render(self.client, self.width, self.height, self.view, self.proj)
+
+
+class GripperCamera:
+    """The camera on the Panda hand.
+
+    Args:
+        client: pybullet client id.
+        width: image width in pixels.
+        height: image height in pixels.
+        hand_pose: callable returning the hand link's world (position, xyzw quaternion).
+    """
+
+    def __init__(self, client: int, width: int, height: int, hand_pose) -> None:
+        self.client, self.width, self.height = client, width, height
+        self.hand_pose = hand_pose
+        self.proj = p.computeProjectionMatrixFOV(GRIPPER_FOV, width / height, GRIPPER_NEAR, GRIPPER_FAR)
+        self.mount_quat = p.getQuaternionFromEuler(GRIPPER_CAM_RPY)
+
+    def render(self) -> np.ndarray:
+        """An RGB image (height, width, 3) uint8."""
+        hand_pos, hand_orn = self.hand_pose()
+        pos, orn = p.multiplyTransforms(hand_pos, hand_orn, GRIPPER_CAM_XYZ, self.mount_quat)
+        rot = np.asarray(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
+        eye = np.asarray(pos)
+        view = p.computeViewMatrix(eye.tolist(), (eye + rot[:, 1]).tolist(), (-rot[:, 2]).tolist())
+        return _render(self.client, self.width, self.height, view, self.proj)
+
+
+
+class CompositedStaticCamera:
+    """The static camera, rendering the fixed table once and the moving bodies per frame.
+
+    Args:
+        width: image width in pixels.
+        height: image height in pixels.
+        background_urdf: table URDF with visuals on the fixed links only.
+        moving_urdf: table URDF with visuals on the moving links only (same joints).
+        robot_urdf: the robot URDF (same as the simulated one).
+        robot_base: robot base position.
+        blocks: per block (half extents, rgba), in the order poses are given to `render`.
+        tray: the drawer's floor and walls as (centre, size, rgb) boxes in the drawer joint frame;
+            drawn only while the drawer is open (closed, the table top hides them).
+        drawer: (table joint index, joint origin, joint axis) of the drawer.
+    """
+
+    def __init__(self, width: int, height: int, background_urdf: str, moving_urdf: str, robot_urdf: str,
+                 robot_base: tuple[float, float, float],
+                 blocks: list[tuple[tuple[float, float, float], tuple[float, float, float, float]]],
+                 tray: list, drawer: tuple[int, tuple[float, float, float], tuple[float, float, float]]) -> None:
+        self.width, self.height = width, height
+        self.view = p.computeViewMatrix(STATIC_LOOK_FROM, STATIC_LOOK_AT, STATIC_UP)
+        self.proj = p.computeProjectionMatrixFOV(STATIC_FOV, width / height, STATIC_NEAR, STATIC_FAR)
+        bg_client = p.connect(p.DIRECT)
+        p.loadURDF(background_urdf, useFixedBase=True, physicsClientId=bg_client)
+        self.bg_rgb, self.bg_depth = _render_rgbd(bg_client, width, height, self.view, self.proj)
+        self.bg_rgb = self.bg_rgb.copy()
+        p.disconnect(bg_client)
+        self.client = p.connect(p.DIRECT)
+        self.table = p.loadURDF(moving_urdf, useFixedBase=True, physicsClientId=self.client)
+        self.robot = p.loadURDF(robot_urdf, robot_base, useFixedBase=True, physicsClientId=self.client)
+        self.blocks = []
+        for half, rgba in blocks:
+            vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=rgba, physicsClientId=self.client)
+            self.blocks.append(p.createMultiBody(0, -1, vis, physicsClientId=self.client))
+        self._colors: dict[int, tuple[float, ...]] = {}
+        vis = p.createVisualShapeArray(
+            shapeTypes=[p.GEOM_BOX] * len(tray), halfExtents=[[s / 2 for s in size] for _, size, _ in tray],
+            visualFramePositions=[centre for centre, _, _ in tray], rgbaColors=[[*rgb, 1] for _, _, rgb in tray],
+            physicsClientId=self.client)
+        self.tray = p.createMultiBody(0, -1, vis, basePosition=(0, 0, -10), physicsClientId=self.client)
+        self.drawer_joint, self.drawer_origin, self.drawer_axis = drawer
+
+    def render(self, robot_q: dict[int, float], table_q: dict[int, float],
+               block_poses: list[tuple[tuple[float, ...], tuple[float, ...]]],
+               link_colors: dict[int, tuple[float, ...]]) -> np.ndarray:
+        """Mirror the simulated state and render.
+
+        Args:
+            robot_q: robot joint index -> position.
+            table_q: table joint index -> position.
+            block_poses: (position, xyzw quaternion) per block.
+            link_colors: table link index -> rgba (the lights).
+
+        Returns:
+            An RGB image (height, width, 3) uint8.
+        """
+        c = self.client
+        for j, v in robot_q.items():
+            p.resetJointState(self.robot, j, v, physicsClientId=c)
+        for j, v in table_q.items():
+            p.resetJointState(self.table, j, v, physicsClientId=c)
+        for uid, (pos, orn) in zip(self.blocks, block_poses):
+            p.resetBasePositionAndOrientation(uid, pos, orn, physicsClientId=c)
+        q = table_q[self.drawer_joint]
+        tray_pos = np.asarray(self.drawer_origin) + q * np.asarray(self.drawer_axis) if q > 0.005 else (0, 0, -10)
+        p.resetBasePositionAndOrientation(self.tray, tray_pos, (0, 0, 0, 1), physicsClientId=c)
+        for link, rgba in link_colors.items():
+            if self._colors.get(link) != rgba:
+                p.changeVisualShape(self.table, link, rgbaColor=rgba, physicsClientId=c)
+                self._colors[link] = rgba
+        rgb, depth = _render_rgbd(c, self.width, self.height, self.view, self.proj)
+        nearer = depth < self.bg_depth
+        return np.where(nearer[:, :, None], rgb, self.bg_rgb)
+
+    def close(self) -> None:
+        """Free the render-only client."""
+        if p.isConnected(self.client):
+            p.disconnect(self.client)

@@ -1,0 +1,387 @@
+"""Per-scene geometry of the CALVIN play table (scenes A-D), built from boxes and cylinders.
+
+Every number is in world metres *after* CALVIN's ``global_scaling: 0.8`` and was read off the
+official files (``mees/calvin_env`` ``data/calvin_table_{A,B,C,D}/urdf/*.urdf`` joint origins and
+limits, the extents of the link meshes, ``conf/scene/calvin_scene_*.yaml`` surfaces, and
+``data/blocks/*.urdf``). Nothing of the official meshes is used: `table_urdf` writes a URDF made
+only of primitives, one multibody whose links carry the official names so that contacts read the
+same on both backends (SPEC 2.1).
+
+The table in world coordinates (all scenes):
+
+- table top slab: x -0.44..0.44, y -0.18..0.02, top surface z 0.44 (block centres rest at 0.46).
+- shelf (``plank_link``): y 0.02..0.16, top z 0.44, behind a sliding door that runs along a front
+  face tilted 30 degrees back from vertical (the door joint frame is rotated 60 deg about x).
+- drawer under the top: front at y -0.18, tray floor top z 0.34, pulls out along -y.
+- button on the table top (front), switch lever on the tilted face of a cabinet side block,
+  LED bar and lightbulb on top of the cabinet (z 0.648).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# CALVIN conf/scene/calvin_scene_*.yaml and conf/robot/panda.yaml.
+GLOBAL_SCALING = 0.8
+ROBOT_BASE_POS = (-0.34, -0.46, 0.24)
+NEUTRAL_JOINTS = (-1.21779206, 1.03987646, 2.11978261, -2.34205014, -0.87015947, 1.64119353, 0.55344866)
+
+TABLE_TOP_Z = 0.44  # top surface of base_link's slab and plank_link (official mesh, scaled).
+SHELF_Y = (0.02, 0.16)
+# Tilt of the cabinet front / sliding door: the official base__slide joint has rpy (1.0472, 0, 0),
+# so the door's local y axis runs up the face along (0, cos 60, sin 60).
+SLANT_RPY = (math.pi / 3, 0.0, 0.0)
+SLANT_DIR = (0.0, 0.5, math.sqrt(3) / 2)
+SLANT_NORMAL = (0.0, -math.sqrt(3) / 2, 0.5)
+SLANT_FOOT = (0.02, 0.44)  # (y, z) where the tilted face meets the table top.
+
+DRAWER_RANGE = 0.22  # 0.275 * 0.8, official base__drawer upper limit.
+BUTTON_RANGE = 0.02  # 0.025 * 0.8, official base__button upper limit.
+SWITCH_RANGE = 0.088  # 0.11 * 0.8, official base__switch upper limit.
+BUTTON_THRESHOLD = BUTTON_RANGE / 2  # Button.trigger_threshold = (lower + upper) / 2.
+SWITCH_THRESHOLD = SWITCH_RANGE / 2  # Switch.trigger_threshold = (lower + upper) / 2.
+DOOR_WIDTH = 0.28  # slide_link mesh x extent, all scenes.
+# The official base__switch origin (y 0.0609, z 0.4949) lies 0.068 m up the tilted face.
+SWITCH_U = 0.068
+
+# data/blocks/block_*_{small,middle,big}.urdf: boxes of 0.05/0.07/0.1 x 0.05 x 0.05, scaled 0.8.
+BLOCK_SIZES: dict[str, tuple[float, float, float]] = {
+    "small": (0.04, 0.04, 0.04),
+    "middle": (0.056, 0.04, 0.04),
+    "big": (0.08, 0.04, 0.04),
+}
+BLOCK_COLORS: dict[str, tuple[float, float, float, float]] = {
+    # rgba of the official block URDFs (pink is magenta there).
+    "red": (1.0, 0.0, 0.0, 1.0),
+    "blue": (0.0, 0.0, 1.0, 1.0),
+    "pink": (1.0, 0.0, 1.0, 1.0),
+}
+BLOCK_MASS = 1.0
+BLOCK_FRICTION = 0.7
+BLOCK_NAMES = ("red", "blue", "pink")
+
+# Fixed reset spots of the evaluation (SPEC 3, official get_env_state_for_initial_condition).
+TABLE_SPOTS = ((0.05, -0.12, 0.46), (0.23, -0.12, 0.46))
+SLIDER_LEFT_SPOT = (-0.2409, 0.0924, 0.4610)
+SLIDER_RIGHT_SPOT = (0.0703, 0.0924, 0.4610)
+
+
+@dataclass(frozen=True)
+class SceneLayout:
+    """Everything that differs between scenes A-D (SPEC 2.2 table, official URDFs and YAMLs).
+
+    Attributes:
+        name: scene letter.
+        button_x: x of the button and the LED above it.
+        switch_x: x of the switch lever and the lightbulb above it.
+        light_y: y of the lightbulb centre.
+        door_x0: left edge x of the sliding door at joint 0 (door spans door_x0..door_x0+0.28).
+        slider_range: travel of the sliding door (joint upper limit).
+        drawer_x: x of the drawer centre.
+        shelf_x: x extent of the shelf opening (plank_link).
+        table_rgb: wood colour of the table, drawer and door.
+        block_sizes: block colour -> size name.
+        surfaces: CALVIN yaml ``surfaces``: name -> ((x_lo, y_lo), (x_hi, y_hi)) for block sampling.
+        spots: fixed reset positions: ``table`` (two), ``slider_left``, ``slider_right``.
+    """
+
+    name: str
+    button_x: float
+    switch_x: float
+    light_y: float
+    door_x0: float
+    slider_range: float
+    drawer_x: float
+    shelf_x: tuple[float, float]
+    table_rgb: tuple[float, float, float]
+    block_sizes: dict[str, str]
+    surfaces: dict[str, tuple[tuple[float, float], tuple[float, float]]]
+    spots: dict[str, tuple[tuple[float, float, float], ...]] = field(default_factory=dict)
+
+    @property
+    def slider_center_x(self) -> float:
+        """Centre x of the sliding door at joint 0."""
+        return self.door_x0 + DOOR_WIDTH / 2
+
+    @property
+    def slider_mid_x(self) -> float:
+        """x splitting the shelf into its slider_left and slider_right halves."""
+        (l_lo, _), (l_hi, _) = self.surfaces["slider_left"]
+        (r_lo, _), (r_hi, _) = self.surfaces["slider_right"]
+        return 0.5 * (l_hi + r_lo)
+
+    def block_size(self, color: str) -> tuple[float, float, float]:
+        """Box size (x, y, z) of a block in this scene."""
+        return BLOCK_SIZES[self.block_sizes[color]]
+
+
+def _spots(shift: float) -> dict[str, tuple[tuple[float, float, float], ...]]:
+    """Reset spots; B and C have the shelf 0.18 m further right than A and D."""
+    left = (SLIDER_LEFT_SPOT[0] + shift, *SLIDER_LEFT_SPOT[1:])
+    right = (SLIDER_RIGHT_SPOT[0] + shift, *SLIDER_RIGHT_SPOT[1:])
+    return {"table": TABLE_SPOTS, "slider_left": (left,), "slider_right": (right,)}
+
+
+# Table colours: mean wood tone of the official renders (SPEC 2.2), as 0..1 rgb.
+LAYOUTS: dict[str, SceneLayout] = {
+    "A": SceneLayout(
+        name="A",
+        button_x=-0.28,
+        switch_x=0.30,
+        light_y=0.16,
+        door_x0=-0.10,
+        slider_range=0.28,
+        drawer_x=0.10,
+        shelf_x=(-0.36, 0.16),
+        table_rgb=(121 / 255, 70 / 255, 46 / 255),
+        block_sizes={"red": "middle", "blue": "big", "pink": "small"},
+        surfaces={
+            "table": ((-0.2, -0.15), (0.35, -0.03)),
+            "slider_left": ((-0.32, 0.05), (-0.16, 0.12)),
+            "slider_right": ((-0.05, 0.05), (0.13, 0.12)),
+        },
+        spots=_spots(0.0),
+    ),
+    "B": SceneLayout(
+        name="B",
+        button_x=0.28,
+        switch_x=-0.32,
+        light_y=0.164,
+        door_x0=0.088,
+        slider_range=0.304,
+        drawer_x=0.18,
+        shelf_x=(-0.18, 0.34),
+        table_rgb=(244 / 255, 196 / 255, 140 / 255),
+        block_sizes={"red": "small", "blue": "big", "pink": "middle"},
+        surfaces={
+            "table": ((-0.35, -0.15), (0.15, -0.03)),
+            "slider_left": ((-0.12, 0.05), (0.06, 0.12)),
+            "slider_right": ((0.15, 0.05), (0.33, 0.12)),
+        },
+        spots=_spots(0.18),
+    ),
+    "C": SceneLayout(
+        name="C",
+        button_x=-0.12,
+        switch_x=-0.32,
+        light_y=0.16,
+        door_x0=0.06,
+        slider_range=0.24,
+        drawer_x=0.10,
+        shelf_x=(-0.18, 0.34),
+        table_rgb=(159 / 255, 108 / 255, 64 / 255),
+        block_sizes={"red": "big", "blue": "small", "pink": "middle"},
+        surfaces={
+            "table": ((0.0, -0.15), (0.35, -0.03)),
+            "slider_left": ((-0.12, 0.05), (0.06, 0.12)),
+            "slider_right": ((0.15, 0.05), (0.3, 0.12)),
+        },
+        spots=_spots(0.18),
+    ),
+    "D": SceneLayout(
+        name="D",
+        button_x=-0.12,
+        switch_x=0.30,
+        light_y=0.16,
+        door_x0=-0.10,
+        slider_range=0.28,
+        drawer_x=0.18,
+        shelf_x=(-0.36, 0.16),
+        table_rgb=(156 / 255, 117 / 255, 78 / 255),
+        block_sizes={"red": "middle", "blue": "small", "pink": "big"},
+        surfaces={
+            "table": ((0.0, -0.15), (0.35, -0.03)),
+            "slider_left": ((-0.32, 0.05), (-0.16, 0.12)),
+            "slider_right": ((-0.05, 0.05), (0.13, 0.12)),
+        },
+        spots=_spots(0.0),
+    ),
+}
+
+# ---------------------------------------------------------------------------------------------
+# URDF of the table, written from primitives.
+
+Vec3 = tuple[float, float, float]
+_HANDLE_RGB = (0.15, 0.15, 0.15)
+
+
+def _box_from_bounds(lo: Vec3, hi: Vec3) -> tuple[Vec3, Vec3]:
+    """(centre, size) of an axis-aligned box given its corners."""
+    centre = tuple(0.5 * (a + b) for a, b in zip(lo, hi))
+    size = tuple(b - a for a, b in zip(lo, hi))
+    return centre, size  # type: ignore[return-value]
+
+
+def _slant_point(u: float, n: float) -> tuple[float, float]:
+    """(y, z) of a point u up the tilted cabinet face and n out of it."""
+    y = SLANT_FOOT[0] + u * SLANT_DIR[1] + n * SLANT_NORMAL[1]
+    z = SLANT_FOOT[1] + u * SLANT_DIR[2] + n * SLANT_NORMAL[2]
+    return y, z
+
+
+class _Link:
+    """Collects the shapes of one URDF link (origin of each shape relative to the link frame)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.items: list[str] = []
+
+    def box(self, centre: Vec3, size: Vec3, rgb: tuple[float, ...], rpy: Vec3 = (0, 0, 0),
+            collide: bool = True) -> None:
+        geom = f'<box size="{size[0]:.5f} {size[1]:.5f} {size[2]:.5f}"/>'
+        self._add(geom, centre, rpy, rgb, collide)
+
+    def cylinder(self, centre: Vec3, radius: float, length: float, rgb: tuple[float, ...],
+                 collide: bool = True) -> None:
+        self._add(f'<cylinder radius="{radius:.5f}" length="{length:.5f}"/>', centre, (0, 0, 0), rgb,
+                  collide)
+
+    def sphere(self, centre: Vec3, radius: float, rgb: tuple[float, ...], collide: bool = True) -> None:
+        self._add(f'<sphere radius="{radius:.5f}"/>', centre, (0, 0, 0), rgb, collide)
+
+    def _add(self, geom: str, xyz: Vec3, rpy: Vec3, rgb: tuple[float, ...], collide: bool) -> None:
+        origin = (f'<origin xyz="{xyz[0]:.5f} {xyz[1]:.5f} {xyz[2]:.5f}" '
+                  f'rpy="{rpy[0]:.5f} {rpy[1]:.5f} {rpy[2]:.5f}"/>')
+        rgba = " ".join(f"{c:.4f}" for c in (*rgb[:3], 1.0))
+        self.items.append(f'<visual>{origin}<geometry>{geom}</geometry>'
+                          f'<material name="{self.name}_m{len(self.items)}"><color rgba="{rgba}"/></material></visual>')
+        if collide:
+            self.items.append(f"<collision>{origin}<geometry>{geom}</geometry></collision>")
+
+    def xml(self, mass: float, visual: bool = True) -> str:
+        # A link without visuals is drawn from its collision shapes by pybullet's renderer, so a
+        # render-only link without visuals gets no collision shapes either.
+        items = self.items if visual else []
+        inertial = (f'<inertial><origin xyz="0 0 0" rpy="0 0 0"/><mass value="{mass}"/>'
+                    f'<inertia ixx="0.01" ixy="0" ixz="0" iyy="0.01" iyz="0" izz="0.01"/></inertial>')
+        return f'<link name="{self.name}">{inertial}{"".join(items)}</link>'
+
+
+def _joint(name: str, kind: str, child: str, xyz: Vec3, axis: Vec3 = (1, 0, 0), upper: float = 0.0) -> str:
+    limit = f'<limit lower="0" upper="{upper:.5f}" effort="1000" velocity="10"/>' if kind != "fixed" else ""
+    return (f'<joint name="{name}" type="{kind}"><parent link="base_link"/><child link="{child}"/>'
+            f'<origin xyz="{xyz[0]:.5f} {xyz[1]:.5f} {xyz[2]:.5f}" rpy="0 0 0"/>'
+            f'<axis xyz="{axis[0]:.5f} {axis[1]:.5f} {axis[2]:.5f}"/>{limit}</joint>')
+
+
+# Links that never move or change colour: the static camera renders them once (see cameras.py).
+STATIC_LINKS = frozenset({"base_link", "plank_link"})
+
+
+def drawer_tray_boxes(layout: SceneLayout) -> list[tuple[Vec3, Vec3, tuple[float, float, float]]]:
+    """(centre, size, rgb) of the drawer's floor and walls, in the drawer joint frame."""
+    wood, dark = layout.table_rgb, tuple(0.75 * c for c in layout.table_rgb)
+    bounds = [((-0.20, -0.16, 0.32), (0.20, 0.06, 0.34), dark), ((-0.20, -0.16, 0.34), (-0.18, 0.06, 0.40), wood),
+              ((0.18, -0.16, 0.34), (0.20, 0.06, 0.40), wood), ((-0.18, 0.04, 0.34), (0.18, 0.06, 0.40), wood)]
+    return [(*_box_from_bounds(lo, hi), rgb) for lo, hi, rgb in bounds]
+
+
+def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, with_tray: bool = True) -> str:
+    """URDF text of the whole play table of one scene, made of primitives only.
+
+    Joint frames are world-aligned (rpy 0) with their axes given in world coordinates, so a joint
+    value of 0 places each moving part where the official one sits at 0. Link and joint names are
+    the official ones.
+
+    Args:
+        layout: the scene.
+        visual_links: links that keep their shapes (None: all); the others are empty. Render-only
+            copies of the table use this to split it into a static background and the moving parts.
+        with_tray: include the drawer's floor and walls (the static camera draws them separately).
+
+    Returns:
+        The URDF document as a string.
+    """
+    wood = layout.table_rgb
+    dark = tuple(0.75 * c for c in wood)
+    grey = (0.55, 0.55, 0.55)
+    sx0, sx1 = layout.shelf_x
+    base = _Link("base_link")
+    # Table top slab in front of the cabinet, and the fill under the shelf.
+    base.box(*_box_from_bounds((-0.44, -0.18, 0.40), (0.44, 0.02, TABLE_TOP_Z)), wood)
+    base.box(*_box_from_bounds((-0.44, 0.02, 0.40), (0.44, 0.18, 0.42)), dark)
+    # Legs / side panels and the cabinet body below the drawer.
+    base.box(*_box_from_bounds((-0.44, -0.18, 0.0), (-0.40, 0.18, 0.40)), dark)
+    base.box(*_box_from_bounds((0.40, -0.18, 0.0), (0.44, 0.18, 0.40)), dark)
+    base.box(*_box_from_bounds((-0.40, -0.16, 0.0), (0.40, 0.16, 0.30)), dark, collide=False)
+    # Panels left and right of the drawer opening (official drawer front is 0.44 wide).
+    dx0, dx1 = layout.drawer_x - 0.22, layout.drawer_x + 0.22
+    if dx0 > -0.40:
+        base.box(*_box_from_bounds((-0.40, -0.18, 0.30), (dx0, 0.16, 0.40)), wood)
+    if dx1 < 0.40:
+        base.box(*_box_from_bounds((dx1, -0.18, 0.30), (0.40, 0.16, 0.40)), wood)
+    # Cabinet: back wall, roof over the shelf, and the two side blocks with a tilted front face.
+    base.box(*_box_from_bounds((-0.44, 0.16, 0.42), (0.44, 0.18, 0.648)), wood)
+    base.box(*_box_from_bounds((sx0, 0.128, 0.628), (sx1, 0.18, 0.648)), wood)
+    face_len = 0.2412  # tilted face from z 0.44 up to the roof at z 0.648 (0.208 / sin 60).
+    for x0, x1 in ((-0.44, sx0), (sx1, 0.44)):
+        if x1 - x0 < 1e-3:
+            continue
+        base.box(*_box_from_bounds((x0, 0.09, 0.44), (x1, 0.16, 0.648)), wood)
+        y, z = _slant_point(face_len / 2, -0.04)
+        base.box((0.5 * (x0 + x1), y, z), (x1 - x0, face_len, 0.08), wood, rpy=SLANT_RPY)
+    # Button housing on the table top (button_link sits on it from z 0.46).
+    base.cylinder((layout.button_x, -0.12, 0.45), 0.038, 0.02, grey)
+    # Socket of the lightbulb (the bulb itself is light_link, so that only it changes colour).
+    base.cylinder((layout.switch_x, layout.light_y, 0.656), 0.014, 0.016, grey)
+    # Dark slot behind the switch lever (visual only).
+    y, z = _slant_point(SWITCH_U + SWITCH_RANGE / 2, 0.001)
+    base.box((layout.switch_x, y, z), (0.03, SWITCH_RANGE + 0.03, 0.002), (0.1, 0.1, 0.1), rpy=SLANT_RPY, collide=False)
+
+    plank = _Link("plank_link")
+    plank.box(*_box_from_bounds((sx0, SHELF_Y[0], 0.42), (sx1, SHELF_Y[1], TABLE_TOP_Z)), dark)
+
+    # Sliding door: panel 0.28 wide on the tilted face, with a vertical handle bar in its middle.
+    slide = _Link("slide_link")
+    door_cx = DOOR_WIDTH / 2
+    y, z = _slant_point(0.11, 0.01)
+    # A lighter shade than the cabinet so the door stands out in the images.
+    light_wood = tuple(min(1.0, 1.2 * c + 0.05) for c in wood)
+    slide.box((door_cx, y, z), (DOOR_WIDTH, 0.22, 0.02), light_wood, rpy=SLANT_RPY)
+    y, z = _slant_point(0.13, 0.035)
+    slide.box((door_cx, y, z), (0.024, 0.14, 0.03), _HANDLE_RGB, rpy=SLANT_RPY)
+
+    # Drawer: a real tray (floor + walls) behind a front panel, with a bar handle.
+    drawer = _Link("drawer_link")
+    drawer.box(*_box_from_bounds((-0.22, -0.18, 0.30), (0.22, -0.16, 0.40)), wood)
+    if with_tray:
+        for centre, size, rgb in drawer_tray_boxes(layout):
+            drawer.box(centre, size, rgb)
+    drawer.box(*_box_from_bounds((-0.12, -0.26, 0.345), (0.12, -0.24, 0.375)), _HANDLE_RGB)
+    for hx in (-0.12, 0.10):
+        drawer.box(*_box_from_bounds((hx, -0.24, 0.345), (hx + 0.02, -0.18, 0.375)), _HANDLE_RGB)
+
+    button = _Link("button_link")
+    button.cylinder((0.0, 0.0, 0.012), 0.032, 0.024, (0.05, 0.05, 0.05))
+
+    # Switch lever: a bar sticking out of the tilted face; slides up the face (official axis).
+    switch = _Link("switch_link")
+    switch.box((0.0, *_slant_point(SWITCH_U, 0.025)), (0.10, 0.025, 0.05), (0.4, 0.4, 0.4), rpy=SLANT_RPY)
+    switch.box((0.0, *_slant_point(SWITCH_U, 0.05)), (0.12, 0.035, 0.012), (0.3, 0.3, 0.3), rpy=SLANT_RPY)
+
+    led = _Link("led_link")
+    led.box((0.0, 0.0, 0.0), (0.16, 0.04, 0.016), (1.0, 1.0, 1.0))
+    light = _Link("light_link")
+    light.sphere((0.0, 0.0, 0.035), 0.024, (1.0, 1.0, 1.0))
+
+    # The switch joint origin sits on the tilted face at the official height.
+    switch_origin = (layout.switch_x, 0.0, 0.0)
+    joints = [
+        _joint("base__plank", "fixed", "plank_link", (0, 0, 0)),
+        _joint("base__slide", "prismatic", "slide_link", (layout.door_x0, 0, 0), (-1, 0, 0),
+               layout.slider_range),
+        _joint("base__drawer", "prismatic", "drawer_link", (layout.drawer_x, 0, 0), (0, -1, 0),
+               DRAWER_RANGE),
+        _joint("base__button", "prismatic", "button_link", (layout.button_x, -0.12, 0.46), (0, 0, -1),
+               BUTTON_RANGE),
+        _joint("base__switch", "prismatic", "switch_link", switch_origin, SLANT_DIR, SWITCH_RANGE),
+        _joint("base__led", "fixed", "led_link", (layout.button_x, 0.16, 0.656)),
+        _joint("base__light", "fixed", "light_link", (layout.switch_x, layout.light_y, 0.648)),
+    ]
+    parts = ((base, 0.0), (plank, 0.0), (slide, 1.5), (drawer, 2.0), (button, 0.15), (switch, 0.25), (led, 0.0),
+             (light, 0.0))
+    links = [link.xml(mass, visual=visual_links is None or link.name in visual_links) for link, mass in parts]
+    # One element per line: pybullet's XML reader fails on very long lines.
+    body = "\n".join([*links, *joints]).replace("><", ">\n<")
+    return f'<?xml version="1.0"?>\n<robot name="calvin_table_{layout.name}">\n{body}\n</robot>\n'
