@@ -21,6 +21,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -69,13 +71,15 @@ def quat_to_matrix(quat: Sequence[float] | np.ndarray) -> np.ndarray:
     Raises:
         ValueError: not four finite numbers, or a zero quaternion.
     """
-    q = np.asarray(quat, dtype=np.float64).reshape(-1)
-    if q.shape != (4,) or not np.all(np.isfinite(q)):
+    # Plain floats: this runs for every block on every env step, where numpy's per-call
+    # overhead on 4-element arrays dominated the oracle's cost.
+    q = [float(v) for v in np.asarray(quat, dtype=np.float64).reshape(-1)]
+    if len(q) != 4 or not all(math.isfinite(v) for v in q):
         raise ValueError(f"quat must be 4 finite numbers (x, y, z, w), got {quat!r}")
-    norm = np.linalg.norm(q)
+    norm = math.sqrt(sum(v * v for v in q))
     if norm == 0.0:
         raise ValueError("quat must not be zero")
-    x, y, z, w = q / norm
+    x, y, z, w = (v / norm for v in q)
     return np.array(
         [
             [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
@@ -183,12 +187,12 @@ def _rotate_object(
     # Tasks.rotate_object: relative rotation end * start^-1 as xyz Euler degrees; the block may
     # move at most 0.1 m and must touch something besides the robot at the end.
     obj_start, obj_end = _movable(start, obj_name), _movable(end, obj_name)
-    x, y, z = relative_euler_xyz_deg(obj_start["current_orn"], obj_end["current_orn"])
     moved = np.linalg.norm(_vec(obj_end["current_pos"]) - _vec(obj_start["current_pos"]))
     if moved > movement_threshold:
         return False
     if not _contact_bodies(obj_end["contacts"]) - {_robot_uid(start)}:
         return False
+    x, y, z = relative_euler_xyz_deg(obj_start["current_orn"], obj_end["current_orn"])
     tilt_ok = abs(x) < x_y_threshold and abs(y) < x_y_threshold
     if z_degrees > 0:
         return bool(z_degrees < z < z_threshold and tilt_ok)
