@@ -59,6 +59,21 @@ class TaskSpec:
 # ---------------------------------------------------------------------------------------------
 
 
+def _unit_quat(quat: Sequence[float] | np.ndarray) -> tuple[float, float, float, float]:
+    """A quaternion (x, y, z, w) as four plain floats of unit norm.
+
+    Plain floats because the oracle runs on every env step, where numpy's per-call overhead on
+    4-element arrays dominated its cost.
+    """
+    q = [float(v) for v in np.asarray(quat, dtype=np.float64).reshape(-1)]
+    if len(q) != 4 or not all(math.isfinite(v) for v in q):
+        raise ValueError(f"quat must be 4 finite numbers (x, y, z, w), got {quat!r}")
+    norm = math.sqrt(sum(v * v for v in q))
+    if norm == 0.0:
+        raise ValueError("quat must not be zero")
+    return q[0] / norm, q[1] / norm, q[2] / norm, q[3] / norm
+
+
 def quat_to_matrix(quat: Sequence[float] | np.ndarray) -> np.ndarray:
     """Rotation matrix of a quaternion in pybullet's (x, y, z, w) order.
 
@@ -71,15 +86,7 @@ def quat_to_matrix(quat: Sequence[float] | np.ndarray) -> np.ndarray:
     Raises:
         ValueError: not four finite numbers, or a zero quaternion.
     """
-    # Plain floats: this runs for every block on every env step, where numpy's per-call
-    # overhead on 4-element arrays dominated the oracle's cost.
-    q = [float(v) for v in np.asarray(quat, dtype=np.float64).reshape(-1)]
-    if len(q) != 4 or not all(math.isfinite(v) for v in q):
-        raise ValueError(f"quat must be 4 finite numbers (x, y, z, w), got {quat!r}")
-    norm = math.sqrt(sum(v * v for v in q))
-    if norm == 0.0:
-        raise ValueError("quat must not be zero")
-    x, y, z, w = (v / norm for v in q)
+    x, y, z, w = _unit_quat(quat)
     return np.array(
         [
             [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
@@ -130,8 +137,27 @@ def relative_euler_xyz_deg(
     Returns:
         ``np.array([x, y, z])`` in degrees.
     """
-    relative = quat_to_matrix(end_quat) @ quat_to_matrix(start_quat).T
-    return np.degrees(matrix_to_euler_xyz(relative))
+    # Quaternion product end * conj(start) in plain floats (this runs on every env step), then
+    # only the matrix entries the Euler extraction reads.
+    x1, y1, z1, w1 = _unit_quat(end_quat)
+    x0, y0, z0, w0 = _unit_quat(start_quat)
+    x0, y0, z0 = -x0, -y0, -z0
+    x = w1 * x0 + x1 * w0 + y1 * z0 - z1 * y0
+    y = w1 * y0 - x1 * z0 + y1 * w0 + z1 * x0
+    z = w1 * z0 + x1 * y0 - y1 * x0 + z1 * w0
+    w = w1 * w0 - x1 * x0 - y1 * y0 - z1 * z0
+    m00, m10, m20 = 1 - 2 * (y * y + z * z), 2 * (x * y + z * w), 2 * (x * z - y * w)
+    m21, m22 = 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)
+    m01, m11 = 2 * (x * y - z * w), 1 - 2 * (x * x + z * z)
+    cos_b = math.hypot(m00, m10)
+    b = math.atan2(-m20, cos_b)
+    if cos_b > 1e-7:
+        a, c = math.atan2(m21, m22), math.atan2(m10, m00)
+    elif m20 < 0:
+        a, c = math.atan2(m01, m11), 0.0
+    else:
+        a, c = math.atan2(-m01, m11), 0.0
+    return np.degrees(np.array([a, b, c]))
 
 
 # ---------------------------------------------------------------------------------------------
