@@ -65,7 +65,8 @@ def _unit_quat(quat: Sequence[float] | np.ndarray) -> tuple[float, float, float,
     Plain floats because the oracle runs on every env step, where numpy's per-call overhead on
     4-element arrays dominated its cost.
     """
-    q = [float(v) for v in np.asarray(quat, dtype=np.float64).reshape(-1)]
+    values = quat if isinstance(quat, (tuple, list)) else np.asarray(quat, dtype=np.float64).reshape(-1)
+    q = [float(v) for v in values]
     if len(q) != 4 or not all(math.isfinite(v) for v in q):
         raise ValueError(f"quat must be 4 finite numbers (x, y, z, w), got {quat!r}")
     norm = math.sqrt(sum(v * v for v in q))
