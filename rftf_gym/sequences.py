@@ -1,0 +1,798 @@
+"""The official CALVIN evaluation chains and their reset states, as pure functions.
+
+Facts (task conditions and effects, categories, the task order used for drawing, the order of the
+random draws, block spots, neutral robot pose) come from the public mees/calvin repository:
+
+- ``calvin_models/calvin_agent/evaluation/multistep_sequences.py`` (``tasks``,
+  ``task_categories``, ``get_sequences``, ``get_sequences_for_state2``, ``check_sequence``);
+- ``calvin_models/calvin_agent/evaluation/utils.py`` (``get_env_state_for_initial_condition``,
+  ``temp_seed``).
+
+The code is our own; the output is identical to the official one: ``get_sequences()`` returns the
+same 1000 (initial state, chain) pairs in the same order, and
+``get_env_state_for_initial_condition`` the same ``robot_obs``/``scene_obs`` to the last digit.
+
+A symbolic state is a dict with the keys of `STATE_KEYS`, for example::
+
+    {"led": 1, "lightbulb": 1, "slider": "left", "drawer": "open", "red_block": "slider_left",
+     "blue_block": "table", "pink_block": "slider_right", "grasped": 0}
+
+Block values are ``table``, ``slider_left``, ``slider_right``, ``drawer``, ``grasped``,
+``stacked_top`` and ``stacked_bottom`` (the official vocabulary), plus ``unknown`` from
+`infer_symbolic_state` for a block that rests on nothing the vocabulary names (no task applies).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+COLORS = ("red", "blue", "pink")
+# Key order of the official initial states (multistep_sequences.py, get_sequences). It matters:
+# the reset-state seed hashes ``str(state.values())`` in this order.
+STATE_KEYS = ("led", "lightbulb", "slider", "drawer", "red_block", "blue_block", "pink_block", "grasped")
+UNKNOWN = "unknown"
+NUM_CHAINS = 1000
+CHAIN_LENGTH = 5
+
+
+class Branch(NamedTuple):
+    """One way a task can apply: if every condition holds, the effect is written into the state.
+
+    A condition value is either the required value or a tuple of allowed values.
+    """
+
+    condition: Mapping[str, Any]
+    effect: Mapping[str, Any]
+
+
+def _branch(condition: dict[str, Any], effect: dict[str, Any]) -> Branch:
+    return Branch(MappingProxyType(condition), MappingProxyType(effect))
+
+
+def _build_tasks() -> dict[str, tuple[Branch, ...]]:
+    """The official ``tasks`` table, in the official key order (the order tasks are drawn in)."""
+    tasks: dict[str, tuple[Branch, ...]] = {}
+    for kind in ("rotate", "push"):
+        for color in COLORS:
+            block = f"{color}_block"
+            for side in ("right", "left"):
+                tasks[f"{kind}_{block}_{side}"] = (
+                    _branch({block: "table", "grasped": 0}, {block: "table"}),
+                )
+    tasks["move_slider_left"] = (_branch({"slider": "right", "grasped": 0}, {"slider": "left"}),)
+    tasks["move_slider_right"] = (_branch({"slider": "left", "grasped": 0}, {"slider": "right"}),)
+    tasks["open_drawer"] = (_branch({"drawer": "closed", "grasped": 0}, {"drawer": "open"}),)
+    tasks["close_drawer"] = (_branch({"drawer": "open", "grasped": 0}, {"drawer": "closed"}),)
+    for color in COLORS:
+        block = f"{color}_block"
+        lifted = {block: "grasped", "grasped": 1}
+        tasks[f"lift_{block}_table"] = (_branch({block: "table", "grasped": 0}, lifted),)
+        # A block on the shelf can only be reached when the door covers the other half.
+        tasks[f"lift_{block}_slider"] = (
+            _branch({block: "slider_left", "slider": "right", "grasped": 0}, lifted),
+            _branch({block: "slider_right", "slider": "left", "grasped": 0}, lifted),
+        )
+        tasks[f"lift_{block}_drawer"] = (
+            _branch({block: "drawer", "drawer": "open", "grasped": 0}, lifted),
+        )
+    tasks["place_in_slider"] = tuple(
+        _branch(
+            {f"{color}_block": "grasped", "slider": side, "grasped": 1},
+            {f"{color}_block": f"slider_{side}", "grasped": 0},
+        )
+        for color in COLORS
+        for side in ("right", "left")
+    )
+    tasks["place_in_drawer"] = tuple(
+        _branch(
+            {f"{color}_block": "grasped", "drawer": "open", "grasped": 1},
+            {f"{color}_block": "drawer", "grasped": 0},
+        )
+        for color in COLORS
+    )
+    pairs = [(top, bottom) for top in COLORS for bottom in COLORS if top != bottom]
+    tasks["stack_block"] = tuple(
+        _branch(
+            {f"{top}_block": "grasped", f"{bottom}_block": "table", "grasped": 1},
+            {f"{top}_block": "stacked_top", f"{bottom}_block": "stacked_bottom", "grasped": 0},
+        )
+        for top, bottom in pairs
+    )
+    tasks["unstack_block"] = tuple(
+        _branch(
+            {f"{top}_block": "stacked_top", f"{bottom}_block": "stacked_bottom", "grasped": 0},
+            {f"{top}_block": "table", f"{bottom}_block": "table"},
+        )
+        for top, bottom in pairs
+    )
+    for light in ("lightbulb", "led"):
+        tasks[f"turn_on_{light}"] = (_branch({light: 0, "grasped": 0}, {light: 1}),)
+        tasks[f"turn_off_{light}"] = (_branch({light: 1, "grasped": 0}, {light: 0}),)
+    on_shelf = ("slider_right", "slider_left")
+    tasks["push_into_drawer"] = tuple(
+        _branch(
+            {
+                f"{color}_block": "table",
+                **{f"{other}_block": on_shelf for other in COLORS if other != color},
+                "drawer": "open",
+                "grasped": 0,
+            },
+            {f"{color}_block": "drawer", "grasped": 0},
+        )
+        for color in COLORS
+    )
+    return tasks
+
+
+TASKS: Mapping[str, tuple[Branch, ...]] = MappingProxyType(_build_tasks())
+"""Task name -> its (condition, effect) branches; key order is the official drawing order."""
+
+TASK_CATEGORIES: Mapping[str, int] = MappingProxyType(
+    {
+        **{
+            f"{kind}_{c}_block_{side}": 1
+            for kind in ("rotate", "push")
+            for c in COLORS
+            for side in ("right", "left")
+        },
+        "move_slider_left": 2,
+        "move_slider_right": 2,
+        "open_drawer": 3,
+        "close_drawer": 3,
+        **{f"lift_{c}_block_table": 4 for c in COLORS},
+        **{f"lift_{c}_block_slider": 5 for c in COLORS},
+        **{f"lift_{c}_block_drawer": 6 for c in COLORS},
+        "place_in_slider": 7,
+        "place_in_drawer": 7,
+        "turn_on_lightbulb": 8,
+        "turn_off_lightbulb": 8,
+        "turn_on_led": 8,
+        "turn_off_led": 8,
+        "push_into_drawer": 9,
+        "stack_block": 10,
+        "unstack_block": 11,
+    }
+)
+"""Task name -> category; a chain never holds two tasks of one category (official task_categories)."""
+
+_TASK_NAMES = tuple(TASKS)
+
+
+def _holds(condition: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    for key, wanted in condition.items():
+        value = state[key]
+        if isinstance(wanted, tuple):
+            if value not in wanted:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def applicable_branches(task: str, state: Mapping[str, Any]) -> list[Branch]:
+    """The branches of ``task`` whose condition holds in ``state``.
+
+    Args:
+        task: one of the 34 task names.
+        state: a symbolic state (keys of `STATE_KEYS`).
+
+    Returns:
+        The applicable branches, in table order; a task is valid when exactly one applies.
+
+    Raises:
+        KeyError: unknown task name.
+    """
+    return [branch for branch in TASKS[task] if _holds(branch.condition, state)]
+
+
+def applicable_tasks(state: Mapping[str, Any]) -> list[str]:
+    """The tasks that can be asked for in ``state``: exactly one branch applies (check_sequence).
+
+    Args:
+        state: a symbolic state (keys of `STATE_KEYS`).
+
+    Returns:
+        Task names in the official table order.
+    """
+    return [task for task in _TASK_NAMES if len(applicable_branches(task, state)) == 1]
+
+
+def apply_task(state: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The symbolic state after ``task`` succeeds in ``state``.
+
+    Args:
+        state: a symbolic state (keys of `STATE_KEYS`); not modified.
+        task: one of the 34 task names.
+
+    Returns:
+        A new state dict with the effect of the single applicable branch written in.
+
+    Raises:
+        KeyError: unknown task name.
+        ValueError: no branch, or more than one, applies.
+    """
+    branches = applicable_branches(task, state)
+    if len(branches) != 1:
+        raise ValueError(
+            f"{task} has {len(branches)} applicable branches in {dict(state)}, needs exactly 1"
+        )
+    return {**state, **branches[0].effect}
+
+
+def is_valid_chain(state: Mapping[str, Any], chain: Sequence[str]) -> bool:
+    """Whether ``chain`` is a valid evaluation chain from ``state`` (official check_sequence).
+
+    Args:
+        state: the symbolic initial state.
+        chain: task names.
+
+    Returns:
+        True when the tasks come from distinct categories and each has exactly one applicable
+        branch in the state left by the tasks before it.
+    """
+    categories = [TASK_CATEGORIES[task] for task in chain]
+    if len(set(categories)) != len(categories):
+        return False
+    for task in chain:
+        branches = applicable_branches(task, state)
+        if len(branches) != 1:
+            return False
+        state = {**state, **branches[0].effect}
+    return True
+
+
+def initial_states() -> list[dict[str, Any]]:
+    """The 192 official initial states, in the official order (multistep_sequences.py, get_sequences).
+
+    Every combination of the values below (itertools.product order) with one or two blocks on the
+    table and at most one block on each half of the shelf.
+
+    Returns:
+        Fresh dicts with keys in `STATE_KEYS` order.
+    """
+    values = {
+        "led": (0, 1),
+        "lightbulb": (0, 1),
+        "slider": ("right", "left"),
+        "drawer": ("closed", "open"),
+        "red_block": ("table", "slider_right", "slider_left"),
+        "blue_block": ("table", "slider_right", "slider_left"),
+        "pink_block": ("table", "slider_right", "slider_left"),
+        "grasped": (0,),
+    }
+    states = []
+    for combination in itertools.product(*values.values()):
+        blocks = combination[4:7]
+        if (
+            blocks.count("table") in (1, 2)
+            and blocks.count("slider_right") < 2
+            and blocks.count("slider_left") < 2
+        ):
+            states.append(dict(zip(values, combination)))
+    return states
+
+
+# --- Replaying the official rejection sampling, fast -------------------------------------------
+#
+# Officially each state i draws ``np.random.choice(34 tasks, 5, replace=False)`` from a legacy RNG
+# seeded i until ``count`` chains pass check_sequence: 7,142,044 draws for the 1000 chains (about a
+# minute with the official code on this machine). Legacy ``choice`` without replacement is
+# ``permutation(34)[:5]``: a Fisher-Yates shuffle of arange(34) swapping x[i] and x[j] for
+# i = 33..1, each j drawn by masked rejection (``j = next_uint32 & mask``, retried while j > i,
+# mask = smallest 2**k - 1 >= i). We replay exactly that from the raw MT19937 stream, vectorized:
+# only the low 6 bits of each raw value matter (mask <= 63), a small automaton (state = steps
+# done in the current draw) decides which raw values are accepted, and the stream is cut into
+# chunks run side by side. A chunk's start state depends on the chunk before it, so chunks first
+# start from a guess and are then re-run from their true start until their path joins the
+# recorded one (paths that reach the same state at the same symbol agree from then on).
+
+_SYMBOLS = 64  # values of the low 6 bits of a raw draw
+_PAIR = _SYMBOLS * _SYMBOLS  # the automaton reads two symbols per lookup
+_FY_STEPS = np.arange(len(_TASK_NAMES) - 1, 0, -1)  # Fisher-Yates positions i = 33..1
+_CHUNK_PAIRS = 4096  # symbol pairs per chunk
+_JOIN_CHECK_EVERY = 32  # columns between checks that a re-run path joined the recorded one
+_DRAWS_PER_ROUND = 1 << 13  # draws generated per state and round, before checking validity
+_STATES_PER_GROUP = 48  # states processed together (peak memory ~100 MB)
+
+
+def _pair_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Automaton tables indexed by ``state * 4096 + a * 64 + b`` for a symbol pair (a, b).
+
+    Returns:
+        ``next_base`` (the next state * 4096, int32) and ``codes`` (little-endian uint16 whose
+        low byte is the code of a, high byte the code of b: ``0x80 | j`` when the symbol is
+        accepted with value j, else 0).
+    """
+    steps = len(_FY_STEPS)
+    masks = np.array([(1 << int(i).bit_length()) - 1 for i in _FY_STEPS])
+    symbols = np.arange(_SYMBOLS)
+    j_value = symbols[None, :] & masks[:, None]  # (state, symbol)
+    accepted = j_value <= _FY_STEPS[:, None]
+    code = np.where(accepted, 0x80 | j_value, 0)
+    after = (np.arange(steps)[:, None] + accepted) % steps
+    state, a, b = np.meshgrid(np.arange(steps), symbols, symbols, indexing="ij")
+    state_b = after[state, a]
+    next_base = (after[state_b, b] * _PAIR).astype(np.int32)
+    codes = (code[state, a] | (code[state_b, b] << 8)).astype("<u2")
+    return next_base.ravel(), codes.ravel()
+
+
+_NEXT_BASE, _CODES = _pair_tables()
+
+
+def _run_chunks(pairs: np.ndarray, record: np.ndarray) -> np.ndarray:
+    """Run every chunk (a column of ``pairs``) from state 0, writing the table index per symbol pair.
+
+    Returns:
+        The end index base (state * 4096) of every chunk.
+    """
+    base = np.zeros(pairs.shape[1], dtype=np.int32)
+    for col in range(pairs.shape[0]):
+        np.add(base, pairs[col], out=record[col])
+        np.take(_NEXT_BASE, record[col], out=base)
+    return base
+
+
+def _rerun_chunks(
+    pairs: np.ndarray, record: np.ndarray, lanes: np.ndarray, start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-run chunks ``lanes`` from their true ``start`` until they join the recorded path.
+
+    A lane stops as soon as its table index equals the recorded one: two paths in the same state
+    at the same symbol agree from then on, so the rest of the record is already right.
+
+    Returns:
+        The lanes that never joined, and their end index bases.
+    """
+    base = start
+    for col in range(pairs.shape[0]):
+        index = base + pairs[col, lanes]
+        if col % _JOIN_CHECK_EVERY == 0:
+            apart = index != record[col, lanes]
+            lanes, index = lanes[apart], index[apart]
+        record[col, lanes] = index
+        base = _NEXT_BASE[index]
+        if not len(lanes):
+            break
+    return lanes, base
+
+
+def _fisher_yates_draws(streams: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+    """Split symbol streams (each starting at a draw boundary) into complete draws.
+
+    Args:
+        streams: uint8 low-6-bit symbols, each of a length divisible by ``2 * _CHUNK_PAIRS``.
+
+    Returns:
+        Per stream: the j values of its complete draws, shape (n_draws, 33) in step order
+        i = 33..1, and how many symbols those draws consumed.
+    """
+    chunks_per_stream = [len(stream) // (2 * _CHUNK_PAIRS) for stream in streams]
+    symbols = np.concatenate(streams)
+    pair_index = (symbols[0::2].astype(np.uint16) << 6) | symbols[1::2]
+    pairs = _transpose(pair_index.reshape(-1, _CHUNK_PAIRS))  # (column, chunk)
+    first = np.zeros(pairs.shape[1], dtype=bool)
+    first[np.cumsum([0, *chunks_per_stream[:-1]])] = True  # these chunks start a draw for sure
+    record = np.empty(pairs.shape, dtype=np.int32)
+    # Every chunk is first run as if it started a draw, then fixed up from its true start.
+    start = np.zeros(pairs.shape[1], dtype=np.int32)
+    end = _run_chunks(pairs, record)
+    while True:
+        true_start = np.where(first, 0, np.roll(end, 1))
+        redo = np.flatnonzero(true_start != start)
+        if not len(redo):
+            break
+        start[redo] = true_start[redo]
+        apart, apart_end = _rerun_chunks(pairs, record, redo, start[redo])
+        end[apart] = apart_end
+    codes = _transpose(_CODES[record]).view(np.uint8).ravel()  # stream order, one per symbol
+    results = []
+    offset = 0
+    for n_chunks in chunks_per_stream:
+        stream_codes = codes[offset : offset + 2 * n_chunks * _CHUNK_PAIRS]
+        offset += len(stream_codes)
+        accepted = stream_codes >= 0x80
+        values = stream_codes[accepted] & 0x3F
+        n_draws = len(values) // len(_FY_STEPS)
+        draws = values[: n_draws * len(_FY_STEPS)].reshape(n_draws, len(_FY_STEPS))
+        results.append((draws, _position_after(accepted, len(values) - n_draws * len(_FY_STEPS))))
+    return results
+
+
+def _transpose(matrix: np.ndarray, rows_per_block: int = 16) -> np.ndarray:
+    """A contiguous transpose, by blocks of rows (several times faster than a plain copy of .T)."""
+    out = np.empty(matrix.shape[::-1], dtype=matrix.dtype)
+    for row in range(0, matrix.shape[0], rows_per_block):
+        out[:, row : row + rows_per_block] = matrix[row : row + rows_per_block].T
+    return out
+
+
+def _position_after(accepted: np.ndarray, unused: int) -> int:
+    """The index just past the accepted symbol followed by ``unused`` accepted ones (0 if none)."""
+    window = 4096
+    while True:
+        tail = np.flatnonzero(accepted[-window:])
+        if len(tail) > unused:
+            return len(accepted) - min(window, len(accepted)) + int(tail[-1 - unused]) + 1
+        if window >= len(accepted):
+            return 0
+        window *= 4
+
+
+def _first_five(draws: np.ndarray) -> np.ndarray:
+    """The first 5 entries of each legacy ``permutation(34)`` given its j values (n, 33).
+
+    Returns:
+        Task indices, shape (n, 5).
+    """
+    n = len(draws)
+    perm = np.repeat(np.arange(len(_TASK_NAMES), dtype=np.int8), n)  # position-major (34 * n)
+    lanes = np.arange(n)
+    for column, i in enumerate(_FY_STEPS):
+        target = draws[:, column].astype(np.intp) * n + lanes
+        here = slice(i * n, (i + 1) * n)
+        if i >= CHAIN_LENGTH:
+            perm[target] = perm[here]  # x[i] is final and never read: only x[j] = x[i] matters
+        else:
+            moved = perm[target]
+            perm[target] = perm[here]
+            perm[here] = moved
+    return perm[: CHAIN_LENGTH * n].reshape(CHAIN_LENGTH, n).T
+
+
+@functools.lru_cache(maxsize=1)
+def _transition_table() -> tuple[dict[tuple[Any, ...], int], np.ndarray, np.ndarray]:
+    """Every symbolic state reachable from the initial states, and task -> next state.
+
+    Returns:
+        state values -> id, ``next_state[id, task]`` (the dead id ``len(ids)`` unless exactly one
+        branch applies), and each task's category as a bit.
+    """
+    ids: dict[tuple[Any, ...], int] = {}
+    frontier = [tuple(state.values()) for state in initial_states()]
+    edges = []
+    while frontier:
+        values = frontier.pop()
+        if values in ids:
+            continue
+        ids[values] = len(ids)
+        state = dict(zip(STATE_KEYS, values))
+        for task_id, task in enumerate(_TASK_NAMES):
+            branches = applicable_branches(task, state)
+            if len(branches) == 1:
+                after = tuple({**state, **branches[0].effect}.values())
+                edges.append((ids[values], task_id, after))
+                frontier.append(after)
+    dead = len(ids)
+    next_state = np.full((dead + 1, len(_TASK_NAMES)), dead, dtype=np.int32)
+    for source, task_id, after in edges:
+        next_state[source, task_id] = ids[after]
+    category_bit = np.array([1 << TASK_CATEGORIES[task] for task in _TASK_NAMES], dtype=np.int64)
+    return ids, next_state, category_bit
+
+
+def _valid_draws(state: Mapping[str, Any], firsts: np.ndarray) -> np.ndarray:
+    """Vectorized `is_valid_chain` over drawn task indices (n, 5)."""
+    ids, next_state, category_bit = _transition_table()
+    current = np.full(len(firsts), ids[tuple(state.values())])
+    bits_or = np.zeros(len(firsts), dtype=np.int64)
+    bits_sum = np.zeros(len(firsts), dtype=np.int64)
+    for column in firsts.T:
+        current = next_state[current, column]
+        bits_or |= category_bit[column]
+        bits_sum += category_bit[column]
+    return (current != len(ids)) & (bits_or == bits_sum)
+
+
+def _official_draws(
+    states: Sequence[Mapping[str, Any]], counts: Sequence[int]
+) -> list[list[tuple[str, ...]]]:
+    """The chains the official get_sequences_for_state2 draws for state i (seed i), count each."""
+    rngs = [np.random.RandomState(seed) for seed in range(len(states))]
+    leftover = [np.empty(0, dtype=np.uint8) for _ in states]
+    found: list[list[tuple[str, ...]]] = [[] for _ in states]
+    pending = [i for i, count in enumerate(counts) if count > 0]
+    stream_quantum = 2 * _CHUNK_PAIRS
+    while pending:
+        for group_start in range(0, len(pending), _STATES_PER_GROUP):
+            group = pending[group_start : group_start + _STATES_PER_GROUP]
+            streams = []
+            for i in group:
+                # ~44.5 raw values per draw; round up to whole chunks.
+                wanted = len(leftover[i]) + 45 * _DRAWS_PER_ROUND
+                fresh = -(-wanted // stream_quantum) * stream_quantum - len(leftover[i])
+                # Raw MT19937 outputs; randint over the full uint32 range consumes exactly one each.
+                raw = rngs[i].randint(0, 2**32, size=fresh, dtype=np.uint32)
+                low_bytes = raw.astype("<u4", copy=False).view(np.uint8)[::4]
+                streams.append(np.concatenate([leftover[i], low_bytes & (_SYMBOLS - 1)]))
+            for i, stream, (draws, consumed) in zip(group, streams, _fisher_yates_draws(streams)):
+                leftover[i] = stream[consumed:]
+                firsts = _first_five(draws)
+                for row in np.flatnonzero(_valid_draws(states[i], firsts))[: counts[i] - len(found[i])]:
+                    found[i].append(tuple(_TASK_NAMES[t] for t in firsts[row]))
+        pending = [i for i in pending if len(found[i]) < counts[i]]
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _sequences(num_sequences: int) -> tuple[tuple[tuple[Any, ...], tuple[str, ...]], ...]:
+    """Cached (state values, chain) pairs behind `get_sequences`."""
+    states = initial_states()
+    # Chains per state: np.array_split of range(num_sequences) into 192 parts (5 or 6 for 1000).
+    counts = [len(part) for part in np.array_split(np.arange(num_sequences), len(states))]
+    pairs = [
+        (tuple(state.values()), chain)
+        for state, chains in zip(states, _official_draws(states, counts))
+        for chain in chains
+    ]
+    # The official code shuffles the list with numpy's legacy global RNG seeded 0 (temp_seed(0)).
+    np.random.RandomState(0).shuffle(pairs)
+    return tuple(pairs)
+
+
+def get_sequences(num_sequences: int = NUM_CHAINS) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    """The official CALVIN evaluation chains (multistep_sequences.py, get_sequences).
+
+    As in the official code, ``num_sequences`` is split over the 192 initial states with
+    ``np.array_split`` before drawing and shuffling, so ``get_sequences(n)`` for n < 1000 is the
+    official ``get_sequences(n)``, not the first n of the 1000 chains.
+
+    Args:
+        num_sequences: how many chains; 1000 is the official benchmark.
+
+    Returns:
+        ``(initial_state, chain)`` pairs: a fresh state dict (keys in `STATE_KEYS` order) and a
+        tuple of 5 task names. Results are cached; callers may mutate what they get.
+
+    Raises:
+        ValueError: ``num_sequences`` is negative or not an int.
+    """
+    if (
+        isinstance(num_sequences, bool)
+        or not isinstance(num_sequences, (int, np.integer))
+        or num_sequences < 0
+    ):
+        raise ValueError(f"num_sequences must be a non-negative int, got {num_sequences!r}")
+    return [(dict(zip(STATE_KEYS, values)), chain) for values, chain in _sequences(int(num_sequences))]
+
+
+def fnv1_32(data: bytes, seed: int = 0) -> int:
+    """32-bit FNV-1 hash with ``seed`` as the starting value (pyhash's ``fnv1_32``).
+
+    pyhash starts from its seed (default 0) instead of FNV's offset basis 2166136261, so with
+    the default this is "FNV-1 with seed 0". Empty input returns the seed.
+
+    Args:
+        data: bytes to hash.
+        seed: the starting hash value (32-bit).
+
+    Returns:
+        The hash as an int in [0, 2**32).
+    """
+    value = seed & 0xFFFFFFFF
+    for byte in data:
+        value = (value * 16777619) & 0xFFFFFFFF
+        value ^= byte
+    return value
+
+
+def _canonical_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """``state`` with keys in `STATE_KEYS` order and plain int / str values.
+
+    Raises:
+        ValueError: keys differ from `STATE_KEYS`.
+    """
+    missing = [key for key in STATE_KEYS if key not in state]
+    extra = [key for key in state if key not in STATE_KEYS]
+    if missing or extra:
+        raise ValueError(
+            f"a symbolic state has exactly the keys {STATE_KEYS}; missing {missing}, extra {extra}"
+        )
+    # numpy scalars would print as np.int64(1) and change the hash.
+    return {
+        key: int(state[key]) if isinstance(state[key], (bool, int, np.integer)) else str(state[key])
+        for key in STATE_KEYS
+    }
+
+
+def state_seed(initial_state: Mapping[str, Any]) -> int:
+    """The official reset-state seed: pyhash ``fnv1_32()(str(state.values()))``.
+
+    pyhash hashes a ``str`` as its UTF-16 bytes without the BOM (little-endian on the x86/ARM
+    machines CALVIN runs on). The values are taken in `STATE_KEYS` order as plain ints and
+    strings, as in the official states, so key order and numpy scalars do not matter.
+
+    Args:
+        initial_state: a symbolic state with the keys of `STATE_KEYS`.
+
+    Returns:
+        The 32-bit seed.
+
+    Raises:
+        ValueError: keys differ from `STATE_KEYS`.
+    """
+    # The repr of the official dict_values object, e.g. "dict_values([1, 1, 'left', ...])".
+    text = str(_canonical_state(initial_state).values())
+    return fnv1_32(text.encode("utf-16-le"))
+
+
+# Official neutral robot_obs (utils.py, get_env_state_for_initial_condition): tcp pos, tcp euler,
+# gripper width, 7 arm joints, gripper action (open).
+NEUTRAL_ROBOT_OBS = (
+    0.02586889, -0.2313129, 0.5712808, 3.09045411, -0.02908596, 1.50013585, 0.07999963,
+    -1.21779124, 1.03987629, 2.11978254, -2.34205014, -0.87015899, 1.64119093, 0.55344928, 1.0,
+)  # fmt: skip
+# Official block spots (utils.py). Shelf halves behind the sliding door, and two table spots whose
+# assignment is shuffled per state.
+BLOCK_SLIDER_LEFT = (-2.40851662e-01, 9.24044687e-02, 4.60990009e-01)
+BLOCK_SLIDER_RIGHT = (7.03416330e-02, 9.24044687e-02, 4.60990009e-01)
+BLOCK_TABLE = (
+    (5.00000896e-02, -1.20000177e-01, 4.59990009e-01),
+    (2.29995412e-01, -1.19995140e-01, 4.59990010e-01),
+)
+BLOCK_YAW_RANGE = (np.pi / 2 - np.pi / 8, np.pi / 2 + np.pi / 8)
+# scene_obs layout (SPEC 2.2): door, drawer, button, switch, lightbulb, LED, then red, blue, pink
+# block poses (pos 3 + euler 3).
+BLOCK_OFFSETS = {"red": 6, "blue": 12, "pink": 18}
+SLIDER_LEFT_JOINT = 0.28
+DRAWER_OPEN_JOINT = 0.22
+SWITCH_ON_JOINT = 0.088
+
+
+_INITIAL_STATES = initial_states()
+
+
+def _normalize_initial_state(initial_state: Mapping[str, Any]) -> dict[str, Any]:
+    state = _canonical_state(initial_state)
+    if state not in _INITIAL_STATES:
+        raise ValueError(f"{state} is not one of the 192 official initial states")
+    return state
+
+
+def get_env_state_for_initial_condition(
+    initial_state: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The official reset state of a symbolic initial state (utils.py, same name).
+
+    Robot at the neutral pose; door at 0.28 when ``slider == "left"``; drawer at 0.22 when open;
+    switch at 0.088 when the lightbulb is on; lightbulb and LED logical states; blocks on their
+    shelf half or on a table spot, each with roll = pitch = 0 and a yaw uniform in
+    [pi/2 - pi/8, pi/2 + pi/8]. The RNG is numpy's legacy RNG seeded with `state_seed`; the draws
+    are, in the official order: one shuffle of the two table spots, then one yaw per block in
+    red, blue, pink order (drawn whatever the block's place).
+
+    Args:
+        initial_state: one of the 192 official initial states (any key order).
+
+    Returns:
+        ``(robot_obs, scene_obs)``: float64 arrays of shape (15,) and (24,), blocks in red, blue,
+        pink order.
+
+    Raises:
+        ValueError: the state is not one of the official initial states.
+    """
+    state = _normalize_initial_state(initial_state)
+    rng = np.random.RandomState(state_seed(state))
+    table_spots = [np.array(spot) for spot in BLOCK_TABLE]
+    rng.shuffle(table_spots)
+
+    scene_obs = np.zeros(24)
+    scene_obs[0] = SLIDER_LEFT_JOINT if state["slider"] == "left" else 0.0
+    scene_obs[1] = DRAWER_OPEN_JOINT if state["drawer"] == "open" else 0.0
+    scene_obs[3] = SWITCH_ON_JOINT if state["lightbulb"] == 1 else 0.0
+    scene_obs[4] = state["lightbulb"]
+    scene_obs[5] = state["led"]
+    # Official table-spot rule: red takes the first spot, blue the second if red is also on the
+    # table (else the first), pink always the second. Valid states have at most two table blocks.
+    table_spot_index = {"red": 0, "blue": 1 if state["red_block"] == "table" else 0, "pink": 1}
+    for color in COLORS:
+        place = state[f"{color}_block"]
+        offset = BLOCK_OFFSETS[color]
+        if place == "slider_left":
+            scene_obs[offset : offset + 3] = BLOCK_SLIDER_LEFT
+        elif place == "slider_right":
+            scene_obs[offset : offset + 3] = BLOCK_SLIDER_RIGHT
+        else:
+            scene_obs[offset : offset + 3] = table_spots[table_spot_index[color]]
+        scene_obs[offset + 5] = rng.uniform(*BLOCK_YAW_RANGE)
+    return np.array(NEUTRAL_ROBOT_OBS), scene_obs
+
+
+def _block_place(
+    color: str,
+    info: Mapping[str, Any],
+    robot_uid: int,
+    table_uid: int,
+    table_links: Mapping[str, int],
+    block_uids: Mapping[int, str],
+    slider_mid_x: float,
+) -> tuple[str, set[str]]:
+    """A block's place before stacking is resolved, and the colours of the blocks it touches."""
+    block = info["scene_info"]["movable_objects"][f"block_{color}"]
+    contacts = block["contacts"]
+    touched_links = {contact[4] for contact in contacts if contact[2] == table_uid}
+    touched_blocks = {block_uids[contact[2]] for contact in contacts if contact[2] in block_uids}
+    touched_blocks.discard(color)
+    others = [contact for contact in contacts if contact[2] != robot_uid]
+    touches_robot = len(others) < len(contacts)
+    if table_links.get("drawer_link") in touched_links:
+        return "drawer", touched_blocks
+    if table_links.get("plank_link") in touched_links:
+        side = "slider_left" if block["current_pos"][0] < slider_mid_x else "slider_right"
+        return side, touched_blocks
+    if table_links.get("base_link") in touched_links:
+        return "table", touched_blocks
+    if others and all(contact[2] in block_uids for contact in others):
+        return "stacked_top", touched_blocks
+    if not others and touches_robot:
+        return "grasped", touched_blocks
+    return UNKNOWN, touched_blocks
+
+
+def infer_symbolic_state(
+    scene_obs: np.ndarray,
+    info: Mapping[str, Any],
+    slider_mid_x: float,
+    slider_joint_mid: float = SLIDER_LEFT_JOINT / 2,
+    drawer_open_joint: float = DRAWER_OPEN_JOINT / 2,
+) -> dict[str, Any]:
+    """Map a physical state to the official symbolic state, to sample valid tasks and drive experts.
+
+    Mapping:
+
+    - ``led`` / ``lightbulb``: ``scene_obs[5]`` / ``scene_obs[4]`` (logical states, 0 or 1).
+    - ``slider``: ``"left"`` when the door joint ``scene_obs[0] > slider_joint_mid``, else
+      ``"right"``. ``drawer``: ``"open"`` when ``scene_obs[1] > drawer_open_joint``.
+    - each block, from its contacts (first rule that matches):
+      touches the table's ``drawer_link`` -> ``"drawer"``; ``plank_link`` (the shelf) ->
+      ``"slider_left"`` if its x < ``slider_mid_x`` else ``"slider_right"``; ``base_link`` (the
+      table top) -> ``"table"``; touches only blocks, or blocks and the robot ->
+      ``"stacked_top"``; touches only the robot -> ``"grasped"``; otherwise (in flight, on the
+      floor, leaning on the door only) -> ``"unknown"``. Then every block touched by a
+      ``stacked_top`` block, and not itself on top, becomes ``"stacked_bottom"``, the official
+      bookkeeping of stack_block / unstack_block.
+    - ``grasped``: 1 when some block is ``"grasped"``, else 0.
+
+    Args:
+        scene_obs: (24,) scene observation (SPEC 2.2 layout).
+        info: the backend's ``get_info()`` (see `rftf_gym.backend`): robot uid, table uid and
+            link ids, and each block's ``current_pos`` and contacts (pybullet getContactPoints
+            tuples: index 2 other body uid, index 4 other link index).
+        slider_mid_x: world x splitting the shelf into halves (``backend.slider_mid_x()``).
+        slider_joint_mid: door joint value between "right" (0) and "left" (scene A/D: 0.28).
+        drawer_open_joint: drawer joint above which the drawer counts as open.
+
+    Returns:
+        A symbolic state with the keys of `STATE_KEYS`.
+    """
+    scene = info["scene_info"]
+    robot_uid = info["robot_info"]["uid"]
+    table = scene["fixed_objects"]["table"]
+    block_uids = {scene["movable_objects"][f"block_{color}"]["uid"]: color for color in COLORS}
+    places: dict[str, str] = {}
+    touching: dict[str, set[str]] = {}
+    for color in COLORS:
+        places[color], touching[color] = _block_place(
+            color, info, robot_uid, table["uid"], table["links"], block_uids, slider_mid_x
+        )
+    for color in COLORS:
+        if places[color] == "stacked_top":
+            for other in touching[color]:
+                if places[other] != "stacked_top":
+                    places[other] = "stacked_bottom"
+    state: dict[str, Any] = {
+        "led": int(scene_obs[5] > 0.5),
+        "lightbulb": int(scene_obs[4] > 0.5),
+        "slider": "left" if scene_obs[0] > slider_joint_mid else "right",
+        "drawer": "open" if scene_obs[1] > drawer_open_joint else "closed",
+    }
+    for color in COLORS:
+        state[f"{color}_block"] = places[color]
+    state["grasped"] = int("grasped" in places.values())
+    return state
