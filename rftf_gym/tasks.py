@@ -231,15 +231,17 @@ def _push_object(
 ) -> bool:
     # Tasks.push_object: non-robot (body, link) contacts exist at start and end and the start
     # ones are a subset of the end ones; then the signed displacement along the axis beats it.
+    # The cheap displacement test goes first: the rule is a conjunction, and the env evaluates
+    # every task on every step.
     obj_start, obj_end = _movable(start, obj_name), _movable(end, obj_name)
+    diff = _vec(obj_end["current_pos"]) - _vec(obj_start["current_pos"])
+    axis, threshold = (0, x_direction) if x_direction != 0 else (1, y_direction)
+    if not (diff[axis] > threshold if threshold > 0 else diff[axis] < threshold):
+        return False
     robot = _robot_uid(start)
     start_contacts = {c for c in _contact_links(obj_start["contacts"]) if c[0] != robot}
     end_contacts = {c for c in _contact_links(obj_end["contacts"]) if c[0] != robot}
-    if not (start_contacts and end_contacts and start_contacts <= end_contacts):
-        return False
-    diff = _vec(obj_end["current_pos"]) - _vec(obj_start["current_pos"])
-    axis, threshold = (0, x_direction) if x_direction != 0 else (1, y_direction)
-    return bool(diff[axis] > threshold if threshold > 0 else diff[axis] < threshold)
+    return bool(start_contacts and end_contacts and start_contacts <= end_contacts)
 
 
 def _move_door_rel(start: Info, end: Info, *, joint_name: str, threshold: float) -> bool:
@@ -263,6 +265,8 @@ def _lift_object(
     # touched the given surface link at the start (robot contact at start is allowed).
     obj_start, obj_end = _movable(start, obj_name), _movable(end, obj_name)
     rise = _vec(obj_end["current_pos"])[2] - _vec(obj_start["current_pos"])[2]
+    if rise <= z_direction:  # cheap test first (see _push_object)
+        return False
     on_surface = _fixed_link(start, surface_body, surface_link) in _contact_links(
         obj_start["contacts"]
     )
