@@ -557,7 +557,7 @@ class Expert:
         opening = self._shelf_opening(float(grip[0]))
         orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
         if not fits:
-            yield from self._shelf_open_door(float(grip[0]), gyaw)
+            yield from self._shelf_open_door(float(grip[0]))
             opening = self._shelf_opening(float(grip[0]))
             orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
         goal = grip + [0.0, 0.0, raise_z]
@@ -571,17 +571,13 @@ class Expert:
         ok = yield from self._shelf_move(goal, orn, gripper, tol=0.004, speed=min(self.speed, 0.6))
         return ok
 
-    def _shelf_open_door(self, x: float, gyaw: float) -> Script:
-        """Slide the door away from x until the hand fits through the opening beside it."""
+    def _shelf_open_door(self, x: float) -> Script:
+        """Slide the door all the way away from x, so the whole half of the shelf is open."""
         lay = self.layout
         joint = float(self._scene[0])
-        door_lo = lay.door_x0 - joint
-        ext_x = HAND_HALF_WIDTH * abs(math.sin(gyaw)) + HAND_HALF_DEPTH * abs(math.cos(gyaw)) + SHELF_MARGIN
         # The door moves -x as its joint grows: push it away from the side x is on.
-        if x < door_lo + 0.5 * DOOR_WIDTH:
-            target = float(np.clip(lay.door_x0 - (x + ext_x - 0.02), 0.0, lay.slider_range))
-        else:
-            target = float(np.clip(lay.door_x0 + DOOR_WIDTH - (x - ext_x + 0.02), 0.0, lay.slider_range))
+        door_centre = lay.door_x0 - joint + 0.5 * DOOR_WIDTH
+        target = 0.005 if x < door_centre else lay.slider_range - 0.005
         hy, hz = _slant(DOOR_HANDLE_U - 0.01, DOOR_HANDLE_N)
         hz -= TIP_ABOVE_TCP + 0.008
         hx = lay.door_x0 + 0.14 - joint
@@ -594,23 +590,33 @@ class Expert:
         yield from self._move(self.tcp + [0, -0.06, 0.04], gripper=OPEN, tol=0.01)
         return True
 
-    def _grasp_in_slider(self, color: str) -> Script:
-        """Grasp a block on the shelf: enter low from the front through the opening, then close."""
-        pos, yaw = self.block_pos(color), self.block_yaw(color)
-        gyaw = self._grasp_yaw(yaw)
-        long_axis = np.array([math.cos(yaw), math.sin(yaw), 0.0])
-        # On long blocks grip nearer the front end: the hand's back keeps off the back wall.
-        out = long_axis if long_axis[1] < 0 else -long_axis
-        along = max(0.0, (self.block_size(color)[0] - 0.04) / 2) * (0.5 + 0.5 * self.rng.uniform() * self.offsets)
-        grip = pos + out * along + [0.0, 0.0, -GRASP_BELOW_CENTRE]
-        ok = yield from self._shelf_enter(grip, long_axis, gyaw, OPEN)
-        if not ok:
-            # Nudged on the way in: aim at where the block is now.
-            pos = self.block_pos(color)
-            yield from self._shelf_move(pos + out * along + [0.0, 0.0, -GRASP_BELOW_CENTRE + 0.004], self._shelf_orn,
-                                        OPEN, tol=0.004, max_steps=20)
-        yield from self._hold(6, CLOSE)
-        return self._held_block() == color
+    def _shelf_hold(self, steps: int, gripper: float) -> Script:
+        """`_hold` that keeps the leant hand's orientation."""
+        for _ in range(steps):
+            yield self._shelf_action(self._target_pos, self._shelf_orn, gripper)
+        return True
+
+    def _grasp_in_slider(self, color: str, attempts: int = 2) -> Script:
+        """Grasp a block on the shelf: enter low from the front through the opening, then close.
+
+        A miss (the block nudged on the way in) opens, backs out and tries again from the front.
+        """
+        for _ in range(attempts):
+            pos, yaw = self.block_pos(color), self.block_yaw(color)
+            gyaw = self._grasp_yaw(yaw)
+            long_axis = np.array([math.cos(yaw), math.sin(yaw), 0.0])
+            # On long blocks grip nearer the front end: the hand's back keeps off the back wall.
+            out = long_axis if long_axis[1] < 0 else -long_axis
+            along = max(0.0, (self.block_size(color)[0] - 0.04) / 2) * (0.5 + 0.5 * self.rng.uniform() * self.offsets)
+            grip = pos + out * along + [0.0, 0.0, -GRASP_BELOW_CENTRE]
+            yield from self._shelf_enter(grip, long_axis, gyaw, OPEN)
+            yield from self._shelf_hold(6, CLOSE)
+            if self._held_block() == color:
+                return True
+            yield from self._shelf_hold(4, OPEN)
+            yield from self._shelf_move(self.tcp + self._shelf_out * 0.08 + [0, 0, 0.01], self._shelf_orn, OPEN,
+                                        tol=0.01, max_steps=30)
+        return False
 
     def _place_in_slider(self) -> Script:
         held = self._held_block()
@@ -633,7 +639,7 @@ class Expert:
         grip = np.array([x, y, BLOCK_Z + 0.006 - block_below_tcp])
         long_axis = np.array([math.cos(gyaw - np.pi / 2), math.sin(gyaw - np.pi / 2), 0.0])
         yield from self._shelf_enter(grip, long_axis, gyaw, CLOSE)
-        yield from self._hold(4, OPEN)
+        yield from self._shelf_hold(4, OPEN)
         yield from self._shelf_move(self.tcp + self._shelf_out * 0.05 + [0, 0, 0.02], self._shelf_orn, OPEN,
                                     tol=0.01)
         return True
