@@ -512,7 +512,9 @@ class Expert:
         ext_y = HAND_HALF_WIDTH * abs(math.cos(gyaw)) + HAND_HALF_DEPTH * abs(math.sin(gyaw)) + SHELF_MARGIN
         lo_shift = opening[0] - (xy[0] - ext_x)  # least x shift that clears the left edge
         hi_shift = opening[1] - (xy[0] + ext_x)  # most x shift that clears the right edge
-        fits = lo_shift <= hi_shift
+        # The margin keeps the hand centred when there is room; the fit test itself allows the
+        # measured mesh width plus 5 mm a side.
+        fits = lo_shift <= hi_shift + 2 * (SHELF_MARGIN - 0.005)
         shift_x = float(np.clip(0.0, lo_shift, hi_shift)) if fits else 0.5 * (lo_shift + hi_shift)
         shift_y = min(-0.005, SHELF_Y[1] - (xy[1] + ext_y))
         lean_x = math.asin(float(np.clip(shift_x / HAND_LEVER, -math.sin(MAX_LEAN), math.sin(MAX_LEAN))))
@@ -547,7 +549,8 @@ class Expert:
             yield self._shelf_action(goal, orn, gripper, speed)
         return False
 
-    def _shelf_enter(self, grip: np.ndarray, long_axis: np.ndarray, gyaw: float, gripper: float) -> Script:
+    def _shelf_enter(self, grip: np.ndarray, long_axis: np.ndarray, gyaw: float, gripper: float,
+                     lean: tuple[np.ndarray, float] | None = None) -> Script:
         """Bring the TCP to grip inside the shelf: from the front, low, sliding in along long_axis.
 
         The open fingers (or a held block) slide along the block's long axis, which CALVIN's
@@ -556,7 +559,9 @@ class Expert:
         """
         opening = self._shelf_opening(float(grip[0]))
         orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
-        if not fits:
+        if lean is not None:
+            orn, raise_z = lean
+        elif not fits:
             yield from self._shelf_open_door(float(grip[0]))
             opening = self._shelf_opening(float(grip[0]))
             orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
@@ -638,7 +643,16 @@ class Expert:
         block_below_tcp = float(self.block_pos(held)[2] - self.tcp[2])
         grip = np.array([x, y, BLOCK_Z + 0.006 - block_below_tcp])
         long_axis = np.array([math.cos(gyaw - np.pi / 2), math.sin(gyaw - np.pi / 2), 0.0])
-        yield from self._shelf_enter(grip, long_axis, gyaw, CLOSE)
+        lean = None
+        if not self._shelf_pose(grip[:2], gyaw, side)[2]:
+            # The door leaves no opening wide enough for the hand, and its handle cannot be pulled
+            # with a block in the hand: set the block on the shelf's front edge instead, the hand
+            # in front of the door and leant so the fingers reach in.
+            grip[1] = SHELF_Y[0] + 0.015
+            rot = _rot_x(MAX_LEAN) @ _rot_z(gyaw) @ _rot_x(math.pi)
+            lean = (np.array([math.atan2(rot[2, 1], rot[2, 2]), -math.asin(float(np.clip(rot[2, 0], -1, 1))),
+                              math.atan2(rot[1, 0], rot[0, 0])]), 0.005)
+        yield from self._shelf_enter(grip, long_axis, gyaw, CLOSE, lean)
         yield from self._shelf_hold(4, OPEN)
         yield from self._shelf_move(self.tcp + self._shelf_out * 0.05 + [0, 0, 0.02], self._shelf_orn, OPEN,
                                     tol=0.01)
