@@ -635,14 +635,12 @@ class Expert:
         side = left if left[1] - left[0] >= right[1] - right[0] else right
         x = float(np.clip(0.5 * (side[0] + side[1]) + self._offset(0.015), lo + 0.09, hi - 0.09))
         y = 0.085 + self._offset(0.01)
-        gyaw = self._grasp_yaw(self.block_yaw(held))
-        # Hold the block's long axis along y, so the hand stays narrow in the opening.
-        gyaw = float(min((gyaw + k * np.pi / 2 for k in range(-4, 5)),
-                         key=lambda c: abs(c - NEUTRAL_YAW) + (0 if abs(_wrap(c - gyaw)) < 0.1 or
-                                                             abs(abs(_wrap(c - gyaw)) - np.pi) < 0.1 else 9)))
+        # Fingers closing along x (the block's long axis, across the fingers, then runs along y):
+        # the hand's narrow side faces the shelf's depth.
+        gyaw = np.pi / 2
         block_below_tcp = float(self.block_pos(held)[2] - self.tcp[2])
         grip = np.array([x, y, BLOCK_Z + 0.006 - block_below_tcp])
-        long_axis = np.array([math.cos(gyaw - np.pi / 2), math.sin(gyaw - np.pi / 2), 0.0])
+        long_axis = np.array([0.0, 1.0, 0.0])
         lean = None
         if not self._shelf_pose(grip[:2], gyaw, side)[2]:
             # The door leaves no opening wide enough for the hand, and its handle cannot be pulled
