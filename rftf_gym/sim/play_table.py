@@ -208,13 +208,14 @@ class EmbeddedPlayTable:
                     # opening when the block keeps clear of the cabinet's side panels.
                     x0, x1 = max(x0, shelf_lo + SHELF_PANEL_CLEARANCE), min(x1, shelf_hi - SHELF_PANEL_CLEARANCE)
                 x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
-                if surface.startswith("slider"):
-                    yaw = np.pi / 2 + rng.uniform(-SHELF_YAW_BAND, SHELF_YAW_BAND)
-                else:
-                    yaw = rng.uniform(-np.pi, np.pi)
                 if all(np.hypot(x - px, y - py) > radius + pr + 0.005 for px, py, pr in placed):
                     break
             placed.append((x, y, radius))
+            # One yaw draw per block, as before the shelf band: the random stream is unchanged.
+            if surface.startswith("slider"):
+                yaw = np.pi / 2 + rng.uniform(-SHELF_YAW_BAND, SHELF_YAW_BAND)
+            else:
+                yaw = rng.uniform(-np.pi, np.pi)
             obs += [x, y, SURFACE_Z, 0.0, 0.0, yaw]
         return np.asarray(obs, dtype=float)
 
