@@ -40,8 +40,10 @@ import numpy as np
 
 from rftf_gym.language import EVAL_INSTRUCTIONS, TRAIN_INSTRUCTIONS
 from rftf_gym.sim.layout import (
+    DOOR_WIDTH,
     DRAWER_RANGE,
     LAYOUTS,
+    SHELF_Y,
     SLANT_DIR,
     SLANT_FOOT,
     SLANT_NORMAL,
@@ -83,10 +85,36 @@ MAX_WAYPOINT_STEPS = 90
 
 COLORS = ("red", "blue", "pink")
 
+# The shelf behind the sliding door (place == "slider"). The Panda hand (pybullet_data collision
+# mesh, measured) is 0.204 m across its finger axis and 0.064 m deep, its body from 0.064 m to
+# 0.176 m above the TCP. Its body must pass the opening left by the door and the side panels, keep
+# off the back wall and stay under the roof (y > 0.128 above z 0.628, official base_link mesh).
+HAND_HALF_WIDTH = 0.102
+HAND_HALF_DEPTH = 0.032
+HAND_LEVER = 0.07  # leaning the hand by a shifts its lower body sideways by about this * sin(a)
+SHELF_MARGIN = 0.012
+MAX_LEAN = 0.5  # rad; beyond this the fingers lose the block's faces
+SHELF_FRONT_Y = 0.0  # pre-grasp y: in front of the tilted face, over the table top's back edge
+
 
 def _wrap(angle: float | np.ndarray) -> float | np.ndarray:
     """Wrap angles to [-pi, pi)."""
     return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def _rot_x(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _rot_z(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _slant(u: float, n: float) -> tuple[float, float]:
@@ -453,49 +481,179 @@ class Expert:
     def _lift(self, color: str, place: str) -> Script:
         yield from self._free_hands()
         if place == "slider":
-            yield from self._grasp_in_slider(color)
-            pos = self.tcp.copy()
-            yield from self._move(pos + [0, 0, 0.06], gripper=CLOSE, tol=0.006)
+            ok = yield from self._grasp_in_slider(color)
+            if ok:
+                # Up and out along the approach: the hand's back stays clear of the roof.
+                yield from self._shelf_move(self.tcp + self._shelf_out * 0.03 + [0, 0, 0.06], self._shelf_orn,
+                                            CLOSE, tol=0.008)
             return True
         yield from self._grasp(color)
         pos = self.tcp.copy()
         yield from self._move(pos + [0, 0, 0.10 + self._offset(0.02)], gripper=CLOSE, tol=0.008)
         return True
 
-    def _grasp_in_slider(self, color: str) -> Script:
-        """Grasp a block on the shelf: approach from the front below the cabinet roof."""
-        pos, yaw = self.block_pos(color), self.block_yaw(color)
-        gyaw = self._grasp_yaw(yaw)
-        z_above = pos[2] + 0.06
-        yield from self._goto_above(np.array([pos[0], -0.05]), z_above, gyaw, OPEN)
-        yield from self._move(np.array([pos[0], pos[1], z_above]), yaw=gyaw, gripper=OPEN, tol=0.006)
-        pos = self.block_pos(color)
-        yield from self._move(np.array([pos[0], pos[1], pos[2] - GRASP_BELOW_CENTRE]), yaw=gyaw, gripper=OPEN,
-                              tol=0.004, max_steps=40)
-        yield from self._hold(6, CLOSE)
+    # ------------------------------------------------------------------ shelf (slider) family
+    def _shelf_opening(self, x: float) -> tuple[float, float]:
+        """x interval of the shelf opening on x's side of the sliding door."""
+        lay = self.layout
+        door_lo = lay.door_x0 - float(self._scene[0])
+        door_hi = door_lo + DOOR_WIDTH
+        lo, hi = lay.shelf_x
+        return (lo, door_lo) if x < 0.5 * (door_lo + door_hi) else (door_hi, hi)
+
+    def _shelf_pose(self, xy: np.ndarray, gyaw: float, opening: tuple[float, float]) -> tuple[np.ndarray, float, bool]:
+        """Orientation (euler) for a hand at xy in the shelf, its TCP raise, and whether it fits.
+
+        The hand is rotated to gyaw gripper-down and then leant (about world x and y) so that
+        its body shifts away from the side panels or door edges and from the back wall while the
+        TCP stays on the block.
+        """
+        ext_x = HAND_HALF_WIDTH * abs(math.sin(gyaw)) + HAND_HALF_DEPTH * abs(math.cos(gyaw)) + SHELF_MARGIN
+        ext_y = HAND_HALF_WIDTH * abs(math.cos(gyaw)) + HAND_HALF_DEPTH * abs(math.sin(gyaw)) + SHELF_MARGIN
+        lo_shift = opening[0] - (xy[0] - ext_x)  # least x shift that clears the left edge
+        hi_shift = opening[1] - (xy[0] + ext_x)  # most x shift that clears the right edge
+        # The margin keeps the hand centred when there is room; the fit test itself allows the
+        # measured mesh width plus 5 mm a side.
+        fits = lo_shift <= hi_shift + 2 * (SHELF_MARGIN - 0.005)
+        shift_x = float(np.clip(0.0, lo_shift, hi_shift)) if fits else 0.5 * (lo_shift + hi_shift)
+        shift_y = min(-0.005, SHELF_Y[1] - (xy[1] + ext_y))
+        lean_x = math.asin(float(np.clip(shift_x / HAND_LEVER, -math.sin(MAX_LEAN), math.sin(MAX_LEAN))))
+        lean_y = math.asin(float(np.clip(-shift_y / HAND_LEVER, 0.0, math.sin(MAX_LEAN))))
+        fits = fits and abs(shift_x) <= HAND_LEVER * math.sin(MAX_LEAN)
+        rot = _rot_y(lean_x) @ _rot_x(lean_y) @ _rot_z(gyaw) @ _rot_x(math.pi)
+        euler = np.array([math.atan2(rot[2, 1], rot[2, 2]), -math.asin(float(np.clip(rot[2, 0], -1, 1))),
+                          math.atan2(rot[1, 0], rot[0, 0])])
+        # A finger leant sideways hangs lower: raise the TCP so its tip stays off the shelf.
+        raise_z = 0.04 * abs(math.sin(lean_x)) + 0.01 * abs(math.sin(lean_y))
+        return euler, raise_z, fits
+
+    def _shelf_action(self, goal: np.ndarray, orn: np.ndarray, gripper: float, speed: float | None = None) -> Action:
+        """One relative action towards a TCP position and a full orientation (not only gripper-down)."""
+        action = self._action(goal, None, gripper, precise=True, speed=speed)
+        action[3:6] = np.clip(_wrap(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
+        return action
+
+    def _shelf_move(self, goal: np.ndarray, orn: np.ndarray, gripper: float, tol: float = 0.005,
+                    speed: float | None = None, max_steps: int = MAX_WAYPOINT_STEPS) -> Script:
+        """Go to a TCP position and orientation; True when reached (as `_move`, with a leant hand)."""
+        goal = np.asarray(goal, dtype=np.float64)
+        history: list[np.ndarray] = []
+        for _ in range(max_steps):
+            orn_err = float(np.max(np.abs(_wrap(orn - self._robot[3:6]))))
+            if np.linalg.norm(goal - self.tcp) < tol and orn_err < 0.05:
+                return True
+            history.append(self.tcp.copy())
+            if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
+                    and np.linalg.norm(goal - self._target_pos) < 0.004 and orn_err < 0.05:
+                return False
+            yield self._shelf_action(goal, orn, gripper, speed)
+        return False
+
+    def _shelf_enter(self, grip: np.ndarray, long_axis: np.ndarray, gyaw: float, gripper: float,
+                     lean: tuple[np.ndarray, float] | None = None) -> Script:
+        """Bring the TCP to grip inside the shelf: from the front, low, sliding in along long_axis.
+
+        The open fingers (or a held block) slide along the block's long axis, which CALVIN's
+        front-facing shelf blocks keep roughly along y, so nothing sweeps across the block.
+        Returns False when the hand cannot pass the opening even leant.
+        """
+        opening = self._shelf_opening(float(grip[0]))
+        orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
+        if lean is not None:
+            orn, raise_z = lean
+        elif not fits:
+            yield from self._shelf_open_door(float(grip[0]))
+            opening = self._shelf_opening(float(grip[0]))
+            orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
+        goal = grip + [0.0, 0.0, raise_z]
+        direction = long_axis if long_axis[1] > 0 else -long_axis
+        front = goal - direction * (goal[1] - SHELF_FRONT_Y) / max(direction[1], 0.5)
+        self._shelf_orn = orn
+        self._shelf_out = -direction
+        yield from self._clear()
+        yield from self._shelf_move(np.array([front[0], front[1], TRANSIT_Z]), orn, gripper, tol=0.01, speed=None)
+        yield from self._shelf_move(front + [0, 0, 0.008], orn, gripper, tol=0.006)
+        ok = yield from self._shelf_move(goal, orn, gripper, tol=0.004, speed=min(self.speed, 0.6))
+        return ok
+
+    def _shelf_open_door(self, x: float) -> Script:
+        """Slide the door all the way away from x, so the whole half of the shelf is open."""
+        lay = self.layout
+        joint = float(self._scene[0])
+        # The door moves -x as its joint grows: push it away from the side x is on.
+        door_centre = lay.door_x0 - joint + 0.5 * DOOR_WIDTH
+        target = 0.005 if x < door_centre else lay.slider_range - 0.005
+        hy, hz = _slant(DOOR_HANDLE_U - 0.01, DOOR_HANDLE_N)
+        hz -= TIP_ABOVE_TCP + 0.008
+        hx = lay.door_x0 + 0.14 - joint
+        yield from self._goto_above(np.array([hx, hy]), hz + 0.06, NEUTRAL_YAW, OPEN)
+        yield from self._move(np.array([hx, hy, hz]), yaw=NEUTRAL_YAW, gripper=OPEN, tol=0.005)
+        yield from self._hold(5, CLOSE)
+        yield from self._move(np.array([hx - (target - joint), hy, hz]), gripper=CLOSE, tol=0.006,
+                              speed=min(self.speed, 0.7))
+        yield from self._hold(4, OPEN)
+        yield from self._move(self.tcp + [0, -0.06, 0.04], gripper=OPEN, tol=0.01)
         return True
+
+    def _shelf_hold(self, steps: int, gripper: float) -> Script:
+        """`_hold` that keeps the leant hand's orientation."""
+        for _ in range(steps):
+            yield self._shelf_action(self._target_pos, self._shelf_orn, gripper)
+        return True
+
+    def _grasp_in_slider(self, color: str, attempts: int = 2) -> Script:
+        """Grasp a block on the shelf: enter low from the front through the opening, then close.
+
+        A miss (the block nudged on the way in) opens, backs out and tries again from the front.
+        """
+        for _ in range(attempts):
+            pos, yaw = self.block_pos(color), self.block_yaw(color)
+            gyaw = self._grasp_yaw(yaw)
+            long_axis = np.array([math.cos(yaw), math.sin(yaw), 0.0])
+            # On long blocks grip nearer the front end: the hand's back keeps off the back wall.
+            out = long_axis if long_axis[1] < 0 else -long_axis
+            along = max(0.0, (self.block_size(color)[0] - 0.04) / 2) * (0.5 + 0.5 * self.rng.uniform() * self.offsets)
+            grip = pos + out * along + [0.0, 0.0, -GRASP_BELOW_CENTRE]
+            yield from self._shelf_enter(grip, long_axis, gyaw, OPEN)
+            yield from self._shelf_hold(6, CLOSE)
+            if self._held_block() == color:
+                return True
+            yield from self._shelf_hold(4, OPEN)
+            yield from self._shelf_move(self.tcp + self._shelf_out * 0.08 + [0, 0, 0.01], self._shelf_orn, OPEN,
+                                        tol=0.01, max_steps=30)
+        return False
 
     def _place_in_slider(self) -> Script:
         held = self._held_block()
+        if held is None:
+            return False
         lay = self.layout
-        door = float(self._scene[0])
-        # The door covers one half; put the block on the other, open half.
-        side = "slider_left" if door < lay.slider_range / 2 else "slider_right"
-        (x0, _), (x1, _) = lay.surfaces[side]
-        x = 0.5 * (x0 + x1) + self._offset(0.02)
+        door_lo = lay.door_x0 - float(self._scene[0])
+        # The wider of the two openings beside the door; the block goes near its middle.
+        lo, hi = lay.shelf_x
+        left, right = (lo, door_lo), (door_lo + DOOR_WIDTH, hi)
+        side = left if left[1] - left[0] >= right[1] - right[0] else right
+        x = float(np.clip(0.5 * (side[0] + side[1]) + self._offset(0.015), lo + 0.09, hi - 0.09))
         y = 0.085 + self._offset(0.01)
-        yield from self._clear()
-        yaw = self._robot[5]
-        if held is not None:
-            # Turn the block's long axis along y so the hand stays narrow in the opening.
-            yaw = self._grasp_yaw(self.block_yaw(held)) if abs(_wrap(self._robot[5] - NEUTRAL_YAW)) < 0.3 else NEUTRAL_YAW
-        yield from self._move(np.array([x, -0.05, 0.53]), yaw=yaw, gripper=CLOSE, tol=0.01, precise=False)
-        yield from self._move(np.array([x, y, 0.53]), gripper=CLOSE, tol=0.006)
-        yield from self._move(np.array([x, y, BLOCK_Z - GRASP_BELOW_CENTRE + 0.008]), gripper=CLOSE, tol=0.005,
-                              max_steps=30)
-        yield from self._hold(4, OPEN)
-        yield from self._move(self.tcp + [0, 0, 0.04], gripper=OPEN, tol=0.008)
-        yield from self._move(np.array([x, -0.06, self.tcp[2]]), gripper=OPEN, tol=0.01)
+        # Fingers closing along x (the block's long axis, across the fingers, then runs along y):
+        # the hand's narrow side faces the shelf's depth.
+        gyaw = np.pi / 2
+        block_below_tcp = float(self.block_pos(held)[2] - self.tcp[2])
+        grip = np.array([x, y, BLOCK_Z + 0.006 - block_below_tcp])
+        long_axis = np.array([0.0, 1.0, 0.0])
+        lean = None
+        if not self._shelf_pose(grip[:2], gyaw, side)[2]:
+            # The door leaves no opening wide enough for the hand, and its handle cannot be pulled
+            # with a block in the hand: set the block on the shelf's front edge instead, the hand
+            # in front of the door and leant so the fingers reach in.
+            grip[1] = SHELF_Y[0] + 0.015
+            rot = _rot_x(MAX_LEAN) @ _rot_z(gyaw) @ _rot_x(math.pi)
+            lean = (np.array([math.atan2(rot[2, 1], rot[2, 2]), -math.asin(float(np.clip(rot[2, 0], -1, 1))),
+                              math.atan2(rot[1, 0], rot[0, 0])]), 0.005)
+        yield from self._shelf_enter(grip, long_axis, gyaw, CLOSE, lean)
+        yield from self._shelf_hold(4, OPEN)
+        yield from self._shelf_move(self.tcp + self._shelf_out * 0.05 + [0, 0, 0.02], self._shelf_orn, OPEN,
+                                    tol=0.01)
         return True
 
     def _drawer_drop_point(self) -> np.ndarray:

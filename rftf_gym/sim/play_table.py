@@ -51,6 +51,11 @@ LIGHT_ON = {"lightbulb": (1.0, 1.0, 0.0, 1.0), "led": (0.0, 1.0, 0.0, 1.0)}
 LIGHT_OFF = (0.92, 0.92, 0.92, 1.0)
 # Official block URDFs use a unit inertia tensor; it keeps grasped blocks from swinging.
 BLOCK_INERTIA = (1.0, 1.0, 1.0)
+# Random blocks on the shelf: yaw within pi/2 +- this (the official evaluation band, SPEC 3), and
+# centres at least this far from the side panels (the slider_right evaluation spot is 0.0897 m
+# from its panel in scenes A/D).
+SHELF_YAW_BAND = np.pi / 8
+SHELF_PANEL_CLEARANCE = 0.085
 
 
 class EmbeddedPlayTable:
@@ -185,6 +190,7 @@ class EmbeddedPlayTable:
             scene_obs (24,).
         """
         lay = self.layout
+        shelf_lo, shelf_hi = lay.shelf_x
         switch = SWITCH_RANGE * float(rng.integers(2))
         obs = [rng.uniform(0, lay.slider_range), rng.uniform(0, DRAWER_RANGE), 0.0, switch,
                float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
@@ -194,12 +200,23 @@ class EmbeddedPlayTable:
             sx, sy, _ = lay.block_size(color)
             radius = 0.5 * float(np.hypot(sx, sy))
             for _ in range(1000):
-                (x0, y0), (x1, y1) = lay.surfaces[surfaces[int(rng.integers(len(surfaces)))]]
+                surface = surfaces[int(rng.integers(len(surfaces)))]
+                (x0, y0), (x1, y1) = lay.surfaces[surface]
+                if surface.startswith("slider"):
+                    # CALVIN's shelf blocks sit front-facing (evaluation resets: yaw pi/2 +- pi/8,
+                    # SPEC 3) and the Panda hand (0.2 m across its fingers) only fits through the
+                    # opening when the block keeps clear of the cabinet's side panels.
+                    x0, x1 = max(x0, shelf_lo + SHELF_PANEL_CLEARANCE), min(x1, shelf_hi - SHELF_PANEL_CLEARANCE)
                 x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
                 if all(np.hypot(x - px, y - py) > radius + pr + 0.005 for px, py, pr in placed):
                     break
             placed.append((x, y, radius))
-            obs += [x, y, SURFACE_Z, 0.0, 0.0, rng.uniform(-np.pi, np.pi)]
+            # One yaw draw per block, as before the shelf band: the random stream is unchanged.
+            if surface.startswith("slider"):
+                yaw = np.pi / 2 + rng.uniform(-SHELF_YAW_BAND, SHELF_YAW_BAND)
+            else:
+                yaw = rng.uniform(-np.pi, np.pi)
+            obs += [x, y, SURFACE_Z, 0.0, 0.0, yaw]
         return np.asarray(obs, dtype=float)
 
     # ------------------------------------------------------------------- step
