@@ -60,7 +60,8 @@ def test_neutral_pose_matches_calvin(env_d):
     ro = env_d.get_obs()["robot_obs"]
     np.testing.assert_allclose(ro[:3], [0.026, -0.231, 0.571], atol=0.003)
     np.testing.assert_allclose(ro[3:6], [3.09, -0.03, 1.50], atol=0.02)
-    assert ro[6] == pytest.approx(0.08, abs=1e-6)
+    # Fully open (2 x 0.04 m); the settling substeps after a reset move the fingers by microns.
+    assert ro[6] == pytest.approx(0.08, abs=1e-4)
     assert ro[14] == 1.0
 
 
