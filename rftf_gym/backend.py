@@ -54,6 +54,8 @@ ACTION_MODES = ("relative", "absolute")
 # Travel of the sliding door per scene, metres (SPEC 2.2, measured on calvin_env): the symbolic
 # state calls the door "left" past half of it.
 SLIDER_RANGE: dict[str, float] = {"A": 0.28, "B": 0.304, "C": 0.24, "D": 0.28}
+# Drawer travel, metres (SPEC 2.2: 0 closed .. 0.22 open, in every scene).
+DRAWER_RANGE = 0.22
 
 
 class PlayTableBackend(Protocol):

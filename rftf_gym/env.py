@@ -27,6 +27,7 @@ from rftf_gym import language, sequences, tasks
 from rftf_gym.backend import (
     ACTION_DIM,
     ACTION_MODES,
+    DRAWER_RANGE,
     ROBOT_OBS_DIM,
     SCENE_OBS_DIM,
     SLIDER_RANGE,
@@ -38,6 +39,8 @@ REWARD_MODES = ("sparse", "dense")
 INSTRUCTION_SPLITS = ("train", "eval")
 # CALVIN gives each instruction 360 control steps (calvin_agent/evaluation, EP_LEN).
 EPISODE_STEPS = 360
+# Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
+_JOINT_SLACK = 0.01
 # Tries at drawing a random layout in which a fixed task is applicable before giving up.
 _LAYOUT_TRIES = 200
 
@@ -191,8 +194,24 @@ class CalvinEnv(gym.Env):
         )
 
     def applicable_tasks(self) -> list[str]:
-        """Tasks whose official condition holds in the current simulator state."""
-        return sequences.applicable_tasks(self.symbolic_state())
+        """Tasks whose official condition holds in the current state and that can still fire.
+
+        The symbolic state splits the door and the drawer at half their travel, but the oracle
+        needs a change of more than 0.15 m (door) or 0.12 m (drawer); a joint left mid-travel by a
+        random layout may have less room than that, so such moves are left out.
+        """
+        candidates = sequences.applicable_tasks(self.symbolic_state())
+        scene_obs = self.sim.get_obs()["scene_obs"]
+        room = {
+            "move_slider_left": SLIDER_RANGE[self.scene] - scene_obs[0],
+            "move_slider_right": scene_obs[0],
+            "open_drawer": DRAWER_RANGE - scene_obs[1],
+            "close_drawer": scene_obs[1],
+        }
+        return [
+            task for task in candidates
+            if task not in room or room[task] > abs(tasks.TASK_SPECS[task].params["threshold"]) + _JOINT_SLACK
+        ]
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
         obs: dict[str, Any] = {key: raw[key] for key in self.observation_space.spaces if key in raw}

@@ -253,3 +253,20 @@ def test_vector_env_with_images():
         obs, *_ = envs.step(envs.action_space.sample())
     assert obs["rgb_static"].shape == (2, 32, 32, 3)
     envs.close()
+
+
+def test_door_and_drawer_moves_need_room_to_fire():
+    env = make(scene="C")
+    obs, _ = env.reset(seed=0)
+    scene_obs = obs["scene_obs"].copy()
+    scene_obs[0], scene_obs[1] = 0.0, 0.0  # door right, drawer closed: both can move fully
+    env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
+    assert {"move_slider_left", "open_drawer"} <= set(env.unwrapped.applicable_tasks())
+    # Still 'right' and 'closed' symbolically, but 0.14 m and 0.11 m of travel cannot beat the
+    # oracle's 0.15 m and 0.12 m thresholds.
+    scene_obs[0], scene_obs[1] = 0.10, 0.11
+    env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
+    applicable = set(env.unwrapped.applicable_tasks())
+    assert "move_slider_left" not in applicable and "open_drawer" not in applicable
+    assert "move_slider_right" not in applicable and "close_drawer" not in applicable
+    env.close()
