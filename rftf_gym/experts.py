@@ -77,7 +77,16 @@ DRAWER_FRONT_Y = -0.18  # table front edge and closed drawer front
 DRAWER_FLOOR_Z = 0.34
 DRAWER_INNER_Y = (-0.16, 0.04)  # tray interior along y at joint 0
 BUTTON_Y, BUTTON_TOP_Z = -0.12, 0.484
-SWITCH_LEVER_N = 0.056  # the lever sticks this far out of the tilted face
+# Switch lever (rftf_gym.sim.layout.table_urdf): half its extent along the face (the cap), and
+# how the expert meets it: fingers perpendicular to the face (pitch -60 deg at yaw pi/2 points
+# the hand axis along -SLANT_NORMAL), tips SWITCH_TIP_GAP out of the face, approach from
+# SWITCH_STANDOFF_N out. Panda finger collision mesh: 2.1 cm wide across the closing axis.
+SWITCH_LEVER_HALF_U = 0.0175
+FINGER_HALF_WIDTH = 0.0105
+SWITCH_PITCH = -math.pi / 3
+SWITCH_YAW = math.pi / 2
+SWITCH_TIP_GAP = 0.012
+SWITCH_STANDOFF_N = 0.10
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.
 MAX_WAYPOINT_STEPS = 90
 
@@ -564,30 +573,56 @@ class Expert:
         return True
 
     def _switch(self, turn_on: bool) -> Script:
-        """Slide the switch lever along the tilted face: up (on) from below, down (off) from above."""
+        """Slide the switch lever along the tilted face with the fingers pointing into the face.
+
+        A gripper pointing down cannot push the lever's lower face (its fingers would pass
+        through the lever), so the hand tilts until the closed fingers stand perpendicular to the
+        face, like a finger on a light switch: below the lever to push it up (on), above it to
+        push it down (off).
+        """
         yield from self._free_hands()
         x = self.layout.switch_x + self._offset(0.02)
         joint = float(self._scene[3])
         lever_u = SWITCH_U + joint
-        up = np.array([0.0, SLANT_DIR[1], SLANT_DIR[2]])
-        if turn_on:
-            # Closed fingertips just in front of and below the lever's outer lower edge.
-            cy, cz = _slant(lever_u - 0.0175, SWITCH_LEVER_N)
-            start = np.array([x, cy - 0.013, cz - 0.01 - TIP_ABOVE_TCP])
-            yield from self._goto_above(start[:2] + [0, -0.03], start[2] + 0.0, NEUTRAL_YAW, CLOSE)
-            yield from self._move(start, gripper=CLOSE, tol=0.005)
-            push = SWITCH_RANGE - joint + 0.01
-            goal = start + push * up + np.array([0, 0.01, 0])
-        else:
-            # Fingertips on the lever's upper face; push down along the face.
-            cy, cz = _slant(lever_u + 0.0175 + 0.012, 0.03)
-            start = np.array([x, cy, cz - TIP_ABOVE_TCP + 0.005])
-            yield from self._goto_above(start[:2], start[2] + 0.05, NEUTRAL_YAW, CLOSE)
-            yield from self._move(start, gripper=CLOSE, tol=0.005)
-            goal = start - (joint + 0.01) * up
-        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6), max_steps=40)
-        yield from self._move(self.tcp + [0, -0.06, 0.03], gripper=CLOSE, tol=0.01)
+        # TCP u beside the lever (finger half width and a little clearance), its n so the tips
+        # stop just short of the face, and where it ends after sliding the lever.
+        side = -1.0 if turn_on else 1.0
+        u_start = lever_u + side * (SWITCH_LEVER_HALF_U + FINGER_HALF_WIDTH + 0.006)
+        u_end = u_start + (SWITCH_RANGE - joint + 0.008 if turn_on else -(joint + 0.008))
+        n_press = SWITCH_TIP_GAP - TIP_ABOVE_TCP
+        out = self._slant_point(x, u_start, SWITCH_STANDOFF_N)
+        # Tilting on the way: the tilted hand keeps the wrist nearer the robot, so the standoff
+        # above the lever is reachable in all scenes.
+        yield from self._tilted_move(out, tol=0.01)
+        yield from self._tilted_move(self._slant_point(x, u_start, n_press), tol=0.006)
+        yield from self._tilted_move(self._slant_point(x, u_end, n_press), tol=0.006,
+                                     speed=min(self.speed, 0.6), max_steps=45)
+        yield from self._tilted_move(self._slant_point(x, u_end, SWITCH_STANDOFF_N), tol=0.01)
+        yield from self._move(self.tcp + [0, -0.03, 0.03], gripper=CLOSE, tol=0.015)
         return True
+
+    def _slant_point(self, x: float, u: float, n: float) -> np.ndarray:
+        """World point at x, u up the tilted cabinet face and n out of it."""
+        return np.array([x, *_slant(u, n)])
+
+    def _tilted_move(self, goal: np.ndarray, tol: float, speed: float | None = None,
+                     max_steps: int = MAX_WAYPOINT_STEPS) -> Script:
+        """Like `_move`, but with the fingers tilted to point into the cabinet face (switch)."""
+        goal = np.asarray(goal, dtype=np.float64)
+        orn = np.array([np.pi, SWITCH_PITCH, SWITCH_YAW])
+        history: list[np.ndarray] = []
+        for _ in range(max_steps):
+            orn_err = float(np.max(np.abs(_wrap(orn - self._robot[3:6]))))
+            if np.linalg.norm(goal - self.tcp) < tol and orn_err < 0.05:
+                return True
+            history.append(self.tcp.copy())
+            if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
+                    and np.linalg.norm(goal - self._target_pos) < 0.004 and orn_err < 0.05:
+                return False
+            action = self._action(goal, SWITCH_YAW, CLOSE, precise=True, speed=speed)
+            action[3:6] = np.clip(_wrap(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
+            yield action
+        return False
 
     def _push_into_drawer(self) -> Script:
         """Push the table block off the front edge into the open drawer below."""
