@@ -452,10 +452,13 @@ class Expert:
         hook_z = DRAWER_HANDLE_Z - TIP_ABOVE_TCP - 0.005
         if opening:
             # Hook the closed fingers between the handle bar and the drawer front, pull along -y.
-            y = DRAWER_HANDLE_Y + 0.035 - joint
-            yield from self._goto_above(np.array([x, y - 0.0]), DRAWER_HANDLE_Z + 0.08, NEUTRAL_YAW, CLOSE)
+            # Fingers (2.1 cm wide along y) just behind the bar, so the pull starts without slack.
+            y = DRAWER_HANDLE_Y + 0.01 + FINGER_HALF_WIDTH + 0.005 - joint
+            yield from self._goto_above(np.array([x, y]), DRAWER_HANDLE_Z + 0.08, NEUTRAL_YAW, CLOSE)
             yield from self._move(np.array([x, y, hook_z]), gripper=CLOSE, tol=0.006)
-            travel = min(DRAWER_RANGE - joint - 0.005, 0.2 + self._offset(0.02))
+            # To the end stop when it is near (a little past it; the move ends when the hand
+            # stalls), else at least 0.18 for the oracle's 0.12.
+            travel = min(DRAWER_RANGE - joint + 0.015, 0.2 + self._offset(0.02))
             yield from self._move(np.array([x, y - travel, hook_z]), gripper=CLOSE, tol=0.006,
                                   speed=min(self.speed, 0.7))
             yield from self._move(self.tcp + [0, 0, 0.1], gripper=CLOSE, tol=0.01)
