@@ -432,10 +432,12 @@ class Expert:
         yield from self._tilted_move(self._slant_point(hx, u, FACE_STANDOFF_N), tol=0.01, gripper=OPEN)
         yield from self._tilted_move(self._slant_point(hx, u, n_grip), tol=0.006, gripper=OPEN)
         yield from self._tilted_hold(5, CLOSE)
-        # Slide to the end stop when it is near (a little past it: the stop holds the door and the
-        # move ends when the hand stalls), else at least 0.18 for the oracle's 0.15.
+        # Always slide to the end stop (a little past it: the stop holds the door and the move
+        # ends when the hand stalls). In a chain the door may have drifted since the instruction
+        # began (the arm coasts on the previous target), and the grip slips ~1.5 cm, so anything
+        # shorter can miss the oracle's 0.15 measured from the instruction's start.
         room = lay.slider_range - joint if sign > 0 else joint
-        travel = min(room + 0.015, 0.2 + self._offset(0.02))
+        travel = room + 0.015
         yield from self._tilted_move(self._slant_point(hx - sign * travel, u, n_grip), tol=0.006,
                                      speed=min(self.speed, 0.7))
         yield from self._tilted_hold(4, OPEN)
@@ -456,9 +458,9 @@ class Expert:
             y = DRAWER_HANDLE_Y + 0.01 + FINGER_HALF_WIDTH + 0.005 - joint
             yield from self._goto_above(np.array([x, y]), DRAWER_HANDLE_Z + 0.08, NEUTRAL_YAW, CLOSE)
             yield from self._move(np.array([x, y, hook_z]), gripper=CLOSE, tol=0.006)
-            # To the end stop when it is near (a little past it; the move ends when the hand
-            # stalls), else at least 0.18 for the oracle's 0.12.
-            travel = min(DRAWER_RANGE - joint + 0.015, 0.2 + self._offset(0.02))
+            # Always to the end stop (a little past it; the move ends when the hand stalls), for
+            # the same reasons as the door in `_slider`.
+            travel = DRAWER_RANGE - joint + 0.015
             yield from self._move(np.array([x, y - travel, hook_z]), gripper=CLOSE, tol=0.006,
                                   speed=min(self.speed, 0.7))
             yield from self._move(self.tcp + [0, 0, 0.1], gripper=CLOSE, tol=0.01)
