@@ -10,7 +10,8 @@ Control: the simulator accumulates each relative action on an internal target po
 the TCP by at most 3 cm / 0.15 rad (`rftf_gym.sim.robot`). The expert keeps its own copy of that
 target (the same update and clamp) and steers the copy towards the waypoint, so the arm stops on
 the waypoint instead of overshooting by the lag. Orientation is held gripper-down (roll pi,
-pitch 0); only the yaw changes.
+pitch 0); only the yaw changes, except on the tilted cabinet face (switch lever, door handle),
+where the hand pitches so the fingers stand perpendicular to the face.
 
 Grasps: the Panda's fingers close along ``(sin yaw, -cos yaw)`` in the world, a block's 4 cm side
 lies along its local y, so the gripper yaw is the block yaw modulo pi (the candidate nearest the
