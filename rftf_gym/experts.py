@@ -10,7 +10,8 @@ Control: the simulator accumulates each relative action on an internal target po
 the TCP by at most 3 cm / 0.15 rad (`rftf_gym.sim.robot`). The expert keeps its own copy of that
 target (the same update and clamp) and steers the copy towards the waypoint, so the arm stops on
 the waypoint instead of overshooting by the lag. Orientation is held gripper-down (roll pi,
-pitch 0); only the yaw changes.
+pitch 0); only the yaw changes, except on the tilted cabinet face (switch lever, door handle),
+where the hand pitches so the fingers stand perpendicular to the face.
 
 Grasps: the Panda's fingers close along ``(sin yaw, -cos yaw)`` in the world, a block's 4 cm side
 lies along its local y, so the gripper yaw is the block yaw modulo pi (the candidate nearest the
@@ -52,7 +53,7 @@ from rftf_gym.sim.layout import (
     TABLE_TOP_Z,
     SceneLayout,
 )
-from rftf_gym.tasks import TASK_NAMES, validate_task
+from rftf_gym.tasks import TASK_NAMES, TASK_SPECS, validate_task
 
 Action = np.ndarray
 Script = Generator[Action, None, bool]
@@ -73,13 +74,25 @@ BLOCK_Z = TABLE_TOP_Z + 0.02  # block centre resting on the table top or the she
 TRANSIT_Z = 0.56  # TCP height for moves across the table: held block clears the others
 OPEN, CLOSE = 1.0, -1.0
 # Sliding door handle, drawer handle and switch lever, from rftf_gym.sim.layout.table_urdf.
-DOOR_HANDLE_U, DOOR_HANDLE_N = 0.13, 0.035
+DOOR_HANDLE_U = 0.13  # middle of the handle bar up the face
 DRAWER_HANDLE_Y, DRAWER_HANDLE_Z = -0.25, 0.36
 DRAWER_FRONT_Y = -0.18  # table front edge and closed drawer front
 DRAWER_FLOOR_Z = 0.34
 DRAWER_INNER_Y = (-0.16, 0.04)  # tray interior along y at joint 0
 BUTTON_Y, BUTTON_TOP_Z = -0.12, 0.484
-SWITCH_LEVER_N = 0.056  # the lever sticks this far out of the tilted face
+# Parts on the tilted cabinet face (switch lever, door handle) are worked with the hand tilted so
+# the closed fingers stand perpendicular to the face: pitch -60 deg at yaw pi/2 points the hand
+# axis along -SLANT_NORMAL, and the fingers then close along world x.
+FACE_PITCH = -math.pi / 3
+FACE_YAW = math.pi / 2
+FACE_STANDOFF_N = 0.10  # TCP distance out of the face before going in
+FINGER_HALF_WIDTH = 0.0105  # Panda finger collision mesh, across the closing axis
+# Switch lever (rftf_gym.sim.layout.table_urdf): half its extent along the face (the cap); the
+# fingertips stop this far out of the face.
+SWITCH_LEVER_HALF_U = 0.0175
+SWITCH_TIP_GAP = 0.012
+# Door handle bar: it stands 0.02..0.05 out of the face; the fingertips stop just above the door.
+DOOR_TIP_GAP = 0.025
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.
 MAX_WAYPOINT_STEPS = 90
 
@@ -432,24 +445,32 @@ class Expert:
         return True
 
     def _slider(self, sign: float) -> Script:
-        """Grasp the door handle and pull it along x; sign +1 moves the door left (joint grows)."""
+        """Grip the door handle and slide it along x; sign +1 moves the door left (joint grows).
+
+        The fingers come in perpendicular to the face (as for the switch): their pads then cover
+        the handle bar's sides over its depth and the trailing finger pushes the bar, while the
+        hand stays clear of the bar, which leans back with the face over a hand pointing down.
+        """
         yield from self._free_hands()
         lay = self.layout
         joint = float(self._scene[0])
-        # The handle bar leans back with the face: grip it where the finger pads (~3 cm above the
-        # TCP) meet it.
-        hy, hz = _slant(DOOR_HANDLE_U - 0.01, DOOR_HANDLE_N)
-        hz -= TIP_ABOVE_TCP + 0.008
-        hx = lay.door_x0 + 0.14 - joint
-        yield from self._goto_above(np.array([hx, hy]), hz + 0.06, NEUTRAL_YAW, OPEN)
-        yield from self._move(np.array([hx, hy, hz]), yaw=NEUTRAL_YAW, gripper=OPEN, tol=0.005)
-        yield from self._hold(5, CLOSE)
-        travel = (lay.slider_range - joint if sign > 0 else joint) - 0.01
-        travel = min(travel, 0.2 + self._offset(0.03))
-        goal = np.array([hx - sign * travel, hy, hz])
-        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.7))
-        yield from self._hold(4, OPEN)
-        yield from self._move(self.tcp + [0, -0.06, 0.04], gripper=OPEN, tol=0.01)
+        hx = lay.door_x0 + DOOR_WIDTH / 2 - joint
+        u = DOOR_HANDLE_U + self._offset(0.02)
+        n_grip = DOOR_TIP_GAP - TIP_ABOVE_TCP
+        yield from self._tilted_move(self._slant_point(hx, u, FACE_STANDOFF_N), tol=0.01, gripper=OPEN)
+        yield from self._tilted_move(self._slant_point(hx, u, n_grip), tol=0.006, gripper=OPEN)
+        yield from self._tilted_hold(5, CLOSE)
+        # Always slide to the end stop (a little past it: the stop holds the door and the move
+        # ends when the hand stalls). In a chain the door may have drifted since the instruction
+        # began (the arm coasts on the previous target), and the grip slips ~1.5 cm, so anything
+        # shorter can miss the oracle's 0.15 measured from the instruction's start.
+        room = lay.slider_range - joint if sign > 0 else joint
+        travel = room + 0.015
+        yield from self._tilted_move(self._slant_point(hx - sign * travel, u, n_grip), tol=0.006,
+                                     speed=min(self.speed, 0.7))
+        yield from self._tilted_hold(4, OPEN)
+        yield from self._tilted_move(self._slant_point(self.tcp[0], u, FACE_STANDOFF_N), tol=0.015, gripper=OPEN)
+        yield from self._move(self.tcp + [0, -0.03, 0.03], gripper=OPEN, tol=0.015)
         return True
 
     def _drawer(self, opening: bool) -> Script:
@@ -461,10 +482,13 @@ class Expert:
         hook_z = DRAWER_HANDLE_Z - TIP_ABOVE_TCP - 0.005
         if opening:
             # Hook the closed fingers between the handle bar and the drawer front, pull along -y.
-            y = DRAWER_HANDLE_Y + 0.035 - joint
-            yield from self._goto_above(np.array([x, y - 0.0]), DRAWER_HANDLE_Z + 0.08, NEUTRAL_YAW, CLOSE)
+            # Fingers (2.1 cm wide along y) just behind the bar, so the pull starts without slack.
+            y = DRAWER_HANDLE_Y + 0.01 + FINGER_HALF_WIDTH + 0.005 - joint
+            yield from self._goto_above(np.array([x, y]), DRAWER_HANDLE_Z + 0.08, NEUTRAL_YAW, CLOSE)
             yield from self._move(np.array([x, y, hook_z]), gripper=CLOSE, tol=0.006)
-            travel = min(DRAWER_RANGE - joint - 0.005, 0.2 + self._offset(0.02))
+            # Always to the end stop (a little past it; the move ends when the hand stalls), for
+            # the same reasons as the door in `_slider`.
+            travel = DRAWER_RANGE - joint + 0.015
             yield from self._move(np.array([x, y - travel, hook_z]), gripper=CLOSE, tol=0.006,
                                   speed=min(self.speed, 0.7))
             yield from self._move(self.tcp + [0, 0, 0.1], gripper=CLOSE, tol=0.01)
@@ -722,30 +746,62 @@ class Expert:
         return True
 
     def _switch(self, turn_on: bool) -> Script:
-        """Slide the switch lever along the tilted face: up (on) from below, down (off) from above."""
+        """Slide the switch lever along the tilted face with the fingers pointing into the face.
+
+        A gripper pointing down cannot push the lever's lower face (its fingers would pass
+        through the lever), so the hand tilts until the closed fingers stand perpendicular to the
+        face, like a finger on a light switch: below the lever to push it up (on), above it to
+        push it down (off).
+        """
         yield from self._free_hands()
         x = self.layout.switch_x + self._offset(0.02)
         joint = float(self._scene[3])
         lever_u = SWITCH_U + joint
-        up = np.array([0.0, SLANT_DIR[1], SLANT_DIR[2]])
-        if turn_on:
-            # Closed fingertips just in front of and below the lever's outer lower edge.
-            cy, cz = _slant(lever_u - 0.0175, SWITCH_LEVER_N)
-            start = np.array([x, cy - 0.013, cz - 0.01 - TIP_ABOVE_TCP])
-            yield from self._goto_above(start[:2] + [0, -0.03], start[2] + 0.0, NEUTRAL_YAW, CLOSE)
-            yield from self._move(start, gripper=CLOSE, tol=0.005)
-            push = SWITCH_RANGE - joint + 0.01
-            goal = start + push * up + np.array([0, 0.01, 0])
-        else:
-            # Fingertips on the lever's upper face; push down along the face.
-            cy, cz = _slant(lever_u + 0.0175 + 0.012, 0.03)
-            start = np.array([x, cy, cz - TIP_ABOVE_TCP + 0.005])
-            yield from self._goto_above(start[:2], start[2] + 0.05, NEUTRAL_YAW, CLOSE)
-            yield from self._move(start, gripper=CLOSE, tol=0.005)
-            goal = start - (joint + 0.01) * up
-        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6), max_steps=40)
-        yield from self._move(self.tcp + [0, -0.06, 0.03], gripper=CLOSE, tol=0.01)
+        # TCP u beside the lever (finger half width and a little clearance), its n so the tips
+        # stop just short of the face, and where it ends after sliding the lever.
+        side = -1.0 if turn_on else 1.0
+        u_start = lever_u + side * (SWITCH_LEVER_HALF_U + FINGER_HALF_WIDTH + 0.006)
+        u_end = u_start + (SWITCH_RANGE - joint + 0.008 if turn_on else -(joint + 0.008))
+        n_press = SWITCH_TIP_GAP - TIP_ABOVE_TCP
+        out = self._slant_point(x, u_start, FACE_STANDOFF_N)
+        # Tilting on the way: the tilted hand keeps the wrist nearer the robot, so the standoff
+        # above the lever is reachable in all scenes.
+        yield from self._tilted_move(out, tol=0.01)
+        yield from self._tilted_move(self._slant_point(x, u_start, n_press), tol=0.006)
+        yield from self._tilted_move(self._slant_point(x, u_end, n_press), tol=0.006,
+                                     speed=min(self.speed, 0.6), max_steps=45)
+        yield from self._tilted_move(self._slant_point(x, u_end, FACE_STANDOFF_N), tol=0.01)
+        yield from self._move(self.tcp + [0, -0.03, 0.03], gripper=CLOSE, tol=0.015)
         return True
+
+    def _slant_point(self, x: float, u: float, n: float) -> np.ndarray:
+        """World point at x, u up the tilted cabinet face and n out of it."""
+        return np.array([x, *_slant(u, n)])
+
+    def _tilted_hold(self, steps: int, gripper: float) -> Script:
+        """`_hold` with the fingers kept perpendicular to the cabinet face."""
+        for _ in range(steps):
+            yield from self._tilted_move(self._target_pos.copy(), tol=0.0, gripper=gripper, max_steps=1)
+        return True
+
+    def _tilted_move(self, goal: np.ndarray, tol: float, gripper: float = CLOSE, speed: float | None = None,
+                     max_steps: int = MAX_WAYPOINT_STEPS) -> Script:
+        """Like `_move`, but with the fingers perpendicular to the tilted cabinet face."""
+        goal = np.asarray(goal, dtype=np.float64)
+        orn = np.array([np.pi, FACE_PITCH, FACE_YAW])
+        history: list[np.ndarray] = []
+        for _ in range(max_steps):
+            orn_err = float(np.max(np.abs(_wrap(orn - self._robot[3:6]))))
+            if np.linalg.norm(goal - self.tcp) < tol and orn_err < 0.05:
+                return True
+            history.append(self.tcp.copy())
+            if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
+                    and np.linalg.norm(goal - self._target_pos) < 0.004 and orn_err < 0.05:
+                return False
+            action = self._action(goal, FACE_YAW, gripper, precise=True, speed=speed)
+            action[3:6] = np.clip(_wrap(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
+            yield action
+        return False
 
     def _push_into_drawer(self) -> Script:
         """Push the table block off the front edge into the open drawer below."""
@@ -865,10 +921,37 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
     return scene_obs
 
 
+# Door / drawer joint (scene_obs index) of the move_door_rel tasks (rftf_gym.tasks.TASK_SPECS).
+_DOOR_JOINT_INDEX = {"base__slide": 0, "base__drawer": 1}
+# Headroom beyond the oracle threshold a joint must have left before its end stop.
+JOINT_TASK_MARGIN = 0.005
+
+
+def _joint_task_reachable(task: str, scene_obs: np.ndarray, layout: SceneLayout) -> bool:
+    """Whether a door or drawer task's oracle can still fire from this joint value.
+
+    The symbolic condition (slider right / drawer closed, SPEC 3) splits each joint at half its
+    range, but the oracle needs a change of 0.15 (door) or 0.12 (drawer): with scene C's door
+    range of 0.24, a door at 0.10 counts as "right" yet can move left by only 0.14, so no policy
+    can solve move_slider_left from there. Other tasks are always reachable here.
+    """
+    spec = TASK_SPECS[task]
+    if spec.rule != "move_door_rel":
+        return True
+    joint = spec.params["joint_name"]
+    threshold = float(spec.params["threshold"])
+    value = float(scene_obs[_DOOR_JOINT_INDEX[joint]])
+    upper = layout.slider_range if joint == "base__slide" else DRAWER_RANGE
+    room = upper - value if threshold > 0 else value
+    return room > abs(threshold) + JOINT_TASK_MARGIN
+
+
 def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20) -> tuple[dict, dict]:
     """Reset a ``RFTF-CALVIN-v0`` env to a random start state where ``task`` applies.
 
-    Layouts come from the env's own sampler (which retries until the task applies). Tasks that
+    Layouts come from the env's own sampler (which retries until the task applies); for door and
+    drawer tasks, layouts whose joint is too near its end stop for the oracle to fire are skipped
+    (`_joint_task_reachable`). Tasks that
     need the robot to hold a block start after a successful ``lift_<color>_block_table`` by the
     expert (chained with ``options["continue"]``, as in evaluation); a block in the drawer and a
     stack are written into a random layout as an explicit ``scene_obs``.
@@ -908,5 +991,7 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
             if task in base.applicable_tasks():
                 return obs, info
             continue
-        return env.reset(seed=seed, options={"task": task})
+        obs, info = env.reset(seed=seed, options={"task": task})
+        if _joint_task_reachable(task, obs["scene_obs"], layout):
+            return obs, info
     raise RuntimeError(f"no valid start state for {task!r} in scene {base.scene} after {tries} tries")

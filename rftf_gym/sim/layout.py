@@ -318,7 +318,9 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
     for x0, x1 in ((-0.44, sx0), (sx1, 0.44)):
         if x1 - x0 < 1e-3:
             continue
-        base.box(*_box_from_bounds((x0, 0.09, 0.44), (x1, 0.16, 0.648)), wood)
+        # The body behind the face starts where the face meets the roof (official base_link: the
+        # face runs straight from y 0.02, z 0.44 to y 0.14, z 0.648), so nothing steps out of it.
+        base.box(*_box_from_bounds((x0, 0.14, 0.44), (x1, 0.16, 0.648)), wood)
         y, z = _slant_point(face_len / 2, -0.04)
         base.box((0.5 * (x0 + x1), y, z), (x1 - x0, face_len, 0.08), wood, rpy=SLANT_RPY)
     # Button housing on the table top (button_link sits on it from z 0.46).
