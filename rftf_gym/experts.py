@@ -380,8 +380,24 @@ class Expert:
         return self._held_block() == color
 
     # ------------------------------------------------------------------ task scripts
+    def _settle(self, max_steps: int = 8) -> Script:
+        """Hold still until the arm stops, then plan from where it is.
+
+        In a chain (``continue`` resets) the simulator's internal target may still lead the arm
+        by up to 3 cm when this instruction starts; the expert cannot see it, so it lets the arm
+        arrive and then re-syncs its mirror of the target to the TCP.
+        """
+        for _ in range(max_steps):
+            last = self.tcp.copy()
+            yield np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self._gripper])
+            if np.linalg.norm(self.tcp - last) < 0.001:
+                break
+        self._target_pos = self.tcp.copy()
+        self._target_orn = self._robot[3:6].copy()
+        return True
+
     def _script(self) -> Script:
-        yield from self._hold(1, self._gripper)
+        yield from self._settle()
         task = self.task
         if task.startswith("rotate_"):
             _, color, _, direction = task.split("_")
@@ -445,7 +461,19 @@ class Expert:
         return True
 
     def _slider(self, sign: float) -> Script:
-        """Grip the door handle and slide it along x; sign +1 moves the door left (joint grows).
+        """Slide the door to its end stop; sign +1 moves it left (joint grows).
+
+        Always to the end stop (a little past it: the stop holds the door and the move ends when
+        the hand stalls). In a chain the door may have drifted since the instruction began (the
+        arm coasts on the previous target), and the grip slips ~1.5 cm, so anything shorter can
+        miss the oracle's 0.15 measured from the instruction's start.
+        """
+        overshoot = 0.015
+        yield from self._slide_door(self.layout.slider_range + overshoot if sign > 0 else -overshoot)
+        return True
+
+    def _slide_door(self, target_joint: float) -> Script:
+        """Grip the door handle and slide the door until its joint reaches target_joint.
 
         The fingers come in perpendicular to the face (as for the switch): their pads then cover
         the handle bar's sides over its depth and the trailing finger pushes the bar, while the
@@ -460,13 +488,8 @@ class Expert:
         yield from self._tilted_move(self._slant_point(hx, u, FACE_STANDOFF_N), tol=0.01, gripper=OPEN)
         yield from self._tilted_move(self._slant_point(hx, u, n_grip), tol=0.006, gripper=OPEN)
         yield from self._tilted_hold(5, CLOSE)
-        # Always slide to the end stop (a little past it: the stop holds the door and the move
-        # ends when the hand stalls). In a chain the door may have drifted since the instruction
-        # began (the arm coasts on the previous target), and the grip slips ~1.5 cm, so anything
-        # shorter can miss the oracle's 0.15 measured from the instruction's start.
-        room = lay.slider_range - joint if sign > 0 else joint
-        travel = room + 0.015
-        yield from self._tilted_move(self._slant_point(hx - sign * travel, u, n_grip), tol=0.006,
+        # The door (and its handle) moves -x as the joint grows.
+        yield from self._tilted_move(self._slant_point(hx - (target_joint - joint), u, n_grip), tol=0.006,
                                      speed=min(self.speed, 0.7))
         yield from self._tilted_hold(4, OPEN)
         yield from self._tilted_move(self._slant_point(self.tcp[0], u, FACE_STANDOFF_N), tol=0.015, gripper=OPEN)
@@ -603,20 +626,9 @@ class Expert:
     def _shelf_open_door(self, x: float) -> Script:
         """Slide the door all the way away from x, so the whole half of the shelf is open."""
         lay = self.layout
-        joint = float(self._scene[0])
-        # The door moves -x as its joint grows: push it away from the side x is on.
-        door_centre = lay.door_x0 - joint + 0.5 * DOOR_WIDTH
-        target = 0.005 if x < door_centre else lay.slider_range - 0.005
-        hy, hz = _slant(DOOR_HANDLE_U - 0.01, DOOR_HANDLE_N)
-        hz -= TIP_ABOVE_TCP + 0.008
-        hx = lay.door_x0 + 0.14 - joint
-        yield from self._goto_above(np.array([hx, hy]), hz + 0.06, NEUTRAL_YAW, OPEN)
-        yield from self._move(np.array([hx, hy, hz]), yaw=NEUTRAL_YAW, gripper=OPEN, tol=0.005)
-        yield from self._hold(5, CLOSE)
-        yield from self._move(np.array([hx - (target - joint), hy, hz]), gripper=CLOSE, tol=0.006,
-                              speed=min(self.speed, 0.7))
-        yield from self._hold(4, OPEN)
-        yield from self._move(self.tcp + [0, -0.06, 0.04], gripper=OPEN, tol=0.01)
+        # The door moves -x as its joint grows: push it away from the side x is on, to the stop.
+        door_centre = lay.door_x0 - float(self._scene[0]) + 0.5 * DOOR_WIDTH
+        yield from self._slide_door(-0.015 if x < door_centre else lay.slider_range + 0.015)
         return True
 
     def _shelf_hold(self, steps: int, gripper: float) -> Script:
