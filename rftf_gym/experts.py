@@ -61,6 +61,14 @@ MAX_REL_ORN = 0.05
 TARGET_BAND_POS = 0.03
 TARGET_BAND_ORN = 0.15
 NEUTRAL_YAW = 1.50  # official neutral TCP euler z (SPEC 2.2)
+# Gripper yaws (minus the neutral one) the arm tracks to within ~3 mm at grasp height over the
+# whole table top; outside, joint 7's limits make the IK drift (measured with the embedded Panda).
+YAW_REACH = (-1.5, 2.5)
+# Footprint of the hand around the TCP (panda_hand AABB): half length along the finger axis and
+# half width across it. Near the cabinet a hand turned crosswise hits the switch lever and the
+# door handle, which stick out to y ~ 0 (rftf_gym.sim.layout).
+HAND_HALF_LENGTH, HAND_HALF_WIDTH = 0.11, 0.045
+CABINET_CLEAR_Y = -0.005
 # The embedded TCP sits 0.14 m along the hand axis, below the fingertips (rftf_gym.sim.robot):
 # measured, the tips are 0.022 m above the TCP.
 TIP_ABOVE_TCP = 0.022
@@ -267,7 +275,8 @@ class Expert:
             yaw_err = 0.0 if yaw is None else abs(float(_wrap(yaw - self._robot[5])))
             if np.linalg.norm(goal - self.tcp) < tol and yaw_err < 0.05:
                 return True
-            history.append(self.tcp.copy())
+            # Yaw (scaled to metres at 5 cm lever) is part of the progress: a turn in place is not a stop.
+            history.append(np.array([*self.tcp, 0.05 * float(self._robot[5])]))
             # Blocked by contact (the target already sits on the goal but the TCP stopped): go on
             # with the script rather than push for the rest of the budget.
             if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
@@ -320,13 +329,20 @@ class Expert:
         ok = yield from self._move(np.array([xy[0], xy[1], z]), yaw=yaw, gripper=gripper, tol=0.006)
         return ok
 
-    def _grasp(self, color: str, turn: float = 0.0) -> Script:
-        """Pick a block from where it rests: above it aligned to its yaw, descend, close."""
+    def _grasp(self, color: str, turn: float = 0.0, along: float | None = None,
+               gyaw: float | None = None) -> Script:
+        """Pick a block from where it rests: above it aligned to its yaw, descend, close.
+
+        ``along`` fixes the grip point along the block's long axis and ``gyaw`` the gripper yaw
+        (None: random, and across the 4 cm side nearest the neutral yaw after ``turn``).
+        """
         pos, yaw = self.block_pos(color), self.block_yaw(color)
-        gyaw = self._grasp_yaw(yaw, turn)
+        if gyaw is None:
+            gyaw = self._grasp_yaw(yaw, turn)
         long_side = self.block_size(color)[0]
         # Grip point along the long axis: random but keeping both fingers on the block.
-        along = self._offset(max(0.0, (long_side - 0.04) / 2))
+        if along is None:
+            along = self._offset(max(0.0, (long_side - 0.04) / 2))
         grip_xy = pos[:2] + along * np.array([np.cos(yaw), np.sin(yaw)])
         approach = pos[2] + 0.07 + self._offset(0.015)
         yield from self._goto_above(grip_xy, approach, gyaw, OPEN)
@@ -377,17 +393,55 @@ class Expert:
         return True
 
     def _rotate(self, color: str, sign: float) -> Script:
+        """Grasp the block at its centre, lift it, turn it ~90 degrees and set it down.
+
+        The oracle allows 0.1 m of travel: near the cabinet the block is first drawn towards the
+        robot far enough for the hand to sweep crosswise without touching the lever or handle.
+        """
         yield from self._free_hands()
-        turn = sign * math.radians(self.rng.uniform(80.0, 100.0))
-        yield from self._grasp(color, turn)
+        gyaw, turn = self._rotate_plan(color, sign)
+        yield from self._grasp(color, along=0.0, gyaw=gyaw)
         pos = self.tcp.copy()
-        # Lift a little so the block twists freely, turn, then set it back down and let go.
-        yield from self._move(pos + [0, 0, 0.02], gripper=CLOSE, tol=0.006)
-        yield from self._move(pos + [0, 0, 0.02], yaw=self._robot[5] + turn, gripper=CLOSE, tol=0.006)
-        yield from self._move(pos + [0, 0, 0.003], gripper=CLOSE, tol=0.006, max_steps=15)
+        start_yaw = float(self._target_orn[2])
+        phis = start_yaw - NEUTRAL_YAW + np.linspace(0.0, turn, 9)
+        reach_y = float(np.max(HAND_HALF_LENGTH * np.abs(np.sin(phis)) + HAND_HALF_WIDTH * np.abs(np.cos(phis))))
+        turn_y = min(pos[1], CABINET_CLEAR_Y - reach_y)
+        # Lift a little so the block twists freely; clear the other blocks' tops when drawing it in.
+        lifted = pos + [0, 0, 0.02 if turn_y == pos[1] else 0.045]
+        yield from self._move(lifted, gripper=CLOSE, tol=0.006)
+        lifted[1] = turn_y
+        yield from self._move(lifted, gripper=CLOSE, tol=0.006)
+        yield from self._move(lifted, yaw=start_yaw + turn, gripper=CLOSE, tol=0.006)
+        yield from self._move(np.array([*lifted[:2], pos[2] + 0.003]), gripper=CLOSE, tol=0.006, max_steps=20)
         yield from self._hold(4, OPEN)
         yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
         return True
+
+    def _rotate_plan(self, color: str, sign: float) -> tuple[float, float]:
+        """Gripper yaw to grasp with and the signed turn for a rotation of the block.
+
+        The oracle takes any turn in (60, 180) degrees; aim for 80-100 and fall back to 72 when the
+        sweep would leave the arm's yaw reach. Blocks up to 6 cm long also fit across the open
+        fingers (8 cm), which doubles the grasp yaws to choose from. A hand turned crosswise next
+        to the cabinet would hit it while grasping, so such grasps cost too.
+        """
+        yaw = self.block_yaw(color)
+        y = float(self.block_pos(color)[1])
+        step = np.pi / 2 if self.block_size(color)[0] <= 0.06 else np.pi
+        wanted = math.radians(self.rng.uniform(80.0, 100.0))
+        lo, hi = YAW_REACH
+        best, plan = np.inf, (self._grasp_yaw(yaw), sign * wanted)
+        for k in range(-4, 5):
+            phi0 = float(_wrap(yaw + k * step - NEUTRAL_YAW))
+            for magnitude, penalty in ((wanted, 0.0), (math.radians(72.0), 0.2)):
+                path = phi0 + sign * np.linspace(0.0, magnitude, 9)
+                outside = max(0.0, lo - path.min()) + max(0.0, path.max() - hi)
+                reach_y = HAND_HALF_LENGTH * abs(math.sin(phi0)) + HAND_HALF_WIDTH * abs(math.cos(phi0))
+                bump = max(0.0, y + reach_y - CABINET_CLEAR_Y)
+                cost = 10.0 * outside + 20.0 * bump + penalty + 0.1 * abs(path.mean() - 0.5 * (lo + hi))
+                if cost < best:
+                    best, plan = cost, (NEUTRAL_YAW + phi0, sign * magnitude)
+        return plan
 
     def _push(self, color: str, sign: float) -> Script:
         yield from self._free_hands()
