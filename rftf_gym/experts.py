@@ -70,6 +70,11 @@ YAW_REACH = (-1.5, 2.5)
 # door handle, which stick out to y ~ 0 (rftf_gym.sim.layout).
 HAND_HALF_LENGTH, HAND_HALF_WIDTH = 0.11, 0.045
 CABINET_CLEAR_Y = -0.005
+# Down in the open drawer the hand's lower part (narrower than its AABB) must fit between the table
+# top's front edge and the drawer front: its reach along y is about
+# DRAWER_HAND_REACH[0] |sin phi| + DRAWER_HAND_REACH[1] |cos phi| for a gripper yaw phi off neutral
+# (fitted to measured lift_*_block_drawer grasps).
+DRAWER_HAND_REACH = (0.08, 0.03)
 # The embedded TCP sits 0.14 m along the hand axis, below the fingertips (rftf_gym.sim.robot):
 # measured, the tips are 0.022 m above the TCP.
 TIP_ABOVE_TCP = 0.022
@@ -96,6 +101,26 @@ COLORS = ("red", "blue", "pink")
 def _wrap(angle: float | np.ndarray) -> float | np.ndarray:
     """Wrap angles to [-pi, pi)."""
     return (angle + np.pi) % (2 * np.pi) - np.pi
+
+
+def _grasp_yaws(block_yaw: float, length: float) -> list[float]:
+    """Gripper yaws that close the fingers across a block: across its 4 cm side, and for blocks up
+    to 6 cm long also across the long side (the fingers open to 8 cm)."""
+    step = np.pi / 2 if length <= 0.06 else np.pi
+    return [block_yaw + k * step for k in range(-4, 5)]
+
+
+def _drawer_grasp_yaw(block_yaw: float, length: float) -> float:
+    """The grasp yaw that keeps the hand narrowest along y (to fit down into the drawer), nearest
+    the neutral yaw among equals."""
+    return min(_grasp_yaws(block_yaw, length),
+               key=lambda c: (round(abs(math.sin(c - NEUTRAL_YAW)), 3), abs(c - NEUTRAL_YAW)))
+
+
+def _drawer_hand_reach(gyaw: float) -> float:
+    """How far along y the hand reaches from the TCP down in the drawer, for a gripper yaw."""
+    phi = gyaw - NEUTRAL_YAW
+    return DRAWER_HAND_REACH[0] * abs(math.sin(phi)) + DRAWER_HAND_REACH[1] * abs(math.cos(phi))
 
 
 def _slant(u: float, n: float) -> tuple[float, float]:
@@ -431,12 +456,11 @@ class Expert:
         """
         yaw = self.block_yaw(color)
         y = float(self.block_pos(color)[1])
-        step = np.pi / 2 if self.block_size(color)[0] <= 0.06 else np.pi
         wanted = math.radians(self.rng.uniform(80.0, 100.0))
         lo, hi = YAW_REACH
         best, plan = np.inf, (self._grasp_yaw(yaw), sign * wanted)
-        for k in range(-4, 5):
-            phi0 = float(_wrap(yaw + k * step - NEUTRAL_YAW))
+        for candidate in _grasp_yaws(yaw, self.block_size(color)[0]):
+            phi0 = float(_wrap(candidate - NEUTRAL_YAW))
             for magnitude, penalty in ((wanted, 0.0), (math.radians(72.0), 0.2)):
                 path = phi0 + sign * np.linspace(0.0, magnitude, 9)
                 outside = max(0.0, lo - path.min()) + max(0.0, path.max() - hi)
@@ -515,7 +539,12 @@ class Expert:
             pos = self.tcp.copy()
             yield from self._move(pos + [0, 0, 0.06], gripper=CLOSE, tol=0.006)
             return True
-        yield from self._grasp(color)
+        if place == "drawer":
+            # Keep the hand thin along y so it fits between the table edge and the drawer front.
+            gyaw = _drawer_grasp_yaw(self.block_yaw(color), self.block_size(color)[0])
+            yield from self._grasp(color, along=0.0, gyaw=gyaw)
+        else:
+            yield from self._grasp(color)
         pos = self.tcp.copy()
         yield from self._move(pos + [0, 0, 0.10 + self._offset(0.02)], gripper=CLOSE, tol=0.008)
         return True
@@ -743,13 +772,20 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
     """Edit a random layout so a block is in the open drawer or two blocks are stacked."""
     scene_obs = scene_obs.copy()
     if task.startswith("lift_") and task.endswith("_drawer"):
+        # The block rests on the tray floor where a top-down hand could have put it: the hand that
+        # grasps it fits between the table's front edge and the drawer front.
         color = task.split("_")[1]
         joint = float(rng.uniform(0.16, DRAWER_RANGE))
         scene_obs[1] = joint
-        lo, hi = DRAWER_INNER_Y[0] - joint + 0.04, DRAWER_FRONT_Y - 0.04
+        for _ in range(100):
+            yaw = float(rng.uniform(-np.pi, np.pi))
+            reach = _drawer_hand_reach(_drawer_grasp_yaw(yaw, layout.block_size(color)[0])) + 0.005
+            lo, hi = DRAWER_INNER_Y[0] - joint + reach, DRAWER_FRONT_Y - reach
+            if lo < hi:
+                break
         i = 6 + 6 * COLORS.index(color)
         scene_obs[i:i + 6] = [layout.drawer_x + rng.uniform(-0.1, 0.1), rng.uniform(lo, max(lo, hi)),
-                              DRAWER_FLOOR_Z + 0.02, 0.0, 0.0, rng.uniform(-np.pi, np.pi)]
+                              DRAWER_FLOOR_Z + 0.02, 0.0, 0.0, yaw]
     else:  # unstack_block: one block on another, both on the table
         bottom, top = rng.choice(len(COLORS), size=2, replace=False)
         (x0, y0), (x1, y1) = layout.surfaces["table"]
