@@ -40,6 +40,7 @@ import numpy as np
 
 from rftf_gym.language import EVAL_INSTRUCTIONS, TRAIN_INSTRUCTIONS
 from rftf_gym.sim.layout import (
+    DOOR_WIDTH,
     DRAWER_RANGE,
     LAYOUTS,
     SLANT_DIR,
@@ -82,6 +83,13 @@ TIP_ABOVE_TCP = 0.022
 # half with the tips ~5 mm above the surface it rests on.
 GRASP_BELOW_CENTRE = 0.033
 BLOCK_Z = TABLE_TOP_Z + 0.02  # block centre resting on the table top or the shelf
+TABLE_HALF_X = 0.44  # the table top slab spans x -0.44..0.44 (rftf_gym.sim.layout)
+DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on the sliding door
+# Pushing along x at neutral yaw: the pushing face sits this far ahead of the TCP with the fingers
+# closed / open (the leading finger's outer face), and the TCP reaches |x| <= PUSH_REACH_X at
+# table height over the whole depth of the table (measured).
+PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN = 0.012, 0.05
+PUSH_REACH_X = 0.29
 TRANSIT_Z = 0.56  # TCP height for moves across the table: held block clears the others
 OPEN, CLOSE = 1.0, -1.0
 # Sliding door handle, drawer handle and switch lever, from rftf_gym.sim.layout.table_urdf.
@@ -472,17 +480,36 @@ class Expert:
         return plan
 
     def _push(self, color: str, sign: float) -> Script:
+        """Push the block ~0.14 m along x with the fingers, gripper pointing down at neutral yaw.
+
+        The fingers close along x at the neutral yaw: closed, they push with their side; where the
+        TCP would have to go past the arm's reach at table height (|x| ~0.3), the gripper opens and
+        the leading finger, 4 cm ahead of the TCP, pushes instead.
+        """
         yield from self._free_hands()
-        pos = self.block_pos(color)
-        reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
-        lane = self._offset(0.008)
-        start = np.array([pos[0] - sign * reach, pos[1] + lane, BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01])
-        yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
-        yield from self._move(start, gripper=CLOSE, tol=0.006)
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
         distance = 0.14 + self._offset(0.02)
-        goal = start + np.array([sign * (distance + reach - 0.02), 0.0, 0.0])
-        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
-        yield from self._move(self.tcp + [0, 0, 0.06], gripper=CLOSE, tol=0.01)
+        # A block against the sliding door must still touch it at the end (the oracle wants the
+        # start contacts kept): push slightly into the door, and not past the door's end.
+        into_door = 0.0
+        if pos[1] + 0.5 * size[1] > DOOR_CONTACT_Y:
+            into_door = 0.015
+            door_lo = self.layout.door_x0 - float(self._scene[0])
+            room = (door_lo + DOOR_WIDTH - pos[0]) if sign > 0 else (pos[0] - door_lo)
+            distance = max(0.115, min(distance, room - 0.01))
+        lead, gripper = PUSH_LEAD_CLOSED, CLOSE
+        if abs(pos[0] + sign * (distance - half_x - lead)) > PUSH_REACH_X:
+            lead, gripper = PUSH_LEAD_OPEN, OPEN
+        z = BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01
+        lane = self._offset(0.008)
+        start = np.array([pos[0] - sign * (half_x + lead + 0.025), pos[1] + lane, z])
+        yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, gripper)
+        yield from self._move(start, gripper=gripper, tol=0.006)
+        goal = np.array([pos[0] + sign * (distance - half_x - lead), start[1] + into_door, z])
+        yield from self._move(goal, gripper=gripper, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(self.tcp + [0, 0, 0.06], gripper=gripper, tol=0.01)
         return True
 
     def _slider(self, sign: float) -> Script:
@@ -809,10 +836,22 @@ def _wedged_block(env: Any) -> bool:
     return any(state[f"{c}_block"] == "table" and blocks[f"block_{c}"]["current_pos"][1] > SHELF_Y[0] for c in COLORS)
 
 
+def _no_room_to_push(task: str, scene_obs: np.ndarray) -> bool:
+    """A push of more than 0.1 m (SPEC 2.3) would shove the block's centre off the table top's end
+    (x = +-0.44): no expert, human or policy can do the task from there."""
+    if not task.startswith("push_") or task == "push_into_drawer":
+        return False
+    _, color, _, direction = task.split("_")
+    x = scene_obs[6 + 6 * COLORS.index(color)]
+    return abs(x + (0.11 if direction == "right" else -0.11)) > TABLE_HALF_X - 0.02
+
+
 def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20) -> tuple[dict, dict]:
     """Reset a ``RFTF-CALVIN-v0`` env to a random start state where ``task`` applies.
 
-    Layouts come from the env's own sampler (which retries until the task applies). Tasks that
+    Layouts come from the env's own sampler (which retries until the task applies), less those
+    where a block over the shelf is wedged in the cabinet wall (and so counts as on the table) and,
+    for pushes, those where the block has no room to move 0.1 m on the table top. Tasks that
     need the robot to hold a block start after a successful ``lift_<color>_block_table`` by the
     expert (chained with ``options["continue"]``, as in evaluation); a block in the drawer and a
     stack are written into a random layout as an explicit ``scene_obs``.
@@ -853,6 +892,6 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
                 return obs, info
             continue
         obs, info = env.reset(seed=seed, options={"task": task})
-        if not _wedged_block(base):
+        if not _wedged_block(base) and not _no_room_to_push(task, obs["scene_obs"]):
             return obs, info
     raise RuntimeError(f"no valid start state for {task!r} in scene {base.scene} after {tries} tries")
