@@ -68,9 +68,14 @@ NEUTRAL_YAW = 1.50  # official neutral TCP euler z (SPEC 2.2)
 YAW_REACH = (-1.5, 2.5)
 # Footprint of the hand around the TCP (panda_hand AABB): half length along the finger axis and
 # half width across it. Near the cabinet a hand turned crosswise hits the switch lever and the
-# door handle, which stick out to y ~ 0 (rftf_gym.sim.layout).
+# door handle, which stick out to y ~ 0 (rftf_gym.sim.layout): there, grasps at table height
+# fail once the footprint reaches past y ~ 0.035 (fitted to failed and successful grasps: the
+# AABB overstates the hand's lower part). Elsewhere the tilted face itself is further back.
 HAND_HALF_LENGTH, HAND_HALF_WIDTH = 0.11, 0.045
-CABINET_CLEAR_Y = -0.005
+CABINET_CLEAR_Y = 0.03
+CABINET_FACE_CLEAR_Y = 0.07
+SWITCH_LEVER_HALF_X, DOOR_HANDLE_HALF_X = 0.06, 0.012
+CABINET_SLACK = 0.005  # margin before a block is dragged in rather than grasped where it is
 # Down in the open drawer the hand's lower part (narrower than its AABB) must fit between the table
 # top's front edge and the drawer front: its reach along y is about
 # DRAWER_HAND_REACH[0] |sin phi| + DRAWER_HAND_REACH[1] |cos phi| for a gripper yaw phi off neutral
@@ -438,12 +443,15 @@ class Expert:
         """
         yield from self._free_hands()
         gyaw, turn = self._rotate_plan(color, sign)
+        x = float(self.block_pos(color)[0])
+        if self.block_pos(color)[1] > self._cabinet_free_y(gyaw, x) + CABINET_SLACK:
+            # The grasp itself would hit the cabinet: drag the block in far enough for the sweep.
+            sweep = [self._cabinet_free_y(gyaw + a, x) for a in np.linspace(0.0, turn, 9)]
+            yield from self._draw_in(color, max(min(sweep), -0.12))
         yield from self._grasp(color, along=0.0, gyaw=gyaw)
         pos = self.tcp.copy()
         start_yaw = float(self._target_orn[2])
-        phis = start_yaw - NEUTRAL_YAW + np.linspace(0.0, turn, 9)
-        reach_y = float(np.max(HAND_HALF_LENGTH * np.abs(np.sin(phis)) + HAND_HALF_WIDTH * np.abs(np.cos(phis))))
-        turn_y = min(pos[1], CABINET_CLEAR_Y - reach_y)
+        turn_y = min(pos[1], *(self._cabinet_free_y(start_yaw + a, pos[0]) for a in np.linspace(0.0, turn, 9)))
         # Unload the table a little (less drag) but keep the block's weight on it.
         slide = pos + [0, 0, 0.003]
         if turn_y < pos[1]:
@@ -452,6 +460,29 @@ class Expert:
         yield from self._move(slide, yaw=start_yaw + turn, gripper=CLOSE, tol=0.006)
         yield from self._hold(4, OPEN)
         yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
+        return True
+
+    def _cabinet_free_y(self, gyaw: float, x: float) -> float:
+        """The largest TCP y where a hand at this yaw and x clears the cabinet: the switch lever and
+        the door handle stick out to y ~ 0; elsewhere the tilted face is further back."""
+        phi = gyaw - NEUTRAL_YAW
+        span_x = HAND_HALF_LENGTH * abs(math.cos(phi)) + HAND_HALF_WIDTH * abs(math.sin(phi))
+        handle_x = self.layout.door_x0 + 0.5 * DOOR_WIDTH - float(self._scene[0])
+        near = [abs(x - self.layout.switch_x) < span_x + SWITCH_LEVER_HALF_X,
+                abs(x - handle_x) < span_x + DOOR_HANDLE_HALF_X]
+        clear_y = CABINET_CLEAR_Y if any(near) else CABINET_FACE_CLEAR_Y
+        return clear_y - HAND_HALF_LENGTH * abs(math.sin(phi)) - HAND_HALF_WIDTH * abs(math.cos(phi))
+
+    def _draw_in(self, color: str, y_goal: float) -> Script:
+        """Drag a table block towards the robot to y_goal without grasping it: the closed
+        fingertips press on its top (finger friction 2 against the block's 0.7 on the table)."""
+        pos = self.block_pos(color)
+        press_z = pos[2] + 0.02 - TIP_ABOVE_TCP - 0.006
+        yield from self._goto_above(pos[:2], press_z + 0.04, NEUTRAL_YAW, CLOSE)
+        yield from self._move(np.array([*pos[:2], press_z]), gripper=CLOSE, tol=0.004, max_steps=20)
+        yield from self._move(np.array([pos[0], y_goal, press_z]), gripper=CLOSE, tol=0.006,
+                              speed=min(self.speed, 0.5), max_steps=40)
+        yield from self._move(self.tcp + [0, 0, 0.04], gripper=CLOSE, tol=0.01)
         return True
 
     def _rotate_plan(self, color: str, sign: float) -> tuple[float, float]:
@@ -571,6 +602,9 @@ class Expert:
             gyaw = _drawer_grasp_yaw(self.block_yaw(color), self.block_size(color)[0])
             yield from self._grasp(color, along=0.0, gyaw=gyaw)
         else:
+            free_y = self._cabinet_free_y(self._grasp_yaw(self.block_yaw(color)), float(self.block_pos(color)[0]))
+            if self.block_pos(color)[1] > free_y + CABINET_SLACK:
+                yield from self._draw_in(color, max(free_y, -0.12))
             yield from self._grasp(color)
         pos = self.tcp.copy()
         yield from self._move(pos + [0, 0, 0.10 + self._offset(0.02)], gripper=CLOSE, tol=0.008)
