@@ -43,11 +43,11 @@ from rftf_gym.sim.layout import (
     DOOR_WIDTH,
     DRAWER_RANGE,
     LAYOUTS,
+    SHELF_Y,
     SLANT_DIR,
     SLANT_FOOT,
     SLANT_NORMAL,
     SWITCH_RANGE,
-    SHELF_Y,
     SWITCH_U,
     TABLE_TOP_Z,
     SceneLayout,
@@ -314,7 +314,7 @@ class Expert:
             yaw_err = 0.0 if yaw is None else abs(float(_wrap(yaw - self._robot[5])))
             if np.linalg.norm(goal - self.tcp) < tol and yaw_err < 0.05:
                 return True
-            # Yaw (scaled to metres at 5 cm lever) is part of the progress: a turn in place is not a stop.
+            # Yaw (as metres at a 5 cm lever) counts as progress: a turn in place is no stop.
             history.append(np.array([*self.tcp, 0.05 * float(self._robot[5])]))
             # Blocked by contact (the target already sits on the goal but the TCP stopped): go on
             # with the script rather than push for the rest of the budget.
@@ -369,12 +369,11 @@ class Expert:
         return ok
 
     def _grasp(self, color: str, turn: float = 0.0, along: float | None = None,
-               gyaw: float | None = None, depth: float = GRASP_BELOW_CENTRE) -> Script:
+               gyaw: float | None = None) -> Script:
         """Pick a block from where it rests: above it aligned to its yaw, descend, close.
 
         ``along`` fixes the grip point along the block's long axis and ``gyaw`` the gripper yaw
-        (None: random, and across the 4 cm side nearest the neutral yaw after ``turn``); the TCP
-        closes ``depth`` below the block's centre.
+        (None: random, and across the 4 cm side nearest the neutral yaw after ``turn``).
         """
         pos, yaw = self.block_pos(color), self.block_yaw(color)
         if gyaw is None:
@@ -389,7 +388,7 @@ class Expert:
         # Re-read the block (it may have been nudged) and descend onto it.
         pos = self.block_pos(color)
         grip_xy = pos[:2] + along * np.array([np.cos(yaw), np.sin(yaw)])
-        yield from self._move(np.array([*grip_xy, pos[2] - depth]), yaw=gyaw, gripper=OPEN,
+        yield from self._move(np.array([*grip_xy, pos[2] - GRASP_BELOW_CENTRE]), yaw=gyaw, gripper=OPEN,
                               tol=0.004, max_steps=40)
         yield from self._hold(6, CLOSE)
         return self._held_block() == color
@@ -491,10 +490,11 @@ class Expert:
         The oracle takes any turn in (60, 180) degrees; aim for 80-100 and fall back to 72 when the
         sweep would leave the arm's yaw reach. Blocks up to 6 cm long also fit across the open
         fingers (8 cm), which doubles the grasp yaws to choose from. A hand turned crosswise next
-        to the cabinet would hit it while grasping, so such grasps cost too.
+        to the cabinet would hit it while grasping (the block must then be dragged in first), so
+        such grasps cost too.
         """
         yaw = self.block_yaw(color)
-        y = float(self.block_pos(color)[1])
+        x, y = (float(v) for v in self.block_pos(color)[:2])
         wanted = math.radians(self.rng.uniform(80.0, 100.0))
         lo, hi = YAW_REACH
         best, plan = np.inf, (self._grasp_yaw(yaw), sign * wanted)
@@ -503,8 +503,7 @@ class Expert:
             for magnitude, penalty in ((wanted, 0.0), (math.radians(72.0), 0.2)):
                 path = phi0 + sign * np.linspace(0.0, magnitude, 9)
                 outside = max(0.0, lo - path.min()) + max(0.0, path.max() - hi)
-                reach_y = HAND_HALF_LENGTH * abs(math.sin(phi0)) + HAND_HALF_WIDTH * abs(math.cos(phi0))
-                bump = max(0.0, y + reach_y - CABINET_CLEAR_Y)
+                bump = max(0.0, y - self._cabinet_free_y(NEUTRAL_YAW + phi0, x))
                 cost = 10.0 * outside + 20.0 * bump + penalty + 0.1 * abs(path.mean() - 0.5 * (lo + hi))
                 if cost < best:
                     best, plan = cost, (NEUTRAL_YAW + phi0, sign * magnitude)
