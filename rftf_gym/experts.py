@@ -95,6 +95,7 @@ DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on th
 # table height over the whole depth of the table (measured).
 PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN = 0.012, 0.05
 PUSH_REACH_X = 0.29
+PUSH_BEHIND_MAX_Y = -0.01  # the closed fingers fit behind a block up to here (cabinet face beyond)
 TRANSIT_Z = 0.56  # TCP height for moves across the table: held block clears the others
 OPEN, CLOSE = 1.0, -1.0
 # Sliding door handle, drawer handle and switch lever, from rftf_gym.sim.layout.table_urdf.
@@ -446,7 +447,7 @@ class Expert:
         if self.block_pos(color)[1] > self._cabinet_free_y(gyaw, x) + CABINET_SLACK:
             # The grasp itself would hit the cabinet: drag the block in far enough for the sweep.
             sweep = [self._cabinet_free_y(gyaw + a, x) for a in np.linspace(0.0, turn, 9)]
-            yield from self._draw_in(color, max(min(sweep), -0.12))
+            yield from self._drag(color, (x, max(min(sweep), -0.12)))
         yield from self._grasp(color, along=0.0, gyaw=gyaw)
         pos = self.tcp.copy()
         start_yaw = float(self._target_orn[2])
@@ -472,14 +473,15 @@ class Expert:
         clear_y = CABINET_CLEAR_Y if any(near) else CABINET_FACE_CLEAR_Y
         return clear_y - HAND_HALF_LENGTH * abs(math.sin(phi)) - HAND_HALF_WIDTH * abs(math.cos(phi))
 
-    def _draw_in(self, color: str, y_goal: float) -> Script:
-        """Drag a table block towards the robot to y_goal without grasping it: the closed
-        fingertips press on its top (finger friction 2 against the block's 0.7 on the table)."""
+    def _drag(self, color: str, xy_goal: tuple[float, float]) -> Script:
+        """Drag a table block to xy_goal without grasping it: the closed fingertips press on its
+        top (finger friction 2 against the block's 0.7 on the table). Works where the hand has no
+        room beside the block: in front of the cabinet, or past the arm's reach at table height."""
         pos = self.block_pos(color)
         press_z = pos[2] + 0.02 - TIP_ABOVE_TCP - 0.006
         yield from self._goto_above(pos[:2], press_z + 0.04, NEUTRAL_YAW, CLOSE)
         yield from self._move(np.array([*pos[:2], press_z]), gripper=CLOSE, tol=0.004, max_steps=20)
-        yield from self._move(np.array([pos[0], y_goal, press_z]), gripper=CLOSE, tol=0.006,
+        yield from self._move(np.array([*xy_goal, press_z]), gripper=CLOSE, tol=0.006,
                               speed=min(self.speed, 0.5), max_steps=40)
         yield from self._move(self.tcp + [0, 0, 0.04], gripper=CLOSE, tol=0.01)
         return True
@@ -603,7 +605,7 @@ class Expert:
         else:
             free_y = self._cabinet_free_y(self._grasp_yaw(self.block_yaw(color)), float(self.block_pos(color)[0]))
             if self.block_pos(color)[1] > free_y + CABINET_SLACK:
-                yield from self._draw_in(color, max(free_y, -0.12))
+                yield from self._drag(color, (self.block_pos(color)[0], max(free_y, -0.12)))
             yield from self._grasp(color)
         pos = self.tcp.copy()
         yield from self._move(pos + [0, 0, 0.10 + self._offset(0.02)], gripper=CLOSE, tol=0.008)
@@ -750,6 +752,12 @@ class Expert:
             sign = 1.0 if pos[0] < lo else -1.0
             reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
             start = np.array([pos[0] - sign * reach, pos[1], BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
+            if abs(start[0]) > PUSH_REACH_X:
+                # The fingers cannot get past the block's far side at table height: carry it over
+                # instead (the oracle only asks that it leaves the table top for the drawer).
+                yield from self._grasp(color)
+                yield from self._place_in_drawer()
+                return True
             yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
             yield from self._move(start, gripper=CLOSE, tol=0.006)
             target_x = np.clip(pos[0], lo, hi) + sign * 0.02
@@ -758,6 +766,10 @@ class Expert:
             yield from self._move(self.tcp + [0, 0, 0.06], gripper=CLOSE, tol=0.01)
             pos = self.block_pos(color)
         reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
+        if pos[1] + reach > PUSH_BEHIND_MAX_Y:
+            # No room for the fingers between the block and the cabinet: drag it forward first.
+            yield from self._drag(color, (pos[0], PUSH_BEHIND_MAX_Y - reach))
+            pos = self.block_pos(color)
         start = np.array([pos[0], pos[1] + reach, BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
         yield from self._goto_above(start[:2], start[2] + 0.08, NEUTRAL_YAW, CLOSE)
         yield from self._move(start, gripper=CLOSE, tol=0.006)
@@ -869,10 +881,17 @@ def _wedged_block(env: Any) -> bool:
     return any(state[f"{c}_block"] == "table" and blocks[f"block_{c}"]["current_pos"][1] > SHELF_Y[0] for c in COLORS)
 
 
-def _no_room_to_push(task: str, scene_obs: np.ndarray) -> bool:
-    """A push of more than 0.1 m (SPEC 2.3) would shove the block's centre off the table top's end
-    (x = +-0.44): no expert, human or policy can do the task from there."""
-    if not task.startswith("push_") or task == "push_into_drawer":
+def _infeasible_push(env: Any, task: str, scene_obs: np.ndarray) -> bool:
+    """Push start states that no expert, human or policy can finish (SPEC 2.3): a push of more
+    than 0.1 m would shove the block's centre off the table top's end (x = +-0.44), or, for
+    push_into_drawer, no block touches the table top alone (one leaning on the door never counts)."""
+    if task == "push_into_drawer":
+        info = env.sim.get_info()
+        table = info["scene_info"]["fixed_objects"]["table"]
+        alone = {(int(table["uid"]), int(table["links"]["base_link"]))}
+        return not any({(int(c[2]), int(c[4])) for c in block["contacts"]} == alone
+                       for block in info["scene_info"]["movable_objects"].values())
+    if not task.startswith("push_"):
         return False
     _, color, _, direction = task.split("_")
     x = scene_obs[6 + 6 * COLORS.index(color)]
@@ -884,7 +903,7 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
 
     Layouts come from the env's own sampler (which retries until the task applies), less those
     where a block over the shelf is wedged in the cabinet wall (and so counts as on the table) and,
-    for pushes, those where the block has no room to move 0.1 m on the table top. Tasks that
+    for pushes, those no one could finish (see `_infeasible_push`). Tasks that
     need the robot to hold a block start after a successful ``lift_<color>_block_table`` by the
     expert (chained with ``options["continue"]``, as in evaluation); a block in the drawer and a
     stack are written into a random layout as an explicit ``scene_obs``.
@@ -925,6 +944,6 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
                 return obs, info
             continue
         obs, info = env.reset(seed=seed, options={"task": task})
-        if not _wedged_block(base) and not _no_room_to_push(task, obs["scene_obs"]):
+        if not _wedged_block(base) and not _infeasible_push(base, task, obs["scene_obs"]):
             return obs, info
     raise RuntimeError(f"no valid start state for {task!r} in scene {base.scene} after {tries} tries")
