@@ -14,7 +14,10 @@ pitch 0); only the yaw changes.
 
 Grasps: the Panda's fingers close along ``(sin yaw, -cos yaw)`` in the world, a block's 4 cm side
 lies along its local y, so the gripper yaw is the block yaw modulo pi (the candidate nearest the
-neutral yaw keeps joint 7 away from its limits).
+neutral yaw keeps joint 7 away from its limits); blocks up to 6 cm long also fit across their long
+side, modulo pi/2, which rotations and grasps in the drawer use to keep the hand clear of the
+cabinet, the table edge and joint 7's reach. Where the hand has no room to grasp or push a table
+block (in front of the switch lever or the door handle), the closed fingertips first drag it out.
 
 Scripts are Python generators: each ``yield`` is one action and the generator reads the newest
 observation from the expert, so waypoints follow the objects as they move.
