@@ -98,6 +98,7 @@ DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on th
 # table height over the whole depth of the table (measured).
 PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN = 0.012, 0.05
 PUSH_REACH_X = 0.29
+PUSH_START_MAX_X = 0.37  # beyond, a push cannot start: the fingers stall short of the block (measured)
 PUSH_BEHIND_MAX_Y = -0.01  # the closed fingers fit behind a block up to here (cabinet face beyond)
 TRANSIT_Z = 0.56  # TCP height for moves across the table: held block clears the others
 OPEN, CLOSE = 1.0, -1.0
@@ -108,6 +109,7 @@ DRAWER_FRONT_Y = -0.18  # table front edge and closed drawer front
 DRAWER_FLOOR_Z = 0.34
 DRAWER_INNER_Y = (-0.16, 0.04)  # tray interior along y at joint 0
 BUTTON_Y, BUTTON_TOP_Z = -0.12, 0.484
+BUTTON_HOUSING_R = 0.038  # the button's housing on the table top (rftf_gym.sim.layout)
 SWITCH_LEVER_N = 0.056  # the lever sticks this far out of the tilted face
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.
 MAX_WAYPOINT_STEPS = 90
@@ -514,18 +516,39 @@ class Expert:
                     best, plan = cost, (NEUTRAL_YAW + phi0, sign * magnitude)
         return plan
 
+    def _clear_button_lane(self, color: str, sign: float, distance: float) -> Script:
+        """If a push along x would run the block into the button's housing on the table top, first
+        push it back towards the cabinet (the robot's side of the block is free) out of its lane."""
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
+        half_y = 0.5 * (abs(math.sin(yaw)) * size[0] + abs(math.cos(yaw)) * size[1])
+        ahead = sign * (self.layout.button_x - pos[0]) - BUTTON_HOUSING_R - half_x
+        clear_y = BUTTON_Y + BUTTON_HOUSING_R + half_y + 0.012
+        if ahead < 0 or ahead > distance + 0.01 or pos[1] >= clear_y:
+            return False
+        start = np.array([pos[0], pos[1] - half_y - PUSH_LEAD_CLOSED - 0.025, BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
+        yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
+        yield from self._move(start, gripper=CLOSE, tol=0.006)
+        goal = np.array([pos[0], clear_y - half_y - PUSH_LEAD_CLOSED, start[2]])
+        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(self.tcp + [0, -0.02, 0.05], gripper=CLOSE, tol=0.01)
+        return True
+
     def _push(self, color: str, sign: float) -> Script:
         """Push the block ~0.14 m along x with the fingers, gripper pointing down at neutral yaw.
 
         The fingers close along x at the neutral yaw: closed, they push with their side; where the
         TCP would have to go past the arm's reach at table height (|x| ~0.3), the gripper opens and
-        the leading finger, 4 cm ahead of the TCP, pushes instead.
+        the leading finger, 4 cm ahead of the TCP, pushes instead. A block whose far side lies out
+        of reach altogether (left pushes near the table's right end) is carried instead.
         """
         yield from self._free_hands()
+        distance = 0.14 + self._offset(0.02)
+        yield from self._clear_button_lane(color, sign, distance)
         pos, yaw = self.block_pos(color), self.block_yaw(color)
         size = self.block_size(color)
         half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
-        distance = 0.14 + self._offset(0.02)
         # A block against the sliding door must still touch it at the end (the oracle wants the
         # start contacts kept): push slightly into the door, and not past the door's end.
         into_door = 0.0
@@ -540,6 +563,18 @@ class Expert:
         z = BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01
         lane = self._offset(0.008)
         start = np.array([pos[0] - sign * (half_x + lead + 0.025), pos[1] + lane, z])
+        if abs(start[0]) > PUSH_START_MAX_X:
+            # The fingers cannot get behind the block within the arm's reach: carry it just above
+            # the table instead (the oracle asks for the x displacement and kept surface contacts).
+            yield from self._grasp(color)
+            held = self.tcp.copy()
+            yield from self._move(held + [0, 0, 0.015], gripper=CLOSE, tol=0.006)
+            yield from self._move(held + [sign * distance, 0, 0.015], gripper=CLOSE, tol=0.006,
+                                  speed=min(self.speed, 0.6))
+            yield from self._move(held + [sign * distance, 0, 0.003], gripper=CLOSE, tol=0.006, max_steps=20)
+            yield from self._hold(4, OPEN)
+            yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
+            return True
         yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, gripper)
         yield from self._move(start, gripper=gripper, tol=0.006)
         goal = np.array([pos[0] + sign * (distance - half_x - lead), start[1] + into_door, z])
