@@ -941,10 +941,10 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
 
     Layouts come from the env's own sampler (which retries until the task applies), less those
     where a block over the shelf is wedged in the cabinet wall (and so counts as on the table) and,
-    for pushes, those no one could finish (see `_infeasible_push`). Tasks that
-    need the robot to hold a block start after a successful ``lift_<color>_block_table`` by the
-    expert (chained with ``options["continue"]``, as in evaluation); a block in the drawer and a
-    stack are written into a random layout as an explicit ``scene_obs``.
+    for pushes, those no one could finish (see `_infeasible_push`). Tasks that need the robot to
+    hold a block start after a successful ``lift_<color>_block_table`` by the expert (chained with
+    ``options["continue"]``, as in evaluation); a block in the drawer (where a top-down hand fits)
+    and a stack are written into a random layout as an explicit ``scene_obs``.
 
     Args:
         env: the env (wrapped or not); it must observe ``robot_obs`` and ``scene_obs``.
