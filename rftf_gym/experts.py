@@ -952,9 +952,9 @@ def _infeasible_push(env: Any, task: str, scene_obs: np.ndarray) -> bool:
 def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20) -> tuple[dict, dict]:
     """Reset a ``RFTF-CALVIN-v0`` env to a random start state where ``task`` applies.
 
-    Layouts come from the env's own sampler (which retries until the task applies), less those
-    where a block over the shelf is wedged in the cabinet wall (and so counts as on the table) and,
-    for pushes, those no one could finish (see `_infeasible_push`). Tasks that need the robot to
+    Layouts come from the env's own sampler (which retries until the task applies), less, for
+    tasks on table blocks, those where a block over the shelf is wedged in the cabinet wall (and so
+    counts as on the table) and, for pushes, those no one could finish (see `_infeasible_push`). Tasks that need the robot to
     hold a block start after a successful ``lift_<color>_block_table`` by the expert (chained with
     ``options["continue"]``, as in evaluation); a block in the drawer (where a top-down hand fits)
     and a stack are written into a random layout as an explicit ``scene_obs``.
@@ -995,6 +995,8 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
                 return obs, info
             continue
         obs, info = env.reset(seed=seed, options={"task": task})
-        if not _wedged_block(base) and not _infeasible_push(base, task, obs["scene_obs"]):
+        table_block_task = task.startswith(("rotate_", "push_")) or task.endswith("_table")
+        wedged = table_block_task and _wedged_block(base)
+        if not wedged and not _infeasible_push(base, task, obs["scene_obs"]):
             return obs, info
     raise RuntimeError(f"no valid start state for {task!r} in scene {base.scene} after {tries} tries")
