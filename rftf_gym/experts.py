@@ -15,7 +15,10 @@ where the hand pitches so the fingers stand perpendicular to the face.
 
 Grasps: the Panda's fingers close along ``(sin yaw, -cos yaw)`` in the world, a block's 4 cm side
 lies along its local y, so the gripper yaw is the block yaw modulo pi (the candidate nearest the
-neutral yaw keeps joint 7 away from its limits).
+neutral yaw keeps joint 7 away from its limits); blocks up to 6 cm long also fit across their long
+side, modulo pi/2, which rotations and grasps in the drawer use to keep the hand clear of the
+cabinet, the table edge and joint 7's reach. Where the hand has no room to grasp or push a table
+block (in front of the switch lever or the door handle), the closed fingertips first drag it out.
 
 Scripts are Python generators: each ``yield`` is one action and the generator reads the newest
 observation from the expert, so waypoints follow the objects as they move.
@@ -53,7 +56,7 @@ from rftf_gym.sim.layout import (
     TABLE_TOP_Z,
     SceneLayout,
 )
-from rftf_gym.tasks import TASK_NAMES, TASK_SPECS, validate_task
+from rftf_gym.tasks import TASK_NAMES, validate_task
 
 Action = np.ndarray
 Script = Generator[Action, None, bool]
@@ -64,6 +67,24 @@ MAX_REL_ORN = 0.05
 TARGET_BAND_POS = 0.03
 TARGET_BAND_ORN = 0.15
 NEUTRAL_YAW = 1.50  # official neutral TCP euler z (SPEC 2.2)
+# Gripper yaws (minus the neutral one) the arm tracks to within ~3 mm at grasp height over the
+# whole table top; outside, joint 7's limits make the IK drift (measured with the embedded Panda).
+YAW_REACH = (-1.5, 2.5)
+# Footprint of the hand around the TCP (panda_hand AABB): half length along the finger axis and
+# half width across it. Near the cabinet a hand turned crosswise hits the switch lever and the
+# door handle, which stick out to y ~ 0 (rftf_gym.sim.layout): there, grasps at table height
+# fail once the footprint reaches past y ~ 0.035 (fitted to failed and successful grasps: the
+# AABB overstates the hand's lower part). Elsewhere the tilted face itself is further back.
+HAND_HALF_LENGTH, HAND_HALF_WIDTH = 0.11, 0.045
+CABINET_CLEAR_Y = 0.03
+CABINET_FACE_CLEAR_Y = 0.07
+SWITCH_LEVER_HALF_X, DOOR_HANDLE_HALF_X = 0.06, 0.012
+CABINET_SLACK = 0.005  # margin before a block is dragged in rather than grasped where it is
+# Down in the open drawer the hand's lower part (narrower than its AABB) must fit between the table
+# top's front edge and the drawer front: its reach along y is about
+# DRAWER_HAND_REACH[0] |sin phi| + DRAWER_HAND_REACH[1] |cos phi| for a gripper yaw phi off neutral
+# (fitted to measured lift_*_block_drawer grasps).
+DRAWER_HAND_REACH = (0.08, 0.03)
 # The embedded TCP sits 0.14 m along the hand axis, below the fingertips (rftf_gym.sim.robot):
 # measured, the tips are 0.022 m above the TCP.
 TIP_ABOVE_TCP = 0.022
@@ -71,6 +92,15 @@ TIP_ABOVE_TCP = 0.022
 # half with the tips ~5 mm above the surface it rests on.
 GRASP_BELOW_CENTRE = 0.033
 BLOCK_Z = TABLE_TOP_Z + 0.02  # block centre resting on the table top or the shelf
+TABLE_HALF_X = 0.44  # the table top slab spans x -0.44..0.44 (rftf_gym.sim.layout)
+DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on the sliding door
+# Pushing along x at neutral yaw: the pushing face sits this far ahead of the TCP with the fingers
+# closed / open (the leading finger's outer face), and the TCP reaches |x| <= PUSH_REACH_X at
+# table height over the whole depth of the table (measured).
+PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN = 0.012, 0.05
+PUSH_REACH_X = 0.29
+PUSH_START_MAX_X = 0.37  # beyond, a push cannot start: the fingers stall short of the block (measured)
+PUSH_BEHIND_MAX_Y = -0.01  # the closed fingers fit behind a block up to here (cabinet face beyond)
 TRANSIT_Z = 0.56  # TCP height for moves across the table: held block clears the others
 OPEN, CLOSE = 1.0, -1.0
 # Sliding door handle, drawer handle and switch lever, from rftf_gym.sim.layout.table_urdf.
@@ -93,6 +123,7 @@ SWITCH_LEVER_HALF_U = 0.0175
 SWITCH_TIP_GAP = 0.012
 # Door handle bar: it stands 0.02..0.05 out of the face; the fingertips stop just above the door.
 DOOR_TIP_GAP = 0.025
+BUTTON_HOUSING_R = 0.038  # the button's housing on the table top (rftf_gym.sim.layout)
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.
 MAX_WAYPOINT_STEPS = 90
 
@@ -128,6 +159,26 @@ def _rot_y(a: float) -> np.ndarray:
 def _rot_z(a: float) -> np.ndarray:
     c, s = math.cos(a), math.sin(a)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _grasp_yaws(block_yaw: float, length: float) -> list[float]:
+    """Gripper yaws that close the fingers across a block: across its 4 cm side, and for blocks up
+    to 6 cm long also across the long side (the fingers open to 8 cm)."""
+    step = np.pi / 2 if length <= 0.06 else np.pi
+    return [block_yaw + k * step for k in range(-4, 5)]
+
+
+def _drawer_grasp_yaw(block_yaw: float, length: float) -> float:
+    """The grasp yaw that keeps the hand narrowest along y (to fit down into the drawer), nearest
+    the neutral yaw among equals."""
+    return min(_grasp_yaws(block_yaw, length),
+               key=lambda c: (round(abs(math.sin(c - NEUTRAL_YAW)), 3), abs(c - NEUTRAL_YAW)))
+
+
+def _drawer_hand_reach(gyaw: float) -> float:
+    """How far along y the hand reaches from the TCP down in the drawer, for a gripper yaw."""
+    phi = gyaw - NEUTRAL_YAW
+    return DRAWER_HAND_REACH[0] * abs(math.sin(phi)) + DRAWER_HAND_REACH[1] * abs(math.cos(phi))
 
 
 def _slant(u: float, n: float) -> tuple[float, float]:
@@ -308,7 +359,8 @@ class Expert:
             yaw_err = 0.0 if yaw is None else abs(float(_wrap(yaw - self._robot[5])))
             if np.linalg.norm(goal - self.tcp) < tol and yaw_err < 0.05:
                 return True
-            history.append(self.tcp.copy())
+            # Yaw (as metres at a 5 cm lever) counts as progress: a turn in place is no stop.
+            history.append(np.array([*self.tcp, 0.05 * float(self._robot[5])]))
             # Blocked by contact (the target already sits on the goal but the TCP stopped): go on
             # with the script rather than push for the rest of the budget.
             if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
@@ -361,13 +413,20 @@ class Expert:
         ok = yield from self._move(np.array([xy[0], xy[1], z]), yaw=yaw, gripper=gripper, tol=0.006)
         return ok
 
-    def _grasp(self, color: str, turn: float = 0.0) -> Script:
-        """Pick a block from where it rests: above it aligned to its yaw, descend, close."""
+    def _grasp(self, color: str, turn: float = 0.0, along: float | None = None,
+               gyaw: float | None = None) -> Script:
+        """Pick a block from where it rests: above it aligned to its yaw, descend, close.
+
+        ``along`` fixes the grip point along the block's long axis and ``gyaw`` the gripper yaw
+        (None: random, and across the 4 cm side nearest the neutral yaw after ``turn``).
+        """
         pos, yaw = self.block_pos(color), self.block_yaw(color)
-        gyaw = self._grasp_yaw(yaw, turn)
+        if gyaw is None:
+            gyaw = self._grasp_yaw(yaw, turn)
         long_side = self.block_size(color)[0]
         # Grip point along the long axis: random but keeping both fingers on the block.
-        along = self._offset(max(0.0, (long_side - 0.04) / 2))
+        if along is None:
+            along = self._offset(max(0.0, (long_side - 0.04) / 2))
         grip_xy = pos[:2] + along * np.array([np.cos(yaw), np.sin(yaw)])
         approach = pos[2] + 0.07 + self._offset(0.015)
         yield from self._goto_above(grip_xy, approach, gyaw, OPEN)
@@ -434,30 +493,161 @@ class Expert:
         return True
 
     def _rotate(self, color: str, sign: float) -> Script:
+        """Grasp the block at its centre and turn it ~90 degrees while it slides on the table.
+
+        A gripped block pivots freely about the line between the finger pads and, held below its
+        centre, tips over like an inverted pendulum when lifted and turned; left on the table it
+        stays flat. The oracle allows 0.1 m of travel: near the cabinet the block is first drawn
+        towards the robot far enough for the hand to sweep crosswise without touching the switch
+        lever or the door handle.
+        """
         yield from self._free_hands()
-        turn = sign * math.radians(self.rng.uniform(80.0, 100.0))
-        yield from self._grasp(color, turn)
+        gyaw, turn = self._rotate_plan(color, sign)
+        x = float(self.block_pos(color)[0])
+        if self.block_pos(color)[1] > self._cabinet_free_y(gyaw, x) + CABINET_SLACK:
+            # The grasp itself would hit the cabinet: drag the block in far enough for the sweep.
+            sweep = [self._cabinet_free_y(gyaw + a, x) for a in np.linspace(0.0, turn, 9)]
+            yield from self._drag(color, (x, max(min(sweep), -0.12)))
+        yield from self._grasp(color, along=0.0, gyaw=gyaw)
         pos = self.tcp.copy()
-        # Lift a little so the block twists freely, turn, then set it back down and let go.
-        yield from self._move(pos + [0, 0, 0.02], gripper=CLOSE, tol=0.006)
-        yield from self._move(pos + [0, 0, 0.02], yaw=self._robot[5] + turn, gripper=CLOSE, tol=0.006)
-        yield from self._move(pos + [0, 0, 0.003], gripper=CLOSE, tol=0.006, max_steps=15)
+        start_yaw = float(self._target_orn[2])
+        turn_y = min(pos[1], *(self._cabinet_free_y(start_yaw + a, pos[0]) for a in np.linspace(0.0, turn, 9)))
+        # Unload the table a little (less drag) but keep the block's weight on it.
+        slide = pos + [0, 0, 0.003]
+        if turn_y < pos[1]:
+            slide[1] = turn_y
+            yield from self._move(slide, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(slide, yaw=start_yaw + turn, gripper=CLOSE, tol=0.006)
         yield from self._hold(4, OPEN)
         yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
         return True
 
-    def _push(self, color: str, sign: float) -> Script:
-        yield from self._free_hands()
+    def _cabinet_free_y(self, gyaw: float, x: float) -> float:
+        """The largest TCP y where a hand at this yaw and x clears the cabinet: the switch lever and
+        the door handle stick out to y ~ 0; elsewhere the tilted face is further back."""
+        phi = gyaw - NEUTRAL_YAW
+        span_x = HAND_HALF_LENGTH * abs(math.cos(phi)) + HAND_HALF_WIDTH * abs(math.sin(phi))
+        handle_x = self.layout.door_x0 + 0.5 * DOOR_WIDTH - float(self._scene[0])
+        near = [abs(x - self.layout.switch_x) < span_x + SWITCH_LEVER_HALF_X,
+                abs(x - handle_x) < span_x + DOOR_HANDLE_HALF_X]
+        clear_y = CABINET_CLEAR_Y if any(near) else CABINET_FACE_CLEAR_Y
+        return clear_y - HAND_HALF_LENGTH * abs(math.sin(phi)) - HAND_HALF_WIDTH * abs(math.cos(phi))
+
+    def _drag(self, color: str, xy_goal: tuple[float, float]) -> Script:
+        """Drag a table block to xy_goal without grasping it: the closed fingertips press on its
+        top (finger friction 2 against the block's 0.7 on the table). Works where the hand has no
+        room beside the block: in front of the cabinet, or past the arm's reach at table height."""
         pos = self.block_pos(color)
-        reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
-        lane = self._offset(0.008)
-        start = np.array([pos[0] - sign * reach, pos[1] + lane, BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01])
+        press_z = pos[2] + 0.02 - TIP_ABOVE_TCP - 0.006
+        yield from self._goto_above(pos[:2], press_z + 0.04, NEUTRAL_YAW, CLOSE)
+        yield from self._move(np.array([*pos[:2], press_z]), gripper=CLOSE, tol=0.004, max_steps=20)
+        yield from self._move(np.array([*xy_goal, press_z]), gripper=CLOSE, tol=0.006,
+                              speed=min(self.speed, 0.5), max_steps=40)
+        yield from self._move(self.tcp + [0, 0, 0.04], gripper=CLOSE, tol=0.01)
+        return True
+
+    def _rotate_plan(self, color: str, sign: float) -> tuple[float, float]:
+        """Gripper yaw to grasp with and the signed turn for a rotation of the block.
+
+        The oracle takes any turn in (60, 180) degrees; aim for 80-100 and fall back to 72 when the
+        sweep would leave the arm's yaw reach. Blocks up to 6 cm long also fit across the open
+        fingers (8 cm), which doubles the grasp yaws to choose from. A hand turned crosswise next
+        to the cabinet would hit it while grasping (the block must then be dragged in first), so
+        such grasps cost too.
+        """
+        yaw = self.block_yaw(color)
+        x, y = (float(v) for v in self.block_pos(color)[:2])
+        wanted = math.radians(self.rng.uniform(80.0, 100.0))
+        lo, hi = YAW_REACH
+        best, plan = np.inf, (self._grasp_yaw(yaw), sign * wanted)
+        for candidate in _grasp_yaws(yaw, self.block_size(color)[0]):
+            phi0 = float(_wrap(candidate - NEUTRAL_YAW))
+            for magnitude, penalty in ((wanted, 0.0), (math.radians(72.0), 0.2)):
+                path = phi0 + sign * np.linspace(0.0, magnitude, 9)
+                outside = max(0.0, lo - path.min()) + max(0.0, path.max() - hi)
+                bump = max(0.0, y - self._cabinet_free_y(NEUTRAL_YAW + phi0, x))
+                cost = 10.0 * outside + 20.0 * bump + penalty + 0.1 * abs(path.mean() - 0.5 * (lo + hi))
+                if cost < best:
+                    best, plan = cost, (NEUTRAL_YAW + phi0, sign * magnitude)
+        return plan
+
+    def _button_room(self, color: str, sign: float) -> float:
+        """Free travel along x before the block runs into the button's housing (inf: not in its lane)."""
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
+        half_y = 0.5 * (abs(math.sin(yaw)) * size[0] + abs(math.cos(yaw)) * size[1])
+        ahead = sign * (self.layout.button_x - pos[0]) - BUTTON_HOUSING_R - half_x
+        in_lane = pos[1] < BUTTON_Y + BUTTON_HOUSING_R + half_y + 0.012
+        return ahead if in_lane and ahead >= 0 else math.inf
+
+    def _clear_button_lane(self, color: str) -> Script:
+        """Push the block towards the cabinet (the robot's side of it is free), out of the lane
+        of the button's housing on the table top."""
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_y = 0.5 * (abs(math.sin(yaw)) * size[0] + abs(math.cos(yaw)) * size[1])
+        clear_y = BUTTON_Y + BUTTON_HOUSING_R + half_y + 0.012
+        start = np.array([pos[0], pos[1] - half_y - PUSH_LEAD_CLOSED - 0.025, BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
         yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
         yield from self._move(start, gripper=CLOSE, tol=0.006)
-        distance = 0.14 + self._offset(0.02)
-        goal = start + np.array([sign * (distance + reach - 0.02), 0.0, 0.0])
+        goal = np.array([pos[0], clear_y - half_y - PUSH_LEAD_CLOSED, start[2]])
         yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
-        yield from self._move(self.tcp + [0, 0, 0.06], gripper=CLOSE, tol=0.01)
+        yield from self._move(self.tcp + [0, -0.02, 0.05], gripper=CLOSE, tol=0.01)
+        return True
+
+    def _push(self, color: str, sign: float) -> Script:
+        """Push the block ~0.14 m along x with the fingers, gripper pointing down at neutral yaw.
+
+        The fingers close along x at the neutral yaw: closed, they push with their side; where the
+        TCP would have to go past the arm's reach at table height (|x| ~0.3), the gripper opens and
+        the leading finger, 4 cm ahead of the TCP, pushes instead. A block whose far side lies out
+        of reach altogether (left pushes near the table's right end) is carried instead.
+        """
+        yield from self._free_hands()
+        distance = 0.14 + self._offset(0.02)
+        room = self._button_room(color, sign)
+        if room < distance + 0.01:
+            # Stop short of the button's housing when that still beats the oracle's 0.1 m, else
+            # take the block out of the button's lane first.
+            if room >= 0.125:
+                distance = room - 0.01
+            else:
+                yield from self._clear_button_lane(color)
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
+        # A block against the sliding door must still touch it at the end (the oracle wants the
+        # start contacts kept): push slightly into the door, and not past the door's end.
+        into_door = 0.0
+        if pos[1] + 0.5 * size[1] > DOOR_CONTACT_Y:
+            into_door = 0.015
+            door_lo = self.layout.door_x0 - float(self._scene[0])
+            room = (door_lo + DOOR_WIDTH - pos[0]) if sign > 0 else (pos[0] - door_lo)
+            distance = max(0.115, min(distance, room - 0.01))
+        lead, gripper = PUSH_LEAD_CLOSED, CLOSE
+        if abs(pos[0] + sign * (distance - half_x - lead)) > PUSH_REACH_X:
+            lead, gripper = PUSH_LEAD_OPEN, OPEN
+        z = BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01
+        lane = self._offset(0.008)
+        start = np.array([pos[0] - sign * (half_x + lead + 0.025), pos[1] + lane, z])
+        if abs(start[0]) > PUSH_START_MAX_X:
+            # The fingers cannot get behind the block within the arm's reach: carry it just above
+            # the table instead (the oracle asks for the x displacement and kept surface contacts).
+            yield from self._grasp(color)
+            held = self.tcp.copy()
+            yield from self._move(held + [0, 0, 0.015], gripper=CLOSE, tol=0.006)
+            yield from self._move(held + [sign * distance, 0, 0.015], gripper=CLOSE, tol=0.006,
+                                  speed=min(self.speed, 0.6))
+            yield from self._move(held + [sign * distance, 0, 0.003], gripper=CLOSE, tol=0.006, max_steps=20)
+            yield from self._hold(4, OPEN)
+            yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
+            return True
+        yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, gripper)
+        yield from self._move(start, gripper=gripper, tol=0.006)
+        goal = np.array([pos[0] + sign * (distance - half_x - lead), start[1] + into_door, z])
+        yield from self._move(goal, gripper=gripper, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(self.tcp + [0, 0, 0.06], gripper=gripper, tol=0.01)
         return True
 
     def _slider(self, sign: float) -> Script:
@@ -534,7 +724,15 @@ class Expert:
                 yield from self._shelf_move(self.tcp + self._shelf_out * 0.03 + [0, 0, 0.06], self._shelf_orn,
                                             CLOSE, tol=0.008)
             return True
-        yield from self._grasp(color)
+        if place == "drawer":
+            # Keep the hand thin along y so it fits between the table edge and the drawer front.
+            gyaw = _drawer_grasp_yaw(self.block_yaw(color), self.block_size(color)[0])
+            yield from self._grasp(color, along=0.0, gyaw=gyaw)
+        else:
+            free_y = self._cabinet_free_y(self._grasp_yaw(self.block_yaw(color)), float(self.block_pos(color)[0]))
+            if self.block_pos(color)[1] > free_y + CABINET_SLACK:
+                yield from self._drag(color, (self.block_pos(color)[0], max(free_y, -0.12)))
+            yield from self._grasp(color)
         pos = self.tcp.copy()
         yield from self._move(pos + [0, 0, 0.10 + self._offset(0.02)], gripper=CLOSE, tol=0.008)
         return True
@@ -829,6 +1027,12 @@ class Expert:
             sign = 1.0 if pos[0] < lo else -1.0
             reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
             start = np.array([pos[0] - sign * reach, pos[1], BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
+            if abs(start[0]) > PUSH_REACH_X:
+                # The fingers cannot get past the block's far side at table height: carry it over
+                # instead (the oracle only asks that it leaves the table top for the drawer).
+                yield from self._grasp(color)
+                yield from self._place_in_drawer()
+                return True
             yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
             yield from self._move(start, gripper=CLOSE, tol=0.006)
             target_x = np.clip(pos[0], lo, hi) + sign * 0.02
@@ -837,6 +1041,10 @@ class Expert:
             yield from self._move(self.tcp + [0, 0, 0.06], gripper=CLOSE, tol=0.01)
             pos = self.block_pos(color)
         reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
+        if pos[1] + reach > PUSH_BEHIND_MAX_Y:
+            # No room for the fingers between the block and the cabinet: drag it forward first.
+            yield from self._drag(color, (pos[0], PUSH_BEHIND_MAX_Y - reach))
+            pos = self.block_pos(color)
         start = np.array([pos[0], pos[1] + reach, BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
         yield from self._goto_above(start[:2], start[2] + 0.08, NEUTRAL_YAW, CLOSE)
         yield from self._move(start, gripper=CLOSE, tol=0.006)
@@ -911,13 +1119,20 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
     """Edit a random layout so a block is in the open drawer or two blocks are stacked."""
     scene_obs = scene_obs.copy()
     if task.startswith("lift_") and task.endswith("_drawer"):
+        # The block rests on the tray floor where a top-down hand could have put it: the hand that
+        # grasps it fits between the table's front edge and the drawer front.
         color = task.split("_")[1]
         joint = float(rng.uniform(0.16, DRAWER_RANGE))
         scene_obs[1] = joint
-        lo, hi = DRAWER_INNER_Y[0] - joint + 0.04, DRAWER_FRONT_Y - 0.04
+        for _ in range(100):
+            yaw = float(rng.uniform(-np.pi, np.pi))
+            reach = _drawer_hand_reach(_drawer_grasp_yaw(yaw, layout.block_size(color)[0])) + 0.005
+            lo, hi = DRAWER_INNER_Y[0] - joint + reach, DRAWER_FRONT_Y - reach
+            if lo < hi:
+                break
         i = 6 + 6 * COLORS.index(color)
         scene_obs[i:i + 6] = [layout.drawer_x + rng.uniform(-0.1, 0.1), rng.uniform(lo, max(lo, hi)),
-                              DRAWER_FLOOR_Z + 0.02, 0.0, 0.0, rng.uniform(-np.pi, np.pi)]
+                              DRAWER_FLOOR_Z + 0.02, 0.0, 0.0, yaw]
     else:  # unstack_block: one block on another, both on the table
         bottom, top = rng.choice(len(COLORS), size=2, replace=False)
         (x0, y0), (x1, y1) = layout.surfaces["table"]
@@ -933,40 +1148,40 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
     return scene_obs
 
 
-# Door / drawer joint (scene_obs index) of the move_door_rel tasks (rftf_gym.tasks.TASK_SPECS).
-_DOOR_JOINT_INDEX = {"base__slide": 0, "base__drawer": 1}
-# Headroom beyond the oracle threshold a joint must have left before its end stop.
-JOINT_TASK_MARGIN = 0.005
+def _wedged_block(env: Any) -> bool:
+    """A block over the shelf that counts as on the table: sampled with its footprint in the
+    cabinet's side wall, it touches base_link and not the shelf (a state no play data reaches)."""
+    state = env.symbolic_state()
+    blocks = env.sim.get_info()["scene_info"]["movable_objects"]
+    return any(state[f"{c}_block"] == "table" and blocks[f"block_{c}"]["current_pos"][1] > SHELF_Y[0] for c in COLORS)
 
 
-def _joint_task_reachable(task: str, scene_obs: np.ndarray, layout: SceneLayout) -> bool:
-    """Whether a door or drawer task's oracle can still fire from this joint value.
-
-    The symbolic condition (slider right / drawer closed, SPEC 3) splits each joint at half its
-    range, but the oracle needs a change of 0.15 (door) or 0.12 (drawer): with scene C's door
-    range of 0.24, a door at 0.10 counts as "right" yet can move left by only 0.14, so no policy
-    can solve move_slider_left from there. Other tasks are always reachable here.
-    """
-    spec = TASK_SPECS[task]
-    if spec.rule != "move_door_rel":
-        return True
-    joint = spec.params["joint_name"]
-    threshold = float(spec.params["threshold"])
-    value = float(scene_obs[_DOOR_JOINT_INDEX[joint]])
-    upper = layout.slider_range if joint == "base__slide" else DRAWER_RANGE
-    room = upper - value if threshold > 0 else value
-    return room > abs(threshold) + JOINT_TASK_MARGIN
+def _infeasible_push(env: Any, task: str, scene_obs: np.ndarray) -> bool:
+    """Push start states that no expert, human or policy can finish (SPEC 2.3): a push of more
+    than 0.1 m would shove the block's centre off the table top's end (x = +-0.44), or, for
+    push_into_drawer, no block touches the table top alone (one leaning on the door never counts)."""
+    if task == "push_into_drawer":
+        info = env.sim.get_info()
+        table = info["scene_info"]["fixed_objects"]["table"]
+        alone = {(int(table["uid"]), int(table["links"]["base_link"]))}
+        return not any({(int(c[2]), int(c[4])) for c in block["contacts"]} == alone
+                       for block in info["scene_info"]["movable_objects"].values())
+    if not task.startswith("push_"):
+        return False
+    _, color, _, direction = task.split("_")
+    x = scene_obs[6 + 6 * COLORS.index(color)]
+    return abs(x + (0.11 if direction == "right" else -0.11)) > TABLE_HALF_X - 0.02
 
 
 def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20) -> tuple[dict, dict]:
     """Reset a ``RFTF-CALVIN-v0`` env to a random start state where ``task`` applies.
 
-    Layouts come from the env's own sampler (which retries until the task applies); for door and
-    drawer tasks, layouts whose joint is too near its end stop for the oracle to fire are skipped
-    (`_joint_task_reachable`). Tasks that
-    need the robot to hold a block start after a successful ``lift_<color>_block_table`` by the
-    expert (chained with ``options["continue"]``, as in evaluation); a block in the drawer and a
-    stack are written into a random layout as an explicit ``scene_obs``.
+    Layouts come from the env's own sampler (which retries until the task applies), less, for
+    tasks on table blocks, those where a block over the shelf is wedged in the cabinet wall (and so
+    counts as on the table) and, for pushes, those no one could finish (see `_infeasible_push`). Tasks that need the robot to
+    hold a block start after a successful ``lift_<color>_block_table`` by the expert (chained with
+    ``options["continue"]``, as in evaluation); a block in the drawer (where a top-down hand fits)
+    and a stack are written into a random layout as an explicit ``scene_obs``.
 
     Args:
         env: the env (wrapped or not); it must observe ``robot_obs`` and ``scene_obs``.
@@ -1004,6 +1219,8 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
                 return obs, info
             continue
         obs, info = env.reset(seed=seed, options={"task": task})
-        if _joint_task_reachable(task, obs["scene_obs"], layout):
+        table_block_task = task.startswith(("rotate_", "push_")) or task.endswith("_table")
+        wedged = table_block_task and _wedged_block(base)
+        if not wedged and not _infeasible_push(base, task, obs["scene_obs"]):
             return obs, info
     raise RuntimeError(f"no valid start state for {task!r} in scene {base.scene} after {tries} tries")
