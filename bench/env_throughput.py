@@ -1,10 +1,11 @@
 """Control steps per second of one embedded env process, with both cameras and without.
 
 Measures the `EmbeddedPlayTable` backend directly and, when `rftf_gym.env` registers
-``RFTF-CALVIN-v0``, the Gymnasium env too. Each figure is the median of 5 runs. Targets on a
-2-core CPU (issue 2): >= 150 steps/s with both cameras at official sizes (the official calvin_env
-measured 17.5), >= 1200 steps/s without cameras (official ~680). Results are printed and written
-to BENCHMARKS.md between ``<!-- env_throughput -->`` markers (the rest of the file is kept).
+``RFTF-CALVIN-v0``, the Gymnasium env too, and the time of a physics step and of each camera's
+render. Each figure is the median of 5 runs. Targets on a 2-core CPU (issue 2): >= 150 steps/s
+with both cameras at official sizes (the official calvin_env measured 17.5), >= 1200 steps/s
+without cameras (official ~680). Results are printed and written to BENCHMARKS.md between
+``<!-- env_throughput -->`` markers (the rest of the file is kept).
 
 Usage: ``python bench/env_throughput.py [--steps 300] [--runs 5]``
 """
@@ -47,6 +48,25 @@ def backend_steps_per_s(cameras: dict[str, tuple[int, int]], steps: int, runs: i
         rates.append(steps / (time.perf_counter() - start))
     env.close()
     return statistics.median(rates)
+
+
+def phase_ms(steps: int, runs: int) -> dict[str, float]:
+    """Median time in ms of one physics step and of each camera's render, both cameras on."""
+    env = EmbeddedPlayTable("D", cameras=dict(DEFAULT_IMAGE_SIZES))
+    times: dict[str, list[float]] = {"step": [], "static": [], "gripper": []}
+    for run in range(runs):
+        env.reset(rng=np.random.default_rng(run))
+        env.get_obs()
+        for a in _random_actions(steps, run):
+            start = time.perf_counter()
+            env.step(a)
+            times["step"].append(time.perf_counter() - start)
+            for camera in ("static", "gripper"):
+                start = time.perf_counter()
+                env.render(camera)
+                times[camera].append(time.perf_counter() - start)
+    env.close()
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
 def reset_ms(runs: int) -> tuple[float, float]:
@@ -112,6 +132,7 @@ if __name__ == "__main__":
 
     cams = backend_steps_per_s(dict(DEFAULT_IMAGE_SIZES), args.steps, args.runs)
     state = backend_steps_per_s({}, args.steps * 4, args.runs)
+    phases = phase_ms(args.steps, args.runs)
     reset_random, reset_explicit = reset_ms(args.runs)
     gym_rgb = gym_steps_per_s("rgb+state", args.steps, args.runs)
     gym_state = gym_steps_per_s("state", args.steps * 4, args.runs)
@@ -131,6 +152,9 @@ if __name__ == "__main__":
         f"| backend steps/s, no cameras | {state:.0f} | >= 1200 (official ~680) |",
         f"| gym.make steps/s, obs_mode rgb+state | {fmt(gym_rgb)} | >= 150 |",
         f"| gym.make steps/s, obs_mode state | {fmt(gym_state)} | >= 1200 |",
+        f"| physics step (8 substeps) + lights (ms) | {phases['step']:.2f} | |",
+        f"| static camera render, 200x200 (ms) | {phases['static']:.2f} | |",
+        f"| gripper camera render, 84x84 (ms) | {phases['gripper']:.2f} | |",
         f"| reset to a random layout + get_obs (ms) | {reset_random:.2f} | |",
         f"| reset to an explicit state + get_obs (ms) | {reset_explicit:.2f} | |",
     ]

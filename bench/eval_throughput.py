@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from markdown_section import write_section  # noqa: E402
 
 import evaluate  # noqa: E402  (the script's rollout, so the benchmark measures what it runs)
 from rftf_gym import policies, sequences  # noqa: E402
@@ -58,15 +59,6 @@ def measure(args: Args, obs_mode: str) -> dict[str, float]:
     return {"steps": steps, "seconds": elapsed, "sps": steps / elapsed, "cpu_sps": steps / cpu, "build_s": build_s}
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) ``<!-- eval_throughput -->`` ... ``<!-- /eval_throughput -->``."""
-    block = f"<!-- {SECTION} -->\n{body.rstrip()}\n<!-- /{SECTION} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"<!-- {SECTION} -->.*?<!-- /{SECTION} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 if __name__ == "__main__":
     args = tyro.cli(Args)
     rows, load = [], os.getloadavg()[0]
@@ -90,4 +82,4 @@ if __name__ == "__main__":
             *rows,
         ]
     )
-    write_section(Path(args.benchmarks_file), body)
+    write_section(SECTION, body, Path(args.benchmarks_file))

@@ -10,8 +10,6 @@ Run: ``python bench/expert_success.py --episodes 50 --workers 2``
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tyro
+from markdown_section import write_section
 
 SECTION = "expert_success"
 
@@ -69,7 +68,7 @@ def table(results: list[dict], scenes: tuple[str, ...], episodes: int, wall: flo
     """Markdown section: success per task and scene, means, steps and timing."""
     by = {(r["task"], r["scene"]): r for r in results}
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    lines = [f"<!-- {SECTION} -->", "## Scripted expert success (issue 3)", "",
+    lines = ["## Scripted expert success (issue 3)", "",
              f"`python bench/expert_success.py --episodes {episodes}`: {episodes} seeded valid start states per "
              f"(task, scene), state observations, no action noise, 360-step cap. Wall time {wall / 60:.1f} min.", "",
              "| task | " + " | ".join(scenes) + " | mean steps |", "|---" * (len(scenes) + 2) + "|"]
@@ -86,18 +85,8 @@ def table(results: list[dict], scenes: tuple[str, ...], episodes: int, wall: flo
     lines += ["", f"Overall mean {100 * overall:.1f}%; lowest {worst['task']} in {worst['scene']} "
               f"{100 * worst['successes'] / worst['episodes']:.0f}%. "
               f"{sum(r['seconds'] for r in results) / n_ep:.2f} s per episode per core "
-              "(start state included).", f"<!-- /{SECTION} -->"]
+              "(start state included)."]
     return "\n".join(lines)
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this benchmark's section of the markdown file, atomically."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"<!-- {SECTION} -->.*?<!-- /{SECTION} -->", re.S)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
@@ -118,4 +107,4 @@ if __name__ == "__main__":
     text = table(results, args.scenes, args.episodes, time.perf_counter() - start)
     print(text)
     if args.output:
-        write_section(Path(args.output), text)
+        write_section(SECTION, text, Path(args.output))
