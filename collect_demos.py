@@ -110,13 +110,14 @@ def play_episode(env: gym.Env, writer: CalvinDatasetWriter, scene: str, seed: in
     obs, _ = env.reset(seed=seed)
     previous = None
     segments: list[tuple[list[dict], str]] = []
-    for k in range(n_tasks):
+    for _ in range(n_tasks):
         candidates = [t for t in env.unwrapped.applicable_tasks() if t != previous]
         if not candidates:
             break
         task = candidates[int(rng.integers(len(candidates)))]
-        if k > 0:
-            obs, _ = env.reset(options={"continue": True, "task": task})
+        # Start the instruction from the current state (also for the first task: the env's own
+        # reset drew a task of its own, and success is judged for the episode's task).
+        obs, _ = env.reset(options={"continue": True, "task": task})
         frames, obs, success = run_segment(env, obs, task, rng, args.noise)
         if not success:
             counts.failures += 1

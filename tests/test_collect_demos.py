@@ -15,17 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_collection_reads_back(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "collect_demos.py"), "--output", str(tmp_path), "--train-episodes", "1",
-           "--val-episodes", "1", "--train-scenes", "D", "--static-size", "32", "--gripper-size", "16",
+    cmd = [sys.executable, str(ROOT / "collect_demos.py"), "--output", str(tmp_path), "--train-episodes", "4",
+           "--val-episodes", "2", "--train-scenes", "D", "--static-size", "32", "--gripper-size", "16",
            "--tasks-per-episode", "2", "2", "--noise", "0.0", "--seed", "3"]
     subprocess.run(cmd, check=True, timeout=120, capture_output=True)
     summary = json.loads((tmp_path / "collection_summary.json").read_text())
     for split in ("training", "validation"):
         counts = summary[split]
-        if counts["episodes"] == 0:
-            assert counts["failures"] >= 1  # nothing written only when the expert failed
-            continue
-        data = CalvinDataset(tmp_path / split)
+        # The experts succeed ~98% per instruction; most attempts must be written.
+        assert counts["episodes"] >= 1
+        assert counts["failures"] <= 0.25 * (counts["successes"] + counts["failures"])
+        data = CalvinDataset(tmp_path, split)
         data.validate()
         lang = load_pickled_npy(tmp_path / split / "lang_annotations" / "auto_lang_ann.npy")
         assert len(lang["language"]["ann"]) == counts["successes"]
