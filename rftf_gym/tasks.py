@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -201,6 +202,12 @@ def _fixed_link(info: Info, body: str, link: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
+def _relative_euler_cached(start_quat: tuple[float, ...], end_quat: tuple[float, ...]) -> tuple[float, ...]:
+    # The left and right rotate tasks of a block ask for the same rotation on every env step.
+    return tuple(float(v) for v in relative_euler_xyz_deg(start_quat, end_quat))
+
+
 def _rotate_object(
     start: Info,
     end: Info,
@@ -219,7 +226,7 @@ def _rotate_object(
         return False
     if not _contact_bodies(obj_end["contacts"]) - {_robot_uid(start)}:
         return False
-    x, y, z = relative_euler_xyz_deg(obj_start["current_orn"], obj_end["current_orn"])
+    x, y, z = _relative_euler_cached(tuple(obj_start["current_orn"]), tuple(obj_end["current_orn"]))
     tilt_ok = abs(x) < x_y_threshold and abs(y) < x_y_threshold
     if z_degrees > 0:
         return bool(z_degrees < z < z_threshold and tilt_ok)

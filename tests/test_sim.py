@@ -239,3 +239,26 @@ def test_random_blocks_do_not_overlap():
         env.step(np.array([0, 0, 0, 0, 0, 0, OPEN]))
     assert np.all(np.isfinite(env.get_obs()["scene_obs"]))
     env.close()
+
+
+@pytest.mark.parametrize("scene", ["A", "C"])
+def test_random_shelf_blocks_clear_the_door_and_its_edges(scene):
+    # Hand-computed: the tilted face (30 deg back from vertical, foot at y 0.02) is at
+    # y = 0.02 + 0.04 tan 30 = 0.0431 at a resting block's top (z 0.48); the back wall is at
+    # y 0.16. Centres keep 0.085 from the panels and from the door's edge at its end stops:
+    # A: left -0.36..-0.10, right -0.10..0.16; C: left -0.18..0.06, right 0.10..0.34.
+    x_ranges = {"A": ((-0.275, -0.185), (-0.015, 0.075)), "C": ((-0.095, -0.025), (0.185, 0.255))}[scene]
+    env = EmbeddedPlayTable(scene)
+    on_shelf = 0
+    for seed in range(60):
+        blocks = env.sample_scene_obs(np.random.default_rng(seed))[6:].reshape(3, 6)
+        for color, (x, y, _, _, _, yaw) in zip(("red", "blue", "pink"), blocks):
+            if y < 0.02:
+                continue
+            on_shelf += 1
+            assert any(lo - 1e-9 <= x <= hi + 1e-9 for lo, hi in x_ranges), (seed, color, x)
+            sx, sy, _ = env.layout.block_size(color)
+            corners_y = [y + 0.5 * (a * sx * np.sin(yaw) + b * sy * np.cos(yaw)) for a in (-1, 1) for b in (-1, 1)]
+            assert min(corners_y) > 0.0431 and max(corners_y) < 0.16, (seed, color, corners_y)
+    assert on_shelf > 30
+    env.close()

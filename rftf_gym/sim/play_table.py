@@ -25,9 +25,13 @@ from rftf_gym.sim.layout import (
     BLOCK_MASS,
     BLOCK_NAMES,
     BUTTON_THRESHOLD,
+    DOOR_WIDTH,
     DRAWER_RANGE,
     LAYOUTS,
     ROBOT_BASE_POS,
+    SHELF_Y,
+    SLANT_DIR,
+    SLANT_FOOT,
     STATIC_LINKS,
     SWITCH_RANGE,
     SWITCH_THRESHOLD,
@@ -53,10 +57,32 @@ LIGHT_OFF = (0.92, 0.92, 0.92, 1.0)
 # Official block URDFs use a unit inertia tensor; it keeps grasped blocks from swinging.
 BLOCK_INERTIA = (1.0, 1.0, 1.0)
 # Random blocks on the shelf: yaw within pi/2 +- this (the official evaluation band, SPEC 3), and
-# centres at least this far from the side panels (the slider_right evaluation spot is 0.0897 m
-# from its panel in scenes A/D).
+# centres at least this far from the edges of the widest opening on their half, a side panel and
+# the door at its end stop (the slider_right evaluation spot is 0.0897 m from its panel in scenes
+# A/D; in C, where the door leaves 0.24 m, grasps of blocks nearer the door's edge fail).
 SHELF_YAW_BAND = np.pi / 8
 SHELF_PANEL_CLEARANCE = 0.085
+# ... and with their whole footprint between the sliding door and the back wall: the door runs on
+# the tilted front face (rftf_gym.sim.layout), at a resting block's top 0.023 m behind the face's
+# foot, so a block reaching past it is pushed by the door into a side panel and stalls it.
+SHELF_WALL_CLEARANCE = 0.003
+
+
+def _shelf_y_range(size: tuple[float, float, float]) -> tuple[float, float]:
+    """Centre y range of a shelf block whose footprint keeps off the sliding door and the back wall.
+
+    Args:
+        size: block size (x, y, z).
+
+    Returns:
+        (lowest, highest) centre y, for any yaw in the shelf band.
+    """
+    sx, sy, sz = size
+    # Reach of the footprint along y at yaw pi/2 + d: (sx cos d + sy sin d) / 2, which grows with
+    # |d| up to atan(sy / sx) > SHELF_YAW_BAND for every block size, so the band's edge is the worst.
+    half_y = 0.5 * (sx * np.cos(SHELF_YAW_BAND) + sy * np.sin(SHELF_YAW_BAND))
+    door_y = SLANT_FOOT[0] + (SURFACE_Z + sz / 2 - SLANT_FOOT[1]) * SLANT_DIR[1] / SLANT_DIR[2]
+    return float(door_y + half_y + SHELF_WALL_CLEARANCE), float(SHELF_Y[1] - half_y - SHELF_WALL_CLEARANCE)
 
 
 class EmbeddedPlayTable:
@@ -197,19 +223,25 @@ class EmbeddedPlayTable:
         switch = SWITCH_RANGE * float(rng.integers(2))
         obs = [rng.uniform(0, lay.slider_range), rng.uniform(0, DRAWER_RANGE), 0.0, switch,
                float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
+        # The widest opening on each half: the door (it moves -x as its joint grows) at either stop.
+        openings = {"slider_left": (shelf_lo, lay.door_x0),
+                    "slider_right": (lay.door_x0 - lay.slider_range + DOOR_WIDTH, shelf_hi)}
         placed: list[tuple[float, float, float]] = []  # x, y, radius
         surfaces = list(lay.surfaces)
         for color in BLOCK_NAMES:
             sx, sy, _ = lay.block_size(color)
             radius = 0.5 * float(np.hypot(sx, sy))
+            shelf_y = _shelf_y_range(lay.block_size(color))
             for _ in range(1000):
                 surface = surfaces[int(rng.integers(len(surfaces)))]
                 (x0, y0), (x1, y1) = lay.surfaces[surface]
                 if surface.startswith("slider"):
                     # CALVIN's shelf blocks sit front-facing (evaluation resets: yaw pi/2 +- pi/8,
                     # SPEC 3) and the Panda hand (0.2 m across its fingers) only fits through the
-                    # opening when the block keeps clear of the cabinet's side panels.
-                    x0, x1 = max(x0, shelf_lo + SHELF_PANEL_CLEARANCE), min(x1, shelf_hi - SHELF_PANEL_CLEARANCE)
+                    # opening when the block keeps clear of the opening's edges.
+                    open_lo, open_hi = openings[surface]
+                    x0, x1 = max(x0, open_lo + SHELF_PANEL_CLEARANCE), min(x1, open_hi - SHELF_PANEL_CLEARANCE)
+                    y0, y1 = max(y0, shelf_y[0]), min(y1, shelf_y[1])
                 x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
                 if all(np.hypot(x - px, y - py) > radius + pr + 0.005 for px, py, pr in placed):
                     break
