@@ -119,6 +119,9 @@ class EmbeddedPlayTable:
         self.robot = Panda(self.client)
         self.robot.reset()
         self._cams: dict[str, Any] = {}
+        # get_obs of the current state; reset and step clear it (the env asks for the state
+        # several times per reset, and each ask would otherwise render both cameras again).
+        self._obs_cache: dict[str, np.ndarray] | None = None
         self.lights = {"lightbulb": 0, "led": 0}
         self._button_was_pressed = False
         self._init_state = p.saveState(physicsClientId=self.client)
@@ -165,6 +168,7 @@ class EmbeddedPlayTable:
             scene_obs: CALVIN scene_obs (24), blocks red, blue, pink. None: random layout.
             rng: random generator for the layout (a fresh unseeded one when None).
         """
+        self._obs_cache = None
         self._flush_contacts()
         p.restoreState(self._init_state, physicsClientId=self.client)
         if robot_obs is None:
@@ -262,6 +266,7 @@ class EmbeddedPlayTable:
             action: 7-d action, see `Panda.apply_action`.
             action_mode: ``"relative"`` or ``"absolute"``.
         """
+        self._obs_cache = None
         self.robot.apply_action(action, action_mode)
         for _ in range(SUBSTEPS):
             p.stepSimulation(physicsClientId=self.client)
@@ -307,10 +312,12 @@ class EmbeddedPlayTable:
 
     def get_obs(self) -> dict[str, np.ndarray]:
         """``robot_obs``, ``scene_obs`` and ``rgb_<camera>`` (uint8 HxWx3) for each configured camera."""
-        obs = {"robot_obs": self.robot.get_obs(), "scene_obs": self.scene_obs()}
-        for name in self.cameras:
-            obs[f"rgb_{name}"] = self.render(name)
-        return obs
+        if self._obs_cache is None:
+            obs = {"robot_obs": self.robot.get_obs(), "scene_obs": self.scene_obs()}
+            for name in self.cameras:
+                obs[f"rgb_{name}"] = self.render(name)
+            self._obs_cache = obs
+        return {key: value.copy() for key, value in self._obs_cache.items()}
 
     def render(self, camera: str = "static") -> np.ndarray:
         """One uint8 HxWx3 image from a camera, at its configured (else the official) size.
