@@ -115,6 +115,7 @@ BUTTON_Y, BUTTON_TOP_Z = -0.12, 0.484
 # axis along -SLANT_NORMAL, and the fingers then close along world x.
 FACE_PITCH = -math.pi / 3
 FACE_YAW = math.pi / 2
+FACE_ORN = np.array([math.pi, FACE_PITCH, FACE_YAW])
 FACE_STANDOFF_N = 0.10  # TCP distance out of the face before going in
 FINGER_HALF_WIDTH = 0.0105  # Panda finger collision mesh, across the closing axis
 # Switch lever (rftf_gym.sim.layout.table_urdf): half its extent along the face (the cap); the
@@ -721,7 +722,7 @@ class Expert:
             ok = yield from self._grasp_in_slider(color)
             if ok:
                 # Up and out along the approach: the hand's back stays clear of the roof.
-                yield from self._shelf_move(self.tcp + self._shelf_out * 0.03 + [0, 0, 0.06], self._shelf_orn,
+                yield from self._pose_move(self.tcp + self._shelf_out * 0.03 + [0, 0, 0.06], self._shelf_orn,
                                             CLOSE, tol=0.008)
             return True
         if place == "drawer":
@@ -772,13 +773,13 @@ class Expert:
         raise_z = 0.04 * abs(math.sin(lean_x)) + 0.01 * abs(math.sin(lean_y))
         return euler, raise_z, fits
 
-    def _shelf_action(self, goal: np.ndarray, orn: np.ndarray, gripper: float, speed: float | None = None) -> Action:
+    def _pose_action(self, goal: np.ndarray, orn: np.ndarray, gripper: float, speed: float | None = None) -> Action:
         """One relative action towards a TCP position and a full orientation (not only gripper-down)."""
         action = self._action(goal, None, gripper, precise=True, speed=speed)
         action[3:6] = np.clip(_wrap(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
         return action
 
-    def _shelf_move(self, goal: np.ndarray, orn: np.ndarray, gripper: float, tol: float = 0.005,
+    def _pose_move(self, goal: np.ndarray, orn: np.ndarray, gripper: float, tol: float = 0.005,
                     speed: float | None = None, max_steps: int = MAX_WAYPOINT_STEPS) -> Script:
         """Go to a TCP position and orientation; True when reached (as `_move`, with a leant hand)."""
         goal = np.asarray(goal, dtype=np.float64)
@@ -791,7 +792,7 @@ class Expert:
             if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
                     and np.linalg.norm(goal - self._target_pos) < 0.004 and orn_err < 0.05:
                 return False
-            yield self._shelf_action(goal, orn, gripper, speed)
+            yield self._pose_action(goal, orn, gripper, speed)
         return False
 
     def _shelf_enter(self, grip: np.ndarray, long_axis: np.ndarray, gyaw: float, gripper: float,
@@ -816,9 +817,9 @@ class Expert:
         self._shelf_orn = orn
         self._shelf_out = -direction
         yield from self._clear()
-        yield from self._shelf_move(np.array([front[0], front[1], TRANSIT_Z]), orn, gripper, tol=0.01, speed=None)
-        yield from self._shelf_move(front + [0, 0, 0.008], orn, gripper, tol=0.006)
-        ok = yield from self._shelf_move(goal, orn, gripper, tol=0.004, speed=min(self.speed, 0.6))
+        yield from self._pose_move(np.array([front[0], front[1], TRANSIT_Z]), orn, gripper, tol=0.01, speed=None)
+        yield from self._pose_move(front + [0, 0, 0.008], orn, gripper, tol=0.006)
+        ok = yield from self._pose_move(goal, orn, gripper, tol=0.004, speed=min(self.speed, 0.6))
         return ok
 
     def _shelf_open_door(self, x: float) -> Script:
@@ -829,10 +830,10 @@ class Expert:
         yield from self._slide_door(-0.015 if x < door_centre else lay.slider_range + 0.015)
         return True
 
-    def _shelf_hold(self, steps: int, gripper: float) -> Script:
-        """`_hold` that keeps the leant hand's orientation."""
+    def _pose_hold(self, steps: int, orn: np.ndarray, gripper: float) -> Script:
+        """`_hold` that keeps a full hand orientation (not only gripper-down)."""
         for _ in range(steps):
-            yield self._shelf_action(self._target_pos, self._shelf_orn, gripper)
+            yield self._pose_action(self._target_pos, orn, gripper)
         return True
 
     def _grasp_in_slider(self, color: str, attempts: int = 2) -> Script:
@@ -849,11 +850,11 @@ class Expert:
             along = max(0.0, (self.block_size(color)[0] - 0.04) / 2) * (0.5 + 0.5 * self.rng.uniform() * self.offsets)
             grip = pos + out * along + [0.0, 0.0, -GRASP_BELOW_CENTRE]
             yield from self._shelf_enter(grip, long_axis, gyaw, OPEN)
-            yield from self._shelf_hold(6, CLOSE)
+            yield from self._pose_hold(6, self._shelf_orn, CLOSE)
             if self._held_block() == color:
                 return True
-            yield from self._shelf_hold(4, OPEN)
-            yield from self._shelf_move(self.tcp + self._shelf_out * 0.08 + [0, 0, 0.01], self._shelf_orn, OPEN,
+            yield from self._pose_hold(4, self._shelf_orn, OPEN)
+            yield from self._pose_move(self.tcp + self._shelf_out * 0.08 + [0, 0, 0.01], self._shelf_orn, OPEN,
                                         tol=0.01, max_steps=30)
         return False
 
@@ -885,8 +886,8 @@ class Expert:
             lean = (np.array([math.atan2(rot[2, 1], rot[2, 2]), -math.asin(float(np.clip(rot[2, 0], -1, 1))),
                               math.atan2(rot[1, 0], rot[0, 0])]), 0.005)
         yield from self._shelf_enter(grip, long_axis, gyaw, CLOSE, lean)
-        yield from self._shelf_hold(4, OPEN)
-        yield from self._shelf_move(self.tcp + self._shelf_out * 0.05 + [0, 0, 0.02], self._shelf_orn, OPEN,
+        yield from self._pose_hold(4, self._shelf_orn, OPEN)
+        yield from self._pose_move(self.tcp + self._shelf_out * 0.05 + [0, 0, 0.02], self._shelf_orn, OPEN,
                                     tol=0.01)
         return True
 
@@ -990,28 +991,13 @@ class Expert:
 
     def _tilted_hold(self, steps: int, gripper: float) -> Script:
         """`_hold` with the fingers kept perpendicular to the cabinet face."""
-        for _ in range(steps):
-            yield from self._tilted_move(self._target_pos.copy(), tol=0.0, gripper=gripper, max_steps=1)
+        yield from self._pose_hold(steps, FACE_ORN, gripper)
         return True
 
     def _tilted_move(self, goal: np.ndarray, tol: float, gripper: float = CLOSE, speed: float | None = None,
                      max_steps: int = MAX_WAYPOINT_STEPS) -> Script:
         """Like `_move`, but with the fingers perpendicular to the tilted cabinet face."""
-        goal = np.asarray(goal, dtype=np.float64)
-        orn = np.array([np.pi, FACE_PITCH, FACE_YAW])
-        history: list[np.ndarray] = []
-        for _ in range(max_steps):
-            orn_err = float(np.max(np.abs(_wrap(orn - self._robot[3:6]))))
-            if np.linalg.norm(goal - self.tcp) < tol and orn_err < 0.05:
-                return True
-            history.append(self.tcp.copy())
-            if len(history) > 8 and np.ptp(np.array(history[-5:]), axis=0).max() < 0.001 \
-                    and np.linalg.norm(goal - self._target_pos) < 0.004 and orn_err < 0.05:
-                return False
-            action = self._action(goal, FACE_YAW, gripper, precise=True, speed=speed)
-            action[3:6] = np.clip(_wrap(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
-            yield action
-        return False
+        return (yield from self._pose_move(goal, FACE_ORN, gripper, tol=tol, speed=speed, max_steps=max_steps))
 
     def _push_into_drawer(self) -> Script:
         """Push the table block off the front edge into the open drawer below."""
