@@ -1,0 +1,294 @@
+"""Skills on the table blocks and the drawer tray: rotate, push, lift, place in the drawer, stack,
+unstack and push into the drawer (dragging a block out first where the hand has no room)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rftf_gym.experts.control import Script
+from rftf_gym.experts.geometry import (
+    BLOCK_Z, BUTTON_HOUSING_R, BUTTON_Y, CABINET_CLEAR_Y, CABINET_FACE_CLEAR_Y, CABINET_SLACK, CLOSE, COLORS,
+    DOOR_CONTACT_Y, DOOR_HANDLE_HALF_X, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, GRASP_BELOW_CENTRE,
+    HAND_HALF_LENGTH, HAND_HALF_WIDTH, NEUTRAL_YAW, OPEN, PUSH_BEHIND_MAX_Y, PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN,
+    PUSH_REACH_X, PUSH_START_MAX_X, SWITCH_LEVER_HALF_X, TIP_ABOVE_TCP, YAW_REACH, drawer_grasp_yaw,
+    grasp_yaws, wrap,
+)
+from rftf_gym.sim.layout import DOOR_WIDTH
+
+
+class BlockSkills:
+    """Table and drawer block skills; mixed into `rftf_gym.experts.Expert` over `ExpertBase`."""
+
+    def _rotate(self, color: str, sign: float) -> Script:
+        """Grasp the block at its centre and turn it ~90 degrees while it slides on the table.
+
+        A gripped block pivots freely about the line between the finger pads and, held below its
+        centre, tips over like an inverted pendulum when lifted and turned; left on the table it
+        stays flat. The oracle allows 0.1 m of travel: near the cabinet the block is first drawn
+        towards the robot far enough for the hand to sweep crosswise without touching the switch
+        lever or the door handle.
+        """
+        yield from self._free_hands()
+        gyaw, turn = self._rotate_plan(color, sign)
+        x = float(self.block_pos(color)[0])
+        if self.block_pos(color)[1] > self._cabinet_free_y(gyaw, x) + CABINET_SLACK:
+            # The grasp itself would hit the cabinet: drag the block in far enough for the sweep.
+            sweep = [self._cabinet_free_y(gyaw + a, x) for a in np.linspace(0.0, turn, 9)]
+            yield from self._drag(color, (x, max(min(sweep), -0.12)))
+        yield from self._grasp(color, along=0.0, gyaw=gyaw)
+        pos = self.tcp.copy()
+        start_yaw = float(self._target_orn[2])
+        turn_y = min(pos[1], *(self._cabinet_free_y(start_yaw + a, pos[0]) for a in np.linspace(0.0, turn, 9)))
+        # Unload the table a little (less drag) but keep the block's weight on it.
+        slide = pos + [0, 0, 0.003]
+        if turn_y < pos[1]:
+            slide[1] = turn_y
+            yield from self._move(slide, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(slide, yaw=start_yaw + turn, gripper=CLOSE, tol=0.006)
+        yield from self._hold(4, OPEN)
+        yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
+        return True
+
+    def _cabinet_free_y(self, gyaw: float, x: float) -> float:
+        """The largest TCP y where a hand at this yaw and x clears the cabinet: the switch lever and
+        the door handle stick out to y ~ 0; elsewhere the tilted face is further back."""
+        phi = gyaw - NEUTRAL_YAW
+        span_x = HAND_HALF_LENGTH * abs(math.cos(phi)) + HAND_HALF_WIDTH * abs(math.sin(phi))
+        handle_x = self.layout.door_x0 + 0.5 * DOOR_WIDTH - float(self._scene[0])
+        near = [abs(x - self.layout.switch_x) < span_x + SWITCH_LEVER_HALF_X,
+                abs(x - handle_x) < span_x + DOOR_HANDLE_HALF_X]
+        clear_y = CABINET_CLEAR_Y if any(near) else CABINET_FACE_CLEAR_Y
+        return clear_y - HAND_HALF_LENGTH * abs(math.sin(phi)) - HAND_HALF_WIDTH * abs(math.cos(phi))
+
+    def _drag(self, color: str, xy_goal: tuple[float, float]) -> Script:
+        """Drag a table block to xy_goal without grasping it: the closed fingertips press on its
+        top (finger friction 2 against the block's 0.7 on the table). Works where the hand has no
+        room beside the block: in front of the cabinet, or past the arm's reach at table height."""
+        pos = self.block_pos(color)
+        press_z = pos[2] + 0.02 - TIP_ABOVE_TCP - 0.006
+        yield from self._goto_above(pos[:2], press_z + 0.04, NEUTRAL_YAW, CLOSE)
+        yield from self._move(np.array([*pos[:2], press_z]), gripper=CLOSE, tol=0.004, max_steps=20)
+        yield from self._move(np.array([*xy_goal, press_z]), gripper=CLOSE, tol=0.006,
+                              speed=min(self.speed, 0.5), max_steps=40)
+        yield from self._move(self.tcp + [0, 0, 0.04], gripper=CLOSE, tol=0.01)
+        return True
+
+    def _rotate_plan(self, color: str, sign: float) -> tuple[float, float]:
+        """Gripper yaw to grasp with and the signed turn for a rotation of the block.
+
+        The oracle takes any turn in (60, 180) degrees; aim for 80-100 and fall back to 72 when the
+        sweep would leave the arm's yaw reach. Blocks up to 6 cm long also fit across the open
+        fingers (8 cm), which doubles the grasp yaws to choose from. A hand turned crosswise next
+        to the cabinet would hit it while grasping (the block must then be dragged in first), so
+        such grasps cost too.
+        """
+        yaw = self.block_yaw(color)
+        x, y = (float(v) for v in self.block_pos(color)[:2])
+        wanted = math.radians(self.rng.uniform(80.0, 100.0))
+        lo, hi = YAW_REACH
+        best, plan = np.inf, (self._grasp_yaw(yaw), sign * wanted)
+        for candidate in grasp_yaws(yaw, self.block_size(color)[0]):
+            phi0 = float(wrap(candidate - NEUTRAL_YAW))
+            for magnitude, penalty in ((wanted, 0.0), (math.radians(72.0), 0.2)):
+                path = phi0 + sign * np.linspace(0.0, magnitude, 9)
+                outside = max(0.0, lo - path.min()) + max(0.0, path.max() - hi)
+                bump = max(0.0, y - self._cabinet_free_y(NEUTRAL_YAW + phi0, x))
+                cost = 10.0 * outside + 20.0 * bump + penalty + 0.1 * abs(path.mean() - 0.5 * (lo + hi))
+                if cost < best:
+                    best, plan = cost, (NEUTRAL_YAW + phi0, sign * magnitude)
+        return plan
+
+    def _button_room(self, color: str, sign: float) -> float:
+        """Free travel along x before the block runs into the button's housing (inf: not in its lane)."""
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
+        half_y = 0.5 * (abs(math.sin(yaw)) * size[0] + abs(math.cos(yaw)) * size[1])
+        ahead = sign * (self.layout.button_x - pos[0]) - BUTTON_HOUSING_R - half_x
+        in_lane = pos[1] < BUTTON_Y + BUTTON_HOUSING_R + half_y + 0.012
+        return ahead if in_lane and ahead >= 0 else math.inf
+
+    def _clear_button_lane(self, color: str) -> Script:
+        """Push the block towards the cabinet (the robot's side of it is free), out of the lane
+        of the button's housing on the table top."""
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_y = 0.5 * (abs(math.sin(yaw)) * size[0] + abs(math.cos(yaw)) * size[1])
+        clear_y = BUTTON_Y + BUTTON_HOUSING_R + half_y + 0.012
+        start = np.array([pos[0], pos[1] - half_y - PUSH_LEAD_CLOSED - 0.025, BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
+        yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
+        yield from self._move(start, gripper=CLOSE, tol=0.006)
+        goal = np.array([pos[0], clear_y - half_y - PUSH_LEAD_CLOSED, start[2]])
+        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(self.tcp + [0, -0.02, 0.05], gripper=CLOSE, tol=0.01)
+        return True
+
+    def _push(self, color: str, sign: float) -> Script:
+        """Push the block ~0.14 m along x with the fingers, gripper pointing down at neutral yaw.
+
+        The fingers close along x at the neutral yaw: closed, they push with their side; where the
+        TCP would have to go past the arm's reach at table height (|x| ~0.3), the gripper opens and
+        the leading finger, 4 cm ahead of the TCP, pushes instead. A block whose far side lies out
+        of reach altogether (left pushes near the table's right end) is carried instead.
+        """
+        yield from self._free_hands()
+        distance = 0.14 + self._offset(0.02)
+        room = self._button_room(color, sign)
+        if room < distance + 0.01:
+            # Stop short of the button's housing when that still beats the oracle's 0.1 m, else
+            # take the block out of the button's lane first.
+            if room >= 0.125:
+                distance = room - 0.01
+            else:
+                yield from self._clear_button_lane(color)
+        pos, yaw = self.block_pos(color), self.block_yaw(color)
+        size = self.block_size(color)
+        half_x = 0.5 * (abs(math.cos(yaw)) * size[0] + abs(math.sin(yaw)) * size[1])
+        # A block against the sliding door must still touch it at the end (the oracle wants the
+        # start contacts kept): push slightly into the door, and not past the door's end.
+        into_door = 0.0
+        if pos[1] + 0.5 * size[1] > DOOR_CONTACT_Y:
+            into_door = 0.015
+            door_lo = self.layout.door_x0 - float(self._scene[0])
+            room = (door_lo + DOOR_WIDTH - pos[0]) if sign > 0 else (pos[0] - door_lo)
+            distance = max(0.115, min(distance, room - 0.01))
+        lead, gripper = PUSH_LEAD_CLOSED, CLOSE
+        if abs(pos[0] + sign * (distance - half_x - lead)) > PUSH_REACH_X:
+            lead, gripper = PUSH_LEAD_OPEN, OPEN
+        z = BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01
+        lane = self._offset(0.008)
+        start = np.array([pos[0] - sign * (half_x + lead + 0.025), pos[1] + lane, z])
+        if abs(start[0]) > PUSH_START_MAX_X:
+            # The fingers cannot get behind the block within the arm's reach: carry it just above
+            # the table instead (the oracle asks for the x displacement and kept surface contacts).
+            yield from self._grasp(color)
+            held = self.tcp.copy()
+            yield from self._move(held + [0, 0, 0.015], gripper=CLOSE, tol=0.006)
+            yield from self._move(held + [sign * distance, 0, 0.015], gripper=CLOSE, tol=0.006,
+                                  speed=min(self.speed, 0.6))
+            yield from self._move(held + [sign * distance, 0, 0.003], gripper=CLOSE, tol=0.006, max_steps=20)
+            yield from self._hold(4, OPEN)
+            yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
+            return True
+        yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, gripper)
+        yield from self._move(start, gripper=gripper, tol=0.006)
+        goal = np.array([pos[0] + sign * (distance - half_x - lead), start[1] + into_door, z])
+        yield from self._move(goal, gripper=gripper, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(self.tcp + [0, 0, 0.06], gripper=gripper, tol=0.01)
+        return True
+
+    def _lift(self, color: str, place: str) -> Script:
+        yield from self._free_hands()
+        if place == "slider":
+            ok = yield from self._grasp_in_slider(color)
+            if ok:
+                # Up and out along the approach: the hand's back stays clear of the roof.
+                yield from self._pose_move(self.tcp + self._shelf_out * 0.03 + [0, 0, 0.06], self._shelf_orn,
+                                            CLOSE, tol=0.008)
+            return True
+        if place == "drawer":
+            # Keep the hand thin along y so it fits between the table edge and the drawer front.
+            gyaw = drawer_grasp_yaw(self.block_yaw(color), self.block_size(color)[0])
+            yield from self._grasp(color, along=0.0, gyaw=gyaw)
+        else:
+            free_y = self._cabinet_free_y(self._grasp_yaw(self.block_yaw(color)), float(self.block_pos(color)[0]))
+            if self.block_pos(color)[1] > free_y + CABINET_SLACK:
+                yield from self._drag(color, (self.block_pos(color)[0], max(free_y, -0.12)))
+            yield from self._grasp(color)
+        pos = self.tcp.copy()
+        yield from self._move(pos + [0, 0, 0.10 + self._offset(0.02)], gripper=CLOSE, tol=0.008)
+        return True
+
+    def _drawer_drop_point(self) -> np.ndarray:
+        """A point over the exposed part of the open drawer's tray."""
+        joint = float(self._scene[1])
+        y_lo = DRAWER_INNER_Y[0] - joint + 0.035
+        y_hi = DRAWER_FRONT_Y - 0.035
+        y = 0.5 * (y_lo + y_hi) if y_lo < y_hi else y_hi
+        x = self.layout.drawer_x + self._offset(0.06)
+        return np.array([x, y])
+
+    def _place_in_drawer(self) -> Script:
+        xy = self._drawer_drop_point()
+        yield from self._goto_above(xy, DRAWER_FLOOR_Z + 0.02 + 0.09, None, CLOSE)
+        yield from self._move(np.array([*xy, DRAWER_FLOOR_Z + 0.02 - GRASP_BELOW_CENTRE + 0.012]), gripper=CLOSE,
+                              tol=0.005, max_steps=30)
+        yield from self._hold(4, OPEN)
+        yield from self._move(self.tcp + [0, 0, 0.12], gripper=OPEN, tol=0.01)
+        return True
+
+    def _table_blocks(self, exclude: str | None = None) -> list[str]:
+        """Blocks resting on the table top (by position)."""
+        out = []
+        for c in COLORS:
+            pos = self.block_pos(c)
+            if c != exclude and abs(pos[2] - BLOCK_Z) < 0.01 and -0.18 < pos[1] < 0.02:
+                out.append(c)
+        return out
+
+    def _stack(self) -> Script:
+        held = self._held_block()
+        candidates = self._table_blocks(exclude=held)
+        if not candidates:
+            return False
+        tcp = self.tcp
+        base = min(candidates, key=lambda c: np.linalg.norm(self.block_pos(c)[:2] - tcp[:2]))
+        pos = self.block_pos(base)
+        # Align the held block with the one below so it rests flat on it.
+        yaw = self._grasp_yaw(self.block_yaw(base))
+        z_top = pos[2] + 0.04
+        yield from self._goto_above(pos[:2], z_top - GRASP_BELOW_CENTRE + 0.05, yaw, CLOSE)
+        yield from self._move(np.array([*pos[:2], z_top - GRASP_BELOW_CENTRE + 0.008]), yaw=yaw, gripper=CLOSE,
+                              tol=0.005, max_steps=30)
+        yield from self._hold(4, OPEN)
+        yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
+        return True
+
+    def _unstack(self) -> Script:
+        yield from self._free_hands()
+        top = max(COLORS, key=lambda c: self.block_pos(c)[2])
+        yield from self._grasp(top)
+        yield from self._move(self.tcp + [0, 0, 0.08], gripper=CLOSE, tol=0.008)
+        return True
+
+    def _push_into_drawer(self) -> Script:
+        """Push the table block off the front edge into the open drawer below."""
+        yield from self._free_hands()
+        color = next(iter(self._table_blocks()), None)
+        if color is None:
+            return False
+        pos = self.block_pos(color)
+        lay = self.layout
+        # Drawer tray spans drawer_x +- 0.18: first slide the block over it along x if needed.
+        lo, hi = lay.drawer_x - 0.12, lay.drawer_x + 0.12
+        if not lo <= pos[0] <= hi:
+            sign = 1.0 if pos[0] < lo else -1.0
+            reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
+            start = np.array([pos[0] - sign * reach, pos[1], BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
+            if abs(start[0]) > PUSH_REACH_X:
+                # The fingers cannot get past the block's far side at table height: carry it over
+                # instead (the oracle only asks that it leaves the table top for the drawer).
+                yield from self._grasp(color)
+                yield from self._place_in_drawer()
+                return True
+            yield from self._goto_above(start[:2], start[2] + 0.06, NEUTRAL_YAW, CLOSE)
+            yield from self._move(start, gripper=CLOSE, tol=0.006)
+            target_x = np.clip(pos[0], lo, hi) + sign * 0.02
+            yield from self._move(start + [target_x - pos[0], 0, 0], gripper=CLOSE, tol=0.006,
+                                  speed=min(self.speed, 0.6))
+            yield from self._move(self.tcp + [0, 0, 0.06], gripper=CLOSE, tol=0.01)
+            pos = self.block_pos(color)
+        reach = 0.5 * max(self.block_size(color)[:2]) + 0.035
+        if pos[1] + reach > PUSH_BEHIND_MAX_Y:
+            # No room for the fingers between the block and the cabinet: drag it forward first.
+            yield from self._drag(color, (pos[0], PUSH_BEHIND_MAX_Y - reach))
+            pos = self.block_pos(color)
+        start = np.array([pos[0], pos[1] + reach, BLOCK_Z - 0.01 - TIP_ABOVE_TCP])
+        yield from self._goto_above(start[:2], start[2] + 0.08, NEUTRAL_YAW, CLOSE)
+        yield from self._move(start, gripper=CLOSE, tol=0.006)
+        goal = np.array([pos[0], DRAWER_FRONT_Y - 0.02, start[2]])
+        yield from self._move(goal, gripper=CLOSE, tol=0.006, speed=min(self.speed, 0.6))
+        yield from self._move(self.tcp + [0, 0, 0.08], gripper=CLOSE, tol=0.01)
+        return True
