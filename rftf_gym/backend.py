@@ -56,6 +56,8 @@ ACTION_MODES = ("relative", "absolute")
 SLIDER_RANGE: dict[str, float] = {"A": 0.28, "B": 0.304, "C": 0.24, "D": 0.28}
 # Drawer travel, metres (SPEC 2.2: 0 closed .. 0.22 open, in every scene).
 DRAWER_RANGE = 0.22
+# The table top's slab spans x -0.44..0.44 in every scene (official base_link mesh, scaled 0.8).
+TABLE_TOP_HALF_X = 0.44
 
 
 class PlayTableBackend(Protocol):

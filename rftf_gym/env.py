@@ -31,6 +31,7 @@ from rftf_gym.backend import (
     ROBOT_OBS_DIM,
     SCENE_OBS_DIM,
     SLIDER_RANGE,
+    TABLE_TOP_HALF_X,
     make_backend,
 )
 
@@ -41,6 +42,8 @@ INSTRUCTION_SPLITS = ("train", "eval")
 EPISODE_STEPS = 360
 # Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
 _JOINT_SLACK = 0.01
+# How close to the table top's end a pushed block's centre may come (half the smallest block).
+_PUSH_EDGE_MARGIN = 0.02
 # Tries at drawing a random layout in which a fixed task is applicable before giving up.
 _LAYOUT_TRIES = 200
 
@@ -196,22 +199,42 @@ class CalvinEnv(gym.Env):
     def applicable_tasks(self) -> list[str]:
         """Tasks whose official condition holds in the current state and that can still fire.
 
-        The symbolic state splits the door and the drawer at half their travel, but the oracle
-        needs a change of more than 0.15 m (door) or 0.12 m (drawer); a joint left mid-travel by a
-        random layout may have less room than that, so such moves are left out.
+        The official conditions are symbolic; three kinds of state satisfy them yet leave the
+        oracle nothing to see, so their tasks are left out:
+
+        - the symbolic state splits the door and the drawer at half their travel, but the oracle
+          needs a change of more than 0.15 m (door) or 0.12 m (drawer): a joint left mid-travel
+          by a random layout may have less room than that;
+        - a push of more than 0.1 m along x that would shove the block's centre off the end of
+          the table top (the block must still rest on it at the end);
+        - push_into_drawer when no block rests on the table top alone (the rule requires it).
         """
         candidates = sequences.applicable_tasks(self.symbolic_state())
         scene_obs = self.sim.get_obs()["scene_obs"]
-        room = {
+        # Per move: the room it has left and the oracle's threshold (rftf_gym.tasks.TASK_SPECS).
+        joints = {
             "move_slider_left": SLIDER_RANGE[self.scene] - scene_obs[0],
             "move_slider_right": scene_obs[0],
             "open_drawer": DRAWER_RANGE - scene_obs[1],
             "close_drawer": scene_obs[1],
         }
-        return [
-            task for task in candidates
-            if task not in room or room[task] > abs(tasks.TASK_SPECS[task].params["threshold"]) + _JOINT_SLACK
-        ]
+        room = {task: (left, abs(tasks.TASK_SPECS[task].params["threshold"]) + _JOINT_SLACK)
+                for task, left in joints.items()}
+        for i, color in enumerate(("red", "blue", "pink")):
+            x, reach = scene_obs[6 + 6 * i], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
+            for direction, left in (("right", reach - x), ("left", reach + x)):
+                task = f"push_{color}_block_{direction}"
+                room[task] = (left, abs(tasks.TASK_SPECS[task].params["x_direction"]))
+        if "push_into_drawer" in candidates and not self._some_block_on_table_top_alone():
+            candidates.remove("push_into_drawer")
+        return [task for task in candidates if task not in room or room[task][0] > room[task][1]]
+
+    def _some_block_on_table_top_alone(self) -> bool:
+        info = self.sim.get_info()
+        table = info["scene_info"]["fixed_objects"]["table"]
+        alone = {(int(table["uid"]), int(table["links"]["base_link"]))}
+        return any({(int(c[2]), int(c[4])) for c in block["contacts"]} == alone
+                   for block in info["scene_info"]["movable_objects"].values())
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
         obs: dict[str, Any] = {key: raw[key] for key in self.observation_space.spaces if key in raw}

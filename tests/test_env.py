@@ -270,3 +270,23 @@ def test_door_and_drawer_moves_need_room_to_fire():
     assert "move_slider_left" not in applicable and "open_drawer" not in applicable
     assert "move_slider_right" not in applicable and "close_drawer" not in applicable
     env.close()
+
+
+def test_pushes_off_the_table_end_are_not_applicable():
+    env = make(scene="D")
+    obs, _ = env.reset(seed=0)
+    scene_obs = obs["scene_obs"].copy()
+    # Red near the right end of the table top (x 0.44), blue and pink in the middle.
+    scene_obs[1] = 0.2  # drawer open
+    scene_obs[6:24] = [0.35, -0.10, 0.46, 0, 0, 1.57, -0.05, -0.10, 0.46, 0, 0, 1.57, 0.12, -0.10, 0.46, 0, 0, 1.57]
+    env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
+    applicable = set(env.unwrapped.applicable_tasks())
+    assert "push_red_block_right" not in applicable  # 0.1 m more would leave 0.07 m to the end
+    assert {"push_red_block_left", "push_blue_block_right", "push_blue_block_left"} <= applicable
+    # push_into_drawer: one block on the table (alone on its top), the others on the shelf.
+    scene_obs[6:24] = [0.1, -0.10, 0.46, 0, 0, 1.57, -0.2409, 0.0924, 0.461, 0, 0, 1.57,
+                       0.0703, 0.0924, 0.461, 0, 0, 1.57]
+    scene_obs[0] = 0.0
+    env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
+    assert "push_into_drawer" in env.unwrapped.applicable_tasks()
+    env.close()

@@ -41,7 +41,6 @@ TIP_ABOVE_TCP = 0.022
 # half with the tips ~5 mm above the surface it rests on.
 GRASP_BELOW_CENTRE = 0.033
 BLOCK_Z = TABLE_TOP_Z + 0.02  # block centre resting on the table top or the shelf
-TABLE_HALF_X = 0.44  # the table top slab spans x -0.44..0.44 (rftf_gym.sim.layout)
 DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on the sliding door
 # Pushing along x at neutral yaw: the pushing face sits this far ahead of the TCP with the fingers
 # closed / open (the leading finger's outer face), and the TCP reaches |x| <= PUSH_REACH_X at

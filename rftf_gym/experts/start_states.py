@@ -8,7 +8,7 @@ import numpy as np
 
 from rftf_gym.experts.expert import make_expert
 from rftf_gym.experts.geometry import (
-    BLOCK_Z, COLORS, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, TABLE_HALF_X, drawer_grasp_yaw,
+    BLOCK_Z, COLORS, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, drawer_grasp_yaw,
     drawer_hand_reach,
 )
 from rftf_gym.sim.layout import DRAWER_RANGE, LAYOUTS, SHELF_Y, SceneLayout
@@ -58,29 +58,12 @@ def _wedged_block(env: Any) -> bool:
     return any(state[f"{c}_block"] == "table" and blocks[f"block_{c}"]["current_pos"][1] > SHELF_Y[0] for c in COLORS)
 
 
-def _infeasible_push(env: Any, task: str, scene_obs: np.ndarray) -> bool:
-    """Push start states that no expert, human or policy can finish (SPEC 2.3): a push of more
-    than 0.1 m would shove the block's centre off the table top's end (x = +-0.44), or, for
-    push_into_drawer, no block touches the table top alone (one leaning on the door never counts)."""
-    if task == "push_into_drawer":
-        info = env.sim.get_info()
-        table = info["scene_info"]["fixed_objects"]["table"]
-        alone = {(int(table["uid"]), int(table["links"]["base_link"]))}
-        return not any({(int(c[2]), int(c[4])) for c in block["contacts"]} == alone
-                       for block in info["scene_info"]["movable_objects"].values())
-    if not task.startswith("push_"):
-        return False
-    _, color, _, direction = task.split("_")
-    x = scene_obs[6 + 6 * COLORS.index(color)]
-    return abs(x + (0.11 if direction == "right" else -0.11)) > TABLE_HALF_X - 0.02
-
-
 def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20) -> tuple[dict, dict]:
     """Reset a ``RFTF-CALVIN-v0`` env to a random start state where ``task`` applies.
 
-    Layouts come from the env's own sampler (which retries until the task applies), less, for
-    tasks on table blocks, those where a block over the shelf is wedged in the cabinet wall (and so
-    counts as on the table) and, for pushes, those no one could finish (see `_infeasible_push`). Tasks that need the robot to
+    Layouts come from the env's own sampler (which retries until the task applies and can fire,
+    `CalvinEnv.applicable_tasks`), less, for tasks on table blocks, those where a block over the
+    shelf is wedged in the cabinet wall (and so counts as on the table). Tasks that need the robot to
     hold a block start after a successful ``lift_<color>_block_table`` by the expert (chained with
     ``options["continue"]``, as in evaluation); a block in the drawer (where a top-down hand fits)
     and a stack are written into a random layout as an explicit ``scene_obs``.
@@ -123,6 +106,6 @@ def reset_to_task(env: Any, task: str, rng: np.random.Generator, tries: int = 20
         obs, info = env.reset(seed=seed, options={"task": task})
         table_block_task = task.startswith(("rotate_", "push_")) or task.endswith("_table")
         wedged = table_block_task and _wedged_block(base)
-        if not wedged and not _infeasible_push(base, task, obs["scene_obs"]):
+        if not wedged:
             return obs, info
     raise RuntimeError(f"no valid start state for {task!r} in scene {base.scene} after {tries} tries")
