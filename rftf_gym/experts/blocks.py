@@ -239,9 +239,15 @@ class BlockSkills:
         # Align the held block with the one below so it rests flat on it.
         yaw = self._grasp_yaw(self.block_yaw(base))
         z_top = pos[2] + 0.04
-        yield from self._goto_above(pos[:2], z_top - GRASP_BELOW_CENTRE + 0.05, yaw, CLOSE)
-        yield from self._move(np.array([*pos[:2], z_top - GRASP_BELOW_CENTRE + 0.008]), yaw=yaw, gripper=CLOSE,
-                              tol=0.005, max_steps=30)
+        # A block handed over by a chained lift hangs where the lift left it (lower in the hand, or
+        # off-centre along its long side), not GRASP_BELOW_CENTRE above the TCP: approach high
+        # enough for the lowest hold, then aim the held block's centre, not the TCP, at the base.
+        hang = min(GRASP_BELOW_CENTRE, float(self.block_pos(held)[2] - self.tcp[2]))
+        yield from self._goto_above(pos[:2], z_top - hang + 0.05, yaw, CLOSE)
+        for clearance, max_steps in ((0.05, 40), (0.008, 30)):
+            offset = self.block_pos(held) - self.tcp
+            goal = np.array([*(pos[:2] - offset[:2]), z_top - offset[2] + clearance])
+            yield from self._move(goal, yaw=yaw, gripper=CLOSE, tol=0.005, max_steps=max_steps)
         yield from self._hold(4, OPEN)
         yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
         return True
