@@ -66,6 +66,14 @@ def _state_vector(value: Any, name: str, length: int) -> np.ndarray:
     return vec
 
 
+def _some_block_on_table_top_alone(info: dict[str, Any]) -> bool:
+    """Whether some block's only contact is the table top (what push_into_drawer starts from)."""
+    table = info["scene_info"]["fixed_objects"]["table"]
+    alone = {(int(table["uid"]), int(table["links"]["base_link"]))}
+    return any({(int(c[2]), int(c[4])) for c in block["contacts"]} == alone
+               for block in info["scene_info"]["movable_objects"].values())
+
+
 class CalvinEnv(gym.Env):
     """The CALVIN play table as a language-conditioned Gymnasium env.
 
@@ -191,10 +199,10 @@ class CalvinEnv(gym.Env):
     # ------------------------------------------------------------------ helpers
     def symbolic_state(self) -> dict[str, Any]:
         """The official symbolic state (led, lightbulb, slider, drawer, blocks, grasped) now."""
-        raw = self.sim.get_obs()
-        return sequences.infer_symbolic_state(
-            raw["scene_obs"], self.sim.get_info(), self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2
-        )
+        return self._symbolic_state(self.sim.get_obs()["scene_obs"], self.sim.get_info())
+
+    def _symbolic_state(self, scene_obs: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
+        return sequences.infer_symbolic_state(scene_obs, info, self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2)
 
     def applicable_tasks(self) -> list[str]:
         """Tasks whose official condition holds in the current state and that can still fire.
@@ -209,8 +217,8 @@ class CalvinEnv(gym.Env):
           the table top (the block must still rest on it at the end);
         - push_into_drawer when no block rests on the table top alone (the rule requires it).
         """
-        candidates = sequences.applicable_tasks(self.symbolic_state())
-        scene_obs = self.sim.get_obs()["scene_obs"]
+        scene_obs, info = self.sim.get_obs()["scene_obs"], self.sim.get_info()
+        candidates = sequences.applicable_tasks(self._symbolic_state(scene_obs, info))
         # Per move: the room it has left and the oracle's threshold (rftf_gym.tasks.TASK_SPECS).
         joints = {
             "move_slider_left": SLIDER_RANGE[self.scene] - scene_obs[0],
@@ -225,16 +233,9 @@ class CalvinEnv(gym.Env):
             for direction, left in (("right", reach - x), ("left", reach + x)):
                 task = f"push_{color}_block_{direction}"
                 room[task] = (left, abs(tasks.TASK_SPECS[task].params["x_direction"]))
-        if "push_into_drawer" in candidates and not self._some_block_on_table_top_alone():
+        if "push_into_drawer" in candidates and not _some_block_on_table_top_alone(info):
             candidates.remove("push_into_drawer")
         return [task for task in candidates if task not in room or room[task][0] > room[task][1]]
-
-    def _some_block_on_table_top_alone(self) -> bool:
-        info = self.sim.get_info()
-        table = info["scene_info"]["fixed_objects"]["table"]
-        alone = {(int(table["uid"]), int(table["links"]["base_link"]))}
-        return any({(int(c[2]), int(c[4])) for c in block["contacts"]} == alone
-                   for block in info["scene_info"]["movable_objects"].values())
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, Any]:
         obs: dict[str, Any] = {key: raw[key] for key in self.observation_space.spaces if key in raw}
