@@ -123,9 +123,10 @@ class CalvinEnv(gym.Env):
             obs_mode: ``"rgb"``, ``"state"`` or ``"rgb+state"``.
             static_size: static camera image size, int or (width, height); official 200.
             gripper_size: gripper camera image size; official 84.
-            value_model: reserved for the value-model reward wrapper; must be None here.
-            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` needs a value model.
-            gamma: discount used by dense reward shaping.
+            value_model: must be None here: value rewards come from `rftf_gym.wrappers`
+                (``gym.make`` applies the wrapper when a value model is given).
+            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` is the wrapper's.
+            gamma: unused here; the wrapper's shaping discount is its own argument.
             instruction_split: ``"train"`` (random paraphrase) or ``"eval"`` (the fixed sentence).
             action_mode: ``"relative"`` (CALVIN's scaled deltas in [-1, 1]) or ``"absolute"``
                 (tcp position, euler xyz, gripper).
@@ -141,8 +142,9 @@ class CalvinEnv(gym.Env):
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
         if reward_mode == "dense" or value_model is not None:
             raise ValueError(
-                "reward_mode='dense' and value_model need the value-model reward wrapper, which "
-                "this env does not provide; use reward_mode='sparse' and value_model=None"
+                "reward_mode='dense' and value_model are served by the value-model reward wrapper: "
+                "gym.make('RFTF-CALVIN-v0', value_model=..., reward_mode='dense') or "
+                "rftf_gym.wrappers.ValueRewardWrapper(CalvinEnv(...), value_model)"
             )
         if instruction_split not in INSTRUCTION_SPLITS:
             raise ValueError(f"instruction_split must be one of {INSTRUCTION_SPLITS}, got {instruction_split!r}")
