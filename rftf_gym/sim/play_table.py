@@ -26,20 +26,25 @@ from rftf_gym.sim.layout import (
     BLOCK_NAMES,
     BUTTON_THRESHOLD,
     DOOR_WIDTH,
-    DRAWER_RANGE,
     LAYOUTS,
     ROBOT_BASE_POS,
     SHELF_Y,
     SLANT_DIR,
     SLANT_FOOT,
     STATIC_LINKS,
-    SWITCH_RANGE,
     SWITCH_THRESHOLD,
     SceneLayout,
     drawer_tray_boxes,
+    sample_articulation,
     table_urdf,
 )
-from rftf_gym.sim.robot import ARM_JOINTS, FINGER_JOINTS, Panda, _write_cached, panda_urdf_path
+from rftf_gym.sim.robot import (
+    ARM_JOINTS,
+    FINGER_JOINTS,
+    Panda,
+    _write_cached,
+    panda_urdf_path,
+)
 
 PHYSICS_HZ = 240
 SUBSTEPS = 8  # 240 Hz / 30 Hz control (calvin_env play_table_env: action_repeat via control_freq).
@@ -224,9 +229,7 @@ class EmbeddedPlayTable:
         """
         lay = self.layout
         shelf_lo, shelf_hi = lay.shelf_x
-        switch = SWITCH_RANGE * float(rng.integers(2))
-        obs = [rng.uniform(0, lay.slider_range), rng.uniform(0, DRAWER_RANGE), 0.0, switch,
-               float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
+        obs = sample_articulation(lay, rng)
         # The widest opening on each half: the door (it moves -x as its joint grows) at either stop.
         openings = {"slider_left": (shelf_lo, lay.door_x0),
                     "slider_right": (lay.door_x0 - lay.slider_range + DOOR_WIDTH, shelf_hi)}
