@@ -37,8 +37,9 @@ on Python 3.11 with numpy 2 and how the adapter handles them:
 - Explicit-state reset is not an exact restore within one process: pybullet keeps contact caches
   across ``resetBasePositionAndOrientation``, so the same actions from the same reset state
   diverge after different histories (measured: 0.37 after 80 grasping steps). The adapter
-  restores a pybullet snapshot first, which cuts this to <= 0.014 (1e-5 right after the reset);
-  fresh processes replay exactly.
+  first moves the blocks apart from everything, the robot and doors to their initial states and
+  runs collision detection (which drops every stale contact pair), then restores a pybullet
+  snapshot: the same 80 steps then replay exactly after different histories (measured, scene D).
 """
 
 from __future__ import annotations
@@ -273,10 +274,10 @@ class OfficialPlayTable:
         )
         self._pid = os.getpid()
         OfficialPlayTable._live = weakref.ref(self)
-        # Restoring this snapshot before each reset resets pybullet's contact caches, which
-        # resetBasePositionAndOrientation keeps: replaying 80 grasping steps from the same
-        # explicit state after different histories then differs by <= 0.014 instead of 0.37
-        # (measured, scene D). Not exact: stale contact pairs survive restoreState.
+        # Restoring this snapshot before each reset (after `_flush_contacts`) resets pybullet's
+        # contact caches, which resetBasePositionAndOrientation keeps: replaying 80 grasping
+        # steps from the same explicit state after different histories then gives the same
+        # states (measured, scene D; 0.37 apart without either, <= 0.014 with the snapshot alone).
         self._env.reset()
         self._snapshot = self._env.p.saveState(physicsClientId=self._env.cid)
         self._surfaces = {k: np.asarray(v, dtype=np.float64) for k, v in dict(cfg.scene.surfaces).items()}
@@ -327,6 +328,7 @@ class OfficialPlayTable:
             official_scene_obs[self._scene_perm] = ours
         if robot_obs is not None:
             robot_obs = np.asarray(robot_obs, dtype=np.float64).reshape(ROBOT_OBS_DIM).copy()
+        self._flush_contacts()
         env.p.restoreState(stateId=self._snapshot, physicsClientId=env.cid)
         if official_scene_obs is None:
             official_scene_obs = self._random_scene_obs(rng if rng is not None else self._rng)
@@ -336,6 +338,18 @@ class OfficialPlayTable:
         for button in env.scene.buttons:
             button.prev_is_pressed = button._is_pressed
         self._cached_obs = None
+
+    def _flush_contacts(self) -> None:
+        """Separate the blocks from everything and run collision detection, so that no contact
+        pair of the last episode survives into the next one (restoreState keeps pairs whose
+        bodies still overlap, and they change the solver's warm start)."""
+        env = self._env
+        env.robot.reset()
+        for door in env.scene.doors:
+            door.reset(0.0)
+        for i, obj in enumerate(env.scene.movable_objects):
+            env.p.resetBasePositionAndOrientation(obj.uid, (5.0 + i, 5.0, 5.0), (0, 0, 0, 1), physicsClientId=env.cid)
+        env.p.performCollisionDetection(physicsClientId=env.cid)
 
     def _random_scene_obs(self, rng: np.random.Generator) -> np.ndarray:
         """A random layout as an official scene_obs: joints and lights, then the official blocks.
