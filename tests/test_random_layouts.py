@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.backend import DRAWER_RANGE, SLIDER_RANGE
+from rftf_gym.conventions import DRAWER_RANGE, SLIDER_RANGE, SWITCH_RANGE
 from rftf_gym.experts import reset_to_task
-from rftf_gym.sim.layout import LAYOUTS, SWITCH_RANGE, sample_articulation
+from rftf_gym.sim.layout import LAYOUTS, sample_articulation
 from rftf_gym.tasks import TASK_NAMES
 
 HAVE_CALVIN = importlib.util.find_spec("calvin_env") is not None
