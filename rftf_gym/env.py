@@ -44,6 +44,8 @@ EPISODE_STEPS = 360
 _JOINT_SLACK = 0.01
 # How close to the table top's end a pushed block's centre may come (half the smallest block).
 _PUSH_EDGE_MARGIN = 0.02
+# The dimensions of an absolute action: tcp position, tcp euler xyz, gripper.
+_ABSOLUTE_ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 # Tries at drawing a random layout in which a fixed task is applicable before giving up.
 _LAYOUT_TRIES = 200
 
@@ -121,9 +123,10 @@ class CalvinEnv(gym.Env):
             obs_mode: ``"rgb"``, ``"state"`` or ``"rgb+state"``.
             static_size: static camera image size, int or (width, height); official 200.
             gripper_size: gripper camera image size; official 84.
-            value_model: reserved for the value-model reward wrapper; must be None here.
-            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` needs a value model.
-            gamma: discount used by dense reward shaping.
+            value_model: must be None here: value rewards come from `rftf_gym.wrappers`
+                (``gym.make`` applies the wrapper when a value model is given).
+            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` is the wrapper's.
+            gamma: unused here; the wrapper's shaping discount is its own argument.
             instruction_split: ``"train"`` (random paraphrase) or ``"eval"`` (the fixed sentence).
             action_mode: ``"relative"`` (CALVIN's scaled deltas in [-1, 1]) or ``"absolute"``
                 (tcp position, euler xyz, gripper).
@@ -139,8 +142,9 @@ class CalvinEnv(gym.Env):
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
         if reward_mode == "dense" or value_model is not None:
             raise ValueError(
-                "reward_mode='dense' and value_model need the value-model reward wrapper, which "
-                "this env does not provide; use reward_mode='sparse' and value_model=None"
+                "reward_mode='dense' and value_model are served by the value-model reward wrapper: "
+                "gym.make('RFTF-CALVIN-v0', value_model=..., reward_mode='dense') or "
+                "rftf_gym.wrappers.ValueRewardWrapper(CalvinEnv(...), value_model)"
             )
         if instruction_split not in INSTRUCTION_SPLITS:
             raise ValueError(f"instruction_split must be one of {INSTRUCTION_SPLITS}, got {instruction_split!r}")
@@ -197,8 +201,13 @@ class CalvinEnv(gym.Env):
         self._last_obs: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if self.sim is None:
+            raise RuntimeError("the env is closed (close() was called); create a new one with gym.make")
+
     def symbolic_state(self) -> dict[str, Any]:
         """The official symbolic state (led, lightbulb, slider, drawer, blocks, grasped) now."""
+        self._check_open()
         return self._symbolic_state(self.sim.get_obs()["scene_obs"], self.sim.get_info())
 
     def _symbolic_state(self, scene_obs: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
@@ -217,6 +226,7 @@ class CalvinEnv(gym.Env):
           the table top (the block must still rest on it at the end);
         - push_into_drawer when no block rests on the table top alone (the rule requires it).
         """
+        self._check_open()
         scene_obs, info = self.sim.get_obs()["scene_obs"], self.sim.get_info()
         candidates = sequences.applicable_tasks(self._symbolic_state(scene_obs, info))
         # Per move: the room it has left and the oracle's threshold (rftf_gym.tasks.TASK_SPECS).
@@ -254,6 +264,16 @@ class CalvinEnv(gym.Env):
         act = act.copy()
         if self.action_mode == "relative":
             act[:6] = np.clip(act[:6], -1.0, 1.0)
+        else:
+            # A target pose outside the action space cannot be reached; the arm would strain
+            # towards it (or the IK return garbage), so refuse it instead of clipping silently.
+            low, high = self.action_space.low, self.action_space.high
+            for i, name in enumerate(_ABSOLUTE_ACTION_NAMES[:6]):
+                if not low[i] <= act[i] <= high[i]:
+                    raise ValueError(
+                        f"absolute action {name} = {act[i]:.6g} is outside its range "
+                        f"[{low[i]:.6g}, {high[i]:.6g}] (action_space of action_mode='absolute')"
+                    )
         # calvin_env asserts the gripper is exactly +-1 (robot.py apply_action): binarise.
         act[6] = 1.0 if act[6] >= 0.0 else -1.0
         return act
@@ -271,6 +291,7 @@ class CalvinEnv(gym.Env):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open()
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = set(options) - {"robot_obs", "scene_obs", "task", "continue"}
@@ -308,6 +329,7 @@ class CalvinEnv(gym.Env):
         return self._last_obs, info
 
     def step(self, action: Any):
+        self._check_open()
         if self._start_info is None:
             raise RuntimeError("call reset() before step()")
         act = self._validated_action(action)
@@ -335,6 +357,7 @@ class CalvinEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
+        self._check_open()
         return self.sim.render("static")
 
     def close(self) -> None:

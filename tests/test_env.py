@@ -290,3 +290,29 @@ def test_pushes_off_the_table_end_are_not_applicable():
     env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
     assert "push_into_drawer" in env.unwrapped.applicable_tasks()
     env.close()
+
+
+@pytest.mark.parametrize("call", ["step", "reset", "render", "applicable_tasks"])
+def test_calls_after_close_say_the_env_is_closed(call):
+    env = make(render_mode="rgb_array", static_size=32)
+    env.reset(seed=0)
+    env.close()
+    calls = {"step": lambda: env.step(np.zeros(7)), "reset": lambda: env.reset(seed=0),
+             "render": env.render, "applicable_tasks": env.unwrapped.applicable_tasks}
+    with pytest.raises(RuntimeError, match="env is closed"):
+        calls[call]()
+
+
+@pytest.mark.parametrize(
+    "index, value, name",
+    [(0, 1e6, "x"), (1, -1e30, "y"), (2, -0.5, "z"), (3, 4.0, "roll"), (5, -1e6, "yaw")],
+)
+def test_absolute_targets_outside_the_action_space_are_refused(index, value, name):
+    env = make(action_mode="absolute")
+    obs, _ = env.reset(seed=0)
+    action = np.concatenate([obs["robot_obs"][:6], [1.0]])
+    env.step(action)  # the current pose is a valid target
+    action[index] = value
+    with pytest.raises(ValueError, match=rf"absolute action {name} = .* outside its range \["):
+        env.step(action)
+    env.close()
