@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rftf_gym.data.actions import REL_ORN_MAX, REL_POS_MAX, to_relative_actions, wrap_angle
+from rftf_gym.data.actions import to_relative_actions
 from rftf_gym.data.format import (
     DEPTH_KEYS,
     EPISODE_IDS_FILE,
@@ -62,7 +62,6 @@ from rftf_gym.data.format import (
     LANG_FILE,
     LANG_FOLDER,
     MAX_WINDOW,
-    OFFICIAL_IMAGE_SIZES,
     SCENE_INFO_FILE,
     VECTOR_DIMS,
     DatasetError,
@@ -83,9 +82,6 @@ __all__ = [
     "LANG_FILE",
     "LANG_FOLDER",
     "MAX_WINDOW",
-    "OFFICIAL_IMAGE_SIZES",
-    "REL_ORN_MAX",
-    "REL_POS_MAX",
     "SCENE_INFO_FILE",
     "VECTOR_DIMS",
     "Annotation",
@@ -100,7 +96,6 @@ __all__ = [
     "frame_name",
     "load_pickled_npy",
     "to_relative_actions",
-    "wrap_angle",
 ]
 
 
