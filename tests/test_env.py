@@ -1,4 +1,4 @@
-"""The Gymnasium contract of RFTF-CALVIN-v0 (SPEC 2.4, issue 2)."""
+"""The Gymnasium contract of RFTF-CALVIN-v0 (as gymnasium's tests/envs/test_envs.py checks its own envs)."""
 
 from __future__ import annotations
 
