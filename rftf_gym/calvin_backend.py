@@ -53,6 +53,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rftf_gym.backend import ACTION_MODES, CAMERAS, ROBOT_OBS_DIM, SCENE_OBS_DIM, SCENES
+from rftf_gym.state_check import overlap_problems
 
 INSTALL_HINT = (
     "the 'calvin' backend needs the official CALVIN simulator calvin_env, installed from a git "
@@ -310,6 +311,10 @@ class OfficialPlayTable:
         """Reset to an explicit state, or to the neutral robot and a random layout from rng.
 
         The official ``PlayTableSimEnv.reset`` runs, followed by its one physics step.
+
+        Raises:
+            ValueError: an explicit scene_obs puts a block into a table part or another block
+                (`rftf_gym.state_check.overlap_problems`).
         """
         env = self._env
         official_scene_obs = None
@@ -337,6 +342,12 @@ class OfficialPlayTable:
         for button in env.scene.buttons:
             button.prev_is_pressed = button._is_pressed
         self._cached_obs = None
+        if scene_obs is not None:
+            # The official reset ends with one physics step, too short to push overlapping bodies
+            # apart; the same check as the embedded backend's, on the official bodies.
+            overlaps = overlap_problems(env.cid, env.get_info())
+            if overlaps:
+                raise ValueError("impossible reset state: " + "; ".join(overlaps))
 
     def step(self, action: np.ndarray, action_mode: str = "relative") -> None:
         """One 30 Hz control step through the official ``PlayTableSimEnv.step``."""
