@@ -3,7 +3,7 @@
 An episode is one language instruction: it starts from a reset (random layout, an explicit
 ``robot_obs``/``scene_obs``, or the current state when a chain goes on), succeeds as soon as the
 task oracle sees the instruction's task since the episode's start, and is truncated after 360
-control steps (CALVIN's per-instruction budget, SPEC 2.2).
+control steps (CALVIN's per-instruction budget, ``EP_LEN`` of the official evaluate_policy.py).
 
 Example:
     >>> import gymnasium as gym, rftf_gym
@@ -24,22 +24,23 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from rftf_gym import language, sequences, state_check, tasks
-from rftf_gym.backend import (
+from rftf_gym.backends import make_backend
+from rftf_gym.conventions import (
     ACTION_DIM,
     ACTION_MODES,
+    BLOCK_OFFSETS,
+    CONTROL_HZ,
     DRAWER_RANGE,
+    EP_LEN,
     ROBOT_OBS_DIM,
     SCENE_OBS_DIM,
     SLIDER_RANGE,
     TABLE_TOP_HALF_X,
-    make_backend,
 )
 
 OBS_MODES = ("rgb", "state", "rgb+state")
 REWARD_MODES = ("sparse", "dense")
 INSTRUCTION_SPLITS = ("train", "eval")
-# CALVIN gives each instruction 360 control steps (calvin_agent/evaluation, EP_LEN).
-EPISODE_STEPS = 360
 # Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
 _JOINT_SLACK = 0.01
 # How close to the table top's end a pushed block's centre may come (half the smallest block).
@@ -95,7 +96,7 @@ class CalvinEnv(gym.Env):
     the current simulator state without touching it, as chained evaluation does).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -239,8 +240,8 @@ class CalvinEnv(gym.Env):
         }
         room = {task: (left, abs(tasks.TASK_SPECS[task].params["threshold"]) + _JOINT_SLACK)
                 for task, left in joints.items()}
-        for i, color in enumerate(("red", "blue", "pink")):
-            x, reach = scene_obs[6 + 6 * i], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
+        for color, offset in BLOCK_OFFSETS.items():
+            x, reach = scene_obs[offset], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
             for direction, left in (("right", reach - x), ("left", reach + x)):
                 task = f"push_{color}_block_{direction}"
                 room[task] = (left, abs(tasks.TASK_SPECS[task].params["x_direction"]))
@@ -365,7 +366,7 @@ class CalvinEnv(gym.Env):
         reward = 1.0 if success else 0.0
         info.update(success=success, completed_tasks=tuple(sorted(completed)), sparse_reward=reward)
         self._last_obs = self._observation(raw)
-        return self._last_obs, reward, success, self._elapsed >= EPISODE_STEPS and not success, info
+        return self._last_obs, reward, success, self._elapsed >= EP_LEN and not success, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

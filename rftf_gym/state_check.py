@@ -33,15 +33,12 @@ from typing import Any
 import numpy as np
 import pybullet as p
 
-from rftf_gym.backend import DRAWER_RANGE, SLIDER_RANGE
+from rftf_gym.conventions import BUTTON_RANGE, COLORS, DRAWER_RANGE, SLIDER_RANGE, SWITCH_RANGE
 
 # calvin_env conf/robot/panda.yaml.
 ARM_JOINT_LOW = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
 ARM_JOINT_HIGH = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
 GRIPPER_WIDTH_MAX = 0.08
-# Button and switch travel: 0.025 and 0.11 in the official table URDFs, scaled by 0.8.
-BUTTON_RANGE = 0.02
-SWITCH_RANGE = 0.088
 JOINT_TOLERANCE_RAD = 0.02
 JOINT_TOLERANCE_M = 0.01
 # Block centres stay in this box while they are on the table, the shelf, in the drawer or in the
@@ -51,7 +48,6 @@ JOINT_TOLERANCE_M = 0.01
 WORKSPACE_LOW = (-0.6, -0.7, 0.3)
 WORKSPACE_HIGH = (0.6, 0.3, 1.3)
 OVERLAP_TOLERANCE = 0.01
-BLOCKS = ("red", "blue", "pink")
 _AXES = ("x", "y", "z")
 
 
@@ -72,7 +68,7 @@ def blocks_outside_workspace(scene_obs: np.ndarray) -> list[str]:
         every block is inside.
     """
     problems = []
-    for i, color in enumerate(BLOCKS):
+    for i, color in enumerate(COLORS):
         for axis, value, low, high in zip(_AXES, scene_obs[6 + 6 * i: 9 + 6 * i], WORKSPACE_LOW, WORKSPACE_HIGH):
             if not low <= value <= high:
                 problems.append(f"block_{color} {axis} = {value:.6g} is outside the workspace [{low:.6g}, {high:.6g}]")

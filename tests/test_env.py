@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import rftf_gym  # noqa: F401  (registers the env id)
 from rftf_gym import language, sequences, tasks
-from rftf_gym.env import EPISODE_STEPS
+from rftf_gym.conventions import EP_LEN
 
 SMALL = {"static_size": 32, "gripper_size": 16}
 
@@ -134,11 +134,11 @@ def test_truncates_after_360_steps():
     env = make(task="turn_on_led")
     env.reset(seed=0)
     still = np.array([0, 0, 0, 0, 0, 0, 1.0])
-    for step in range(1, EPISODE_STEPS + 1):
+    for step in range(1, EP_LEN + 1):
         _, _, terminated, truncated, info = env.step(still)
         assert not terminated
-        assert truncated == (step == EPISODE_STEPS)
-    assert info["elapsed_steps"] == EPISODE_STEPS
+        assert truncated == (step == EP_LEN)
+    assert info["elapsed_steps"] == EP_LEN
     env.close()
 
 
