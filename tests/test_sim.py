@@ -29,7 +29,7 @@ def _go(env: EmbeddedPlayTable, pos, yaw: float, grip: float, steps: int, tol: f
 
 def _scene_obs(blocks: dict[str, tuple[float, float, float, float]], scene: str = "D", **joints: float) -> np.ndarray:
     """scene_obs with the given block (x, y, z, yaw) and joints; unlisted blocks go on the shelf."""
-    shift = LAYOUTS[scene].spots["slider_left"][0][0] - LAYOUTS["D"].spots["slider_left"][0][0]  # B, C: 0.18 right
+    shift = LAYOUTS[scene].shelf_x[0] - LAYOUTS["D"].shelf_x[0]  # the shelf of B and C is 0.18 m further right
     shelf = {"red": (-0.3 + shift, 0.09, 0.461, 0.0), "blue": (-0.22 + shift, 0.09, 0.461, 0.0),
              "pink": (0.08 + shift, 0.09, 0.461, 0.0)}
     obs = [joints.get("slide", 0.0), joints.get("drawer", 0.0), joints.get("button", 0.0),
