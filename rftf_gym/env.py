@@ -25,7 +25,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from rftf_gym import language, symbolic, tasks
+from rftf_gym import language, state_check, symbolic, tasks
 from rftf_gym.backends import make_backend
 from rftf_gym.conventions import (
     ACTION_DIM,
@@ -158,7 +158,8 @@ class CalvinEnv(gym.Env):
     - ``success``: the oracle saw the task between the episode's start and now;
     - ``completed_tasks``: sorted tuple of every task the oracle saw since the episode's start;
     - ``sparse_reward``: as the reward; ``elapsed_steps``: steps since the reset;
-    - ``physics_error``: present (True) only when the simulator produced a non-finite state.
+    - ``physics_error`` (True) and ``physics_error_detail`` (what went wrong): present only when
+      the simulator produced a non-finite state or a block left the play table's workspace.
 
     ## Starting State
 
@@ -179,7 +180,7 @@ class CalvinEnv(gym.Env):
 
     ### Truncation
     After 360 steps (CALVIN's ``EP_LEN``; ``env.spec.max_episode_steps``), or at once when the
-    simulator produced a non-finite state (``info["physics_error"]``).
+    simulator produced a non-finite state or a block left the workspace (``info["physics_error"]``).
 
     ## Arguments
 
@@ -411,6 +412,10 @@ class CalvinEnv(gym.Env):
         elif has_state:
             robot_obs = _state_vector(options["robot_obs"], "robot_obs", ROBOT_OBS_DIM)
             scene_obs = _state_vector(options["scene_obs"], "scene_obs", SCENE_OBS_DIM)
+            # Values no simulator can hold are refused here for every backend; overlaps need the
+            # geometry, and each backend asks pybullet for them (rftf_gym.state_check).
+            self._start_info = None  # a refused state leaves nothing to step or continue from
+            state_check.check_reset_state(robot_obs, scene_obs, self.scene)
             self.sim.reset(robot_obs=robot_obs, scene_obs=scene_obs)
         else:
             for _ in range(_LAYOUT_TRIES):
@@ -444,7 +449,15 @@ class CalvinEnv(gym.Env):
         finite = all(np.all(np.isfinite(v)) for k, v in raw.items() if not k.startswith("rgb"))
         if not finite:
             # A physics blow-up: keep the last good observation, end the episode, say why.
-            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True)
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True,
+                        physics_error_detail="the simulator produced a non-finite state")
+            return self._last_obs, 0.0, False, True, info
+        outside = state_check.blocks_outside_workspace(raw["scene_obs"])
+        if outside:
+            # A block fell off the table or was flung away: no task can use it any more.
+            self._last_obs = self._observation(raw)
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True,
+                        physics_error_detail="; ".join(outside))
             return self._last_obs, 0.0, False, True, info
         end_info = self.sim.get_info()
         completed = tasks.completed_tasks(self._start_info, end_info)
