@@ -33,8 +33,8 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
+from rftf_gym.conventions import EP_LEN
 from rftf_gym.data import MAX_WINDOW, REL_ORN_MAX, REL_POS_MAX, CalvinDatasetWriter, wrap_angle
-from rftf_gym.env import EPISODE_STEPS
 from rftf_gym.experts import make_expert
 from rftf_gym.language import instruction_for
 
@@ -90,7 +90,7 @@ def run_segment(env: gym.Env, obs: dict, task: str, rng: np.random.Generator,
     expert = make_expert(task, env.unwrapped.scene, rng, noise=noise)
     frames = []
     info: dict = {}
-    for _ in range(EPISODE_STEPS):
+    for _ in range(EP_LEN):
         rel = expert.act(obs)
         rel[6] = 1.0 if rel[6] >= 0 else -1.0
         frames.append({"actions": absolute_action(obs["robot_obs"], rel), "rel_actions": rel.copy(),

@@ -1,4 +1,4 @@
-"""`OfficialPlayTable`: the toolkit's backend over the official CALVIN simulator (SPEC 2.1).
+"""`OfficialPlayTable`: the toolkit's backend over the official CALVIN simulator.
 
 This is the only module that imports ``calvin_env``, hydra, omegaconf or the old ``gym``, and it
 does so inside the constructor, so ``import rftf_gym.calvin_backend`` always works and
@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rftf_gym.backend import ACTION_MODES, CAMERAS, ROBOT_OBS_DIM, SCENE_OBS_DIM, SCENES
+from rftf_gym.conventions import ACTION_MODES, BLOCKS, CAMERAS, ROBOT_OBS_DIM, SCENE_OBS_DIM, SCENES, wrap_angle
 
 INSTALL_HINT = (
     "the 'calvin' backend needs the official CALVIN simulator calvin_env, installed from a git "
@@ -62,10 +62,9 @@ INSTALL_HINT = (
     "(the tacto submodule is only needed for the tactile sensor, which this backend does not "
     "use). See docs/calvin_backend.md, or use backend='embedded'."
 )
-# The toolkit's scene_obs layout (SPEC 2.2): joint and light names in order, then blocks.
+# The toolkit's scene_obs layout (rftf_gym.conventions): joint and light names in order, then blocks.
 _DOORS = ("base__slide", "base__drawer")
 _LIGHTS = ("lightbulb", "led")
-_BLOCKS = ("block_red", "block_blue", "block_pink")
 # How far the official target pose may lead the measured TCP pose (position norm in m, each
 # euler angle in rad). Free motion leads by up to 0.06 m along one axis at full speed and up to
 # 0.27 m / 0.65 rad when every axis is saturated at once (the IK is velocity limited); 10 steps
@@ -190,10 +189,6 @@ def _configure_cameras(cfg: Any, cameras: dict[str, tuple[int, int]]) -> None:
         cfg.cameras[name].height = int(height)
 
 
-def _wrap_angle(angle: np.ndarray) -> np.ndarray:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
-
-
 class OfficialPlayTable:
     """`rftf_gym.backend.PlayTableBackend` over calvin_env's ``PlayTableSimEnv``.
 
@@ -286,7 +281,7 @@ class OfficialPlayTable:
         doors = [d.name for d in scene.doors]
         lights = [light.name for light in scene.lights]
         blocks = [obj.name for obj in scene.movable_objects]
-        if sorted(doors) != sorted(_DOORS) or sorted(lights) != sorted(_LIGHTS) or sorted(blocks) != sorted(_BLOCKS):
+        if sorted(doors) != sorted(_DOORS) or sorted(lights) != sorted(_LIGHTS) or sorted(blocks) != sorted(BLOCKS):
             raise RuntimeError(f"unexpected calvin_env scene objects: {doors}, {lights}, {blocks}")
         if len(scene.buttons) != 1 or len(scene.switches) != 1:
             raise RuntimeError("expected one button and one switch in the calvin_env scene")
@@ -295,7 +290,7 @@ class OfficialPlayTable:
         block_start = light_start + len(lights)
         index = [doors.index(name) for name in _DOORS] + [n_doors, n_doors + 1]
         index += [light_start + lights.index(name) for name in _LIGHTS]
-        for name in _BLOCKS:
+        for name in BLOCKS:
             start = block_start + 6 * blocks.index(name)
             index += list(range(start, start + 6))
         return np.asarray(index)
@@ -367,7 +362,7 @@ class OfficialPlayTable:
         dist = float(np.linalg.norm(lead))
         if dist > TARGET_POS_BAND:
             robot.target_pos = tcp_pos + lead * (TARGET_POS_BAND / dist)
-        orn_lead = _wrap_angle(robot.target_orn - tcp_orn)
+        orn_lead = wrap_angle(robot.target_orn - tcp_orn)
         excess = orn_lead - np.clip(orn_lead, -TARGET_ORN_BAND, TARGET_ORN_BAND)
         if np.any(excess):
             # Move by the excess only, so the target keeps its own 2*pi branch.

@@ -3,7 +3,7 @@
 An episode is one language instruction: it starts from a reset (random layout, an explicit
 ``robot_obs``/``scene_obs``, or the current state when a chain goes on), succeeds as soon as the
 task oracle sees the instruction's task since the episode's start, and is truncated after 360
-control steps (CALVIN's per-instruction budget, SPEC 2.2).
+control steps (CALVIN's per-instruction budget, ``EP_LEN`` of the official evaluate_policy.py).
 
 Example:
     >>> import gymnasium as gym, rftf_gym
@@ -24,26 +24,29 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from rftf_gym import language, sequences, tasks
-from rftf_gym.backend import (
+from rftf_gym.backends import make_backend
+from rftf_gym.conventions import (
     ACTION_DIM,
     ACTION_MODES,
+    BLOCK_OFFSETS,
+    CONTROL_HZ,
     DRAWER_RANGE,
+    EP_LEN,
     ROBOT_OBS_DIM,
     SCENE_OBS_DIM,
     SLIDER_RANGE,
     TABLE_TOP_HALF_X,
-    make_backend,
 )
 
 OBS_MODES = ("rgb", "state", "rgb+state")
 REWARD_MODES = ("sparse", "dense")
 INSTRUCTION_SPLITS = ("train", "eval")
-# CALVIN gives each instruction 360 control steps (calvin_agent/evaluation, EP_LEN).
-EPISODE_STEPS = 360
 # Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
 _JOINT_SLACK = 0.01
 # How close to the table top's end a pushed block's centre may come (half the smallest block).
 _PUSH_EDGE_MARGIN = 0.02
+# The dimensions of an absolute action: tcp position, tcp euler xyz, gripper.
+_ABSOLUTE_ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 # Tries at drawing a random layout in which a fixed task is applicable before giving up.
 _LAYOUT_TRIES = 200
 
@@ -92,7 +95,7 @@ class CalvinEnv(gym.Env):
     the current simulator state without touching it, as chained evaluation does).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -199,8 +202,13 @@ class CalvinEnv(gym.Env):
         self._last_obs: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if self.sim is None:
+            raise RuntimeError("the env is closed (close() was called); create a new one with gym.make")
+
     def symbolic_state(self) -> dict[str, Any]:
         """The official symbolic state (led, lightbulb, slider, drawer, blocks, grasped) now."""
+        self._check_open()
         return self._symbolic_state(self.sim.get_obs()["scene_obs"], self.sim.get_info())
 
     def _symbolic_state(self, scene_obs: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +227,7 @@ class CalvinEnv(gym.Env):
           the table top (the block must still rest on it at the end);
         - push_into_drawer when no block rests on the table top alone (the rule requires it).
         """
+        self._check_open()
         scene_obs, info = self.sim.get_obs()["scene_obs"], self.sim.get_info()
         candidates = sequences.applicable_tasks(self._symbolic_state(scene_obs, info))
         # Per move: the room it has left and the oracle's threshold (rftf_gym.tasks.TASK_SPECS).
@@ -230,8 +239,8 @@ class CalvinEnv(gym.Env):
         }
         room = {task: (left, abs(tasks.TASK_SPECS[task].params["threshold"]) + _JOINT_SLACK)
                 for task, left in joints.items()}
-        for i, color in enumerate(("red", "blue", "pink")):
-            x, reach = scene_obs[6 + 6 * i], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
+        for color, offset in BLOCK_OFFSETS.items():
+            x, reach = scene_obs[offset], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
             for direction, left in (("right", reach - x), ("left", reach + x)):
                 task = f"push_{color}_block_{direction}"
                 room[task] = (left, abs(tasks.TASK_SPECS[task].params["x_direction"]))
@@ -256,6 +265,16 @@ class CalvinEnv(gym.Env):
         act = act.copy()
         if self.action_mode == "relative":
             act[:6] = np.clip(act[:6], -1.0, 1.0)
+        else:
+            # A target pose outside the action space cannot be reached; the arm would strain
+            # towards it (or the IK return garbage), so refuse it instead of clipping silently.
+            low, high = self.action_space.low, self.action_space.high
+            for i, name in enumerate(_ABSOLUTE_ACTION_NAMES[:6]):
+                if not low[i] <= act[i] <= high[i]:
+                    raise ValueError(
+                        f"absolute action {name} = {act[i]:.6g} is outside its range "
+                        f"[{low[i]:.6g}, {high[i]:.6g}] (action_space of action_mode='absolute')"
+                    )
         # calvin_env asserts the gripper is exactly +-1 (robot.py apply_action): binarise.
         act[6] = 1.0 if act[6] >= 0.0 else -1.0
         return act
@@ -273,6 +292,7 @@ class CalvinEnv(gym.Env):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open()
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = set(options) - {"robot_obs", "scene_obs", "task", "continue"}
@@ -310,6 +330,7 @@ class CalvinEnv(gym.Env):
         return self._last_obs, info
 
     def step(self, action: Any):
+        self._check_open()
         if self._start_info is None:
             raise RuntimeError("call reset() before step()")
         act = self._validated_action(action)
@@ -332,11 +353,12 @@ class CalvinEnv(gym.Env):
         reward = 1.0 if success else 0.0
         info.update(success=success, completed_tasks=tuple(sorted(completed)), sparse_reward=reward)
         self._last_obs = self._observation(raw)
-        return self._last_obs, reward, success, self._elapsed >= EPISODE_STEPS and not success, info
+        return self._last_obs, reward, success, self._elapsed >= EP_LEN and not success, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
+        self._check_open()
         return self.sim.render("static")
 
     def close(self) -> None:

@@ -20,13 +20,12 @@ from types import MappingProxyType
 
 import numpy as np
 
+from rftf_gym.conventions import COLORS
 from rftf_gym.tasks import TASK_NAMES, validate_task
 
 SPLITS = ("train", "eval")
 INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789 ,.'-"
 MAX_INSTRUCTION_LENGTH = 96
-
-COLORS = ("red", "blue", "pink")
 
 # Per-colour templates: (train paraphrases, eval sentence); "{c}" is the block colour.
 _BLOCK_TEMPLATES: dict[str, tuple[tuple[str, ...], str]] = {

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from rftf_gym.backend import ACTION_DIM
+from rftf_gym.conventions import ACTION_DIM
 BUILTIN_POLICIES = ("random", "expert")
 CONFIG_FILE = "config.json"
 # The config.json key naming the registered loader of a checkpoint directory.

@@ -32,13 +32,26 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-COLORS = ("red", "blue", "pink")
+from rftf_gym.conventions import (
+    BLOCK_OFFSETS,
+    CHAIN_LEN,
+    COLORS,
+    DRAWER_RANGE,
+    EVAL_BLOCK_YAW_RANGE,
+    EVAL_SLIDER_LEFT_JOINT,
+    EVAL_SLIDER_LEFT_SPOT,
+    EVAL_SLIDER_RIGHT_SPOT,
+    EVAL_TABLE_SPOTS,
+    NEUTRAL_ROBOT_OBS,
+    NUM_SEQUENCES,
+    SCENE_OBS_DIM,
+    SWITCH_RANGE,
+)
+
 # Key order of the official initial states (multistep_sequences.py, get_sequences). It matters:
 # the reset-state seed hashes ``str(state.values())`` in this order.
 STATE_KEYS = ("led", "lightbulb", "slider", "drawer", "red_block", "blue_block", "pink_block", "grasped")
 UNKNOWN = "unknown"
-NUM_CHAINS = 1000
-CHAIN_LENGTH = 5
 
 
 class Branch(NamedTuple):
@@ -437,13 +450,13 @@ def _first_five(draws: np.ndarray) -> np.ndarray:
     for column, i in enumerate(_FY_STEPS):
         target = draws[:, column].astype(np.intp) * n + lanes
         here = slice(i * n, (i + 1) * n)
-        if i >= CHAIN_LENGTH:
+        if i >= CHAIN_LEN:
             perm[target] = perm[here]  # x[i] is final and never read: only x[j] = x[i] matters
         else:
             moved = perm[target]
             perm[target] = perm[here]
             perm[here] = moved
-    return perm[: CHAIN_LENGTH * n].reshape(CHAIN_LENGTH, n).T
+    return perm[: CHAIN_LEN * n].reshape(CHAIN_LEN, n).T
 
 
 @functools.lru_cache(maxsize=1)
@@ -536,7 +549,7 @@ def _sequences(num_sequences: int) -> tuple[tuple[tuple[Any, ...], tuple[str, ..
     return tuple(pairs)
 
 
-def get_sequences(num_sequences: int = NUM_CHAINS) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+def get_sequences(num_sequences: int = NUM_SEQUENCES) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
     """The official CALVIN evaluation chains (multistep_sequences.py, get_sequences).
 
     As in the official code, ``num_sequences`` is split over the 192 initial states with
@@ -622,29 +635,6 @@ def state_seed(initial_state: Mapping[str, Any]) -> int:
     return fnv1_32(text.encode("utf-16-le"))
 
 
-# Official neutral robot_obs (utils.py, get_env_state_for_initial_condition): tcp pos, tcp euler,
-# gripper width, 7 arm joints, gripper action (open).
-NEUTRAL_ROBOT_OBS = (
-    0.02586889, -0.2313129, 0.5712808, 3.09045411, -0.02908596, 1.50013585, 0.07999963,
-    -1.21779124, 1.03987629, 2.11978254, -2.34205014, -0.87015899, 1.64119093, 0.55344928, 1.0,
-)  # fmt: skip
-# Official block spots (utils.py). Shelf halves behind the sliding door, and two table spots whose
-# assignment is shuffled per state.
-BLOCK_SLIDER_LEFT = (-2.40851662e-01, 9.24044687e-02, 4.60990009e-01)
-BLOCK_SLIDER_RIGHT = (7.03416330e-02, 9.24044687e-02, 4.60990009e-01)
-BLOCK_TABLE = (
-    (5.00000896e-02, -1.20000177e-01, 4.59990009e-01),
-    (2.29995412e-01, -1.19995140e-01, 4.59990010e-01),
-)
-BLOCK_YAW_RANGE = (np.pi / 2 - np.pi / 8, np.pi / 2 + np.pi / 8)
-# scene_obs layout (SPEC 2.2): door, drawer, button, switch, lightbulb, LED, then red, blue, pink
-# block poses (pos 3 + euler 3).
-BLOCK_OFFSETS = {"red": 6, "blue": 12, "pink": 18}
-SLIDER_LEFT_JOINT = 0.28
-DRAWER_OPEN_JOINT = 0.22
-SWITCH_ON_JOINT = 0.088
-
-
 _INITIAL_STATES = initial_states()
 
 
@@ -679,13 +669,13 @@ def get_env_state_for_initial_condition(
     """
     state = _normalize_initial_state(initial_state)
     rng = np.random.RandomState(state_seed(state))
-    table_spots = [np.array(spot) for spot in BLOCK_TABLE]
+    table_spots = [np.array(spot) for spot in EVAL_TABLE_SPOTS]
     rng.shuffle(table_spots)
 
-    scene_obs = np.zeros(24)
-    scene_obs[0] = SLIDER_LEFT_JOINT if state["slider"] == "left" else 0.0
-    scene_obs[1] = DRAWER_OPEN_JOINT if state["drawer"] == "open" else 0.0
-    scene_obs[3] = SWITCH_ON_JOINT if state["lightbulb"] == 1 else 0.0
+    scene_obs = np.zeros(SCENE_OBS_DIM)
+    scene_obs[0] = EVAL_SLIDER_LEFT_JOINT if state["slider"] == "left" else 0.0
+    scene_obs[1] = DRAWER_RANGE if state["drawer"] == "open" else 0.0
+    scene_obs[3] = SWITCH_RANGE if state["lightbulb"] == 1 else 0.0
     scene_obs[4] = state["lightbulb"]
     scene_obs[5] = state["led"]
     # Official table-spot rule: red takes the first spot, blue the second if red is also on the
@@ -695,12 +685,12 @@ def get_env_state_for_initial_condition(
         place = state[f"{color}_block"]
         offset = BLOCK_OFFSETS[color]
         if place == "slider_left":
-            scene_obs[offset : offset + 3] = BLOCK_SLIDER_LEFT
+            scene_obs[offset : offset + 3] = EVAL_SLIDER_LEFT_SPOT
         elif place == "slider_right":
-            scene_obs[offset : offset + 3] = BLOCK_SLIDER_RIGHT
+            scene_obs[offset : offset + 3] = EVAL_SLIDER_RIGHT_SPOT
         else:
             scene_obs[offset : offset + 3] = table_spots[table_spot_index[color]]
-        scene_obs[offset + 5] = rng.uniform(*BLOCK_YAW_RANGE)
+        scene_obs[offset + 5] = rng.uniform(*EVAL_BLOCK_YAW_RANGE)
     return np.array(NEUTRAL_ROBOT_OBS), scene_obs
 
 
@@ -739,8 +729,8 @@ def infer_symbolic_state(
     scene_obs: np.ndarray,
     info: Mapping[str, Any],
     slider_mid_x: float,
-    slider_joint_mid: float = SLIDER_LEFT_JOINT / 2,
-    drawer_open_joint: float = DRAWER_OPEN_JOINT / 2,
+    slider_joint_mid: float = EVAL_SLIDER_LEFT_JOINT / 2,
+    drawer_open_joint: float = DRAWER_RANGE / 2,
 ) -> dict[str, Any]:
     """Map a physical state to the official symbolic state, to sample valid tasks and drive experts.
 
@@ -760,7 +750,7 @@ def infer_symbolic_state(
     - ``grasped``: 1 when some block is ``"grasped"``, else 0.
 
     Args:
-        scene_obs: (24,) scene observation (SPEC 2.2 layout).
+        scene_obs: (24,) scene observation (layout in `rftf_gym.conventions`).
         info: the backend's ``get_info()`` (see `rftf_gym.backend`): robot uid, table uid and
             link ids, and each block's ``current_pos`` and contacts (pybullet getContactPoints
             tuples: index 2 other body uid, index 4 other link index).

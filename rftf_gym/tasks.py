@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-Info = Mapping[str, Any]
+from rftf_gym.conventions import BLOCKS
 
-BLOCKS = ("block_red", "block_blue", "block_pink")
+Info = Mapping[str, Any]
 
 
 @dataclass(frozen=True)

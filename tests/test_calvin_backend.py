@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.backend import make_backend
+from rftf_gym.backends import make_backend
 from rftf_gym.tasks import TASK_NAMES, completed_tasks
 
 REPO = Path(__file__).resolve().parents[1]

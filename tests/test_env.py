@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import rftf_gym  # noqa: F401  (registers the env id)
 from rftf_gym import language, tasks
-from rftf_gym.env import EPISODE_STEPS
+from rftf_gym.conventions import EP_LEN
 
 SMALL = {"static_size": 32, "gripper_size": 16}
 
@@ -134,11 +134,11 @@ def test_truncates_after_360_steps():
     env = make(task="turn_on_led")
     env.reset(seed=0)
     still = np.array([0, 0, 0, 0, 0, 0, 1.0])
-    for step in range(1, EPISODE_STEPS + 1):
+    for step in range(1, EP_LEN + 1):
         _, _, terminated, truncated, info = env.step(still)
         assert not terminated
-        assert truncated == (step == EPISODE_STEPS)
-    assert info["elapsed_steps"] == EPISODE_STEPS
+        assert truncated == (step == EP_LEN)
+    assert info["elapsed_steps"] == EP_LEN
     env.close()
 
 
@@ -289,4 +289,30 @@ def test_pushes_off_the_table_end_are_not_applicable():
     scene_obs[0] = 0.0
     env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
     assert "push_into_drawer" in env.unwrapped.applicable_tasks()
+    env.close()
+
+
+@pytest.mark.parametrize("call", ["step", "reset", "render", "applicable_tasks"])
+def test_calls_after_close_say_the_env_is_closed(call):
+    env = make(render_mode="rgb_array", static_size=32)
+    env.reset(seed=0)
+    env.close()
+    calls = {"step": lambda: env.step(np.zeros(7)), "reset": lambda: env.reset(seed=0),
+             "render": env.render, "applicable_tasks": env.unwrapped.applicable_tasks}
+    with pytest.raises(RuntimeError, match="env is closed"):
+        calls[call]()
+
+
+@pytest.mark.parametrize(
+    "index, value, name",
+    [(0, 1e6, "x"), (1, -1e30, "y"), (2, -0.5, "z"), (3, 4.0, "roll"), (5, -1e6, "yaw")],
+)
+def test_absolute_targets_outside_the_action_space_are_refused(index, value, name):
+    env = make(action_mode="absolute")
+    obs, _ = env.reset(seed=0)
+    action = np.concatenate([obs["robot_obs"][:6], [1.0]])
+    env.step(action)  # the current pose is a valid target
+    action[index] = value
+    with pytest.raises(ValueError, match=rf"absolute action {name} = .* outside its range \["):
+        env.step(action)
     env.close()
