@@ -44,7 +44,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.env import EPISODE_STEPS, CalvinEnv
+from rftf_gym.conventions import EP_LEN
+from rftf_gym.env import CalvinEnv
 from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
 from rftf_gym.wrappers import ValueRewardVectorWrapper
 
@@ -83,7 +84,7 @@ class Args:
     """parallel environments per rank"""
     async_envs: bool = False
     """if toggled, run the environments in worker processes (AsyncVectorEnv)"""
-    max_episode_steps: int = EPISODE_STEPS
+    max_episode_steps: int = EP_LEN
     """steps before an instruction episode is truncated (CALVIN's 360; smaller for quick runs)"""
     static_size: int = 200
     """rendered static camera size for image policies (official 200)"""
@@ -288,7 +289,7 @@ def load_value_fn(path: str, device: torch.device) -> tuple[Any, str]:
     """The value model's batched predict function and the observation mode it reads."""
     from rftf_gym.value_model import load_value_model
 
-    model = load_value_model(path).to(device).eval()
+    model = load_value_model(path, device=device).eval()
     return model.predict, model.config.obs_mode
 
 
@@ -306,7 +307,7 @@ def make_env(args: Args, scene: str, obs_mode: str):
             gripper_size=args.gripper_size,
             instruction_split="train",  # paper 4.1.4: fine-tuning never sees the test sentences
         )
-        if args.max_episode_steps < EPISODE_STEPS:
+        if args.max_episode_steps < EP_LEN:
             env = gym.wrappers.TimeLimit(env, args.max_episode_steps)
         return env
 
@@ -336,7 +337,8 @@ def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
 
 # Checkpoints: <checkpoint_dir>/<run_name>/iter_XXXXXX/{config.json, model.safetensors,
 # trainer.safetensors, trainer.json} and latest.json naming the newest complete one.
-RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "total_episodes", "world_size")
+# Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
+RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -425,8 +427,8 @@ if __name__ == "__main__":
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
-    if not 1 <= args.max_episode_steps <= EPISODE_STEPS:
-        raise ValueError(f"--max-episode-steps must be in [1, {EPISODE_STEPS}], got {args.max_episode_steps}")
+    if not 1 <= args.max_episode_steps <= EP_LEN:
+        raise ValueError(f"--max-episode-steps must be in [1, {EP_LEN}], got {args.max_episode_steps}")
 
     # Multi-process set-up as cleanrl/ppo_atari_multigpu.py: gloo on CPU, NCCL on GPU.
     local_rank = int(os.getenv("LOCAL_RANK", "0"))
@@ -470,6 +472,8 @@ if __name__ == "__main__":
         global_step, episodes_done, beta = state["global_step"], state["episodes"], state["beta"]
         # A fresh, iteration-dependent stream, so a resumed run does not replay its first rollouts.
         generator.manual_seed(seed + 7919 * state["iteration"])
+        if rank == 0:
+            print(f"resumed from {directory} (iteration {state['iteration']}, {episodes_done} episodes)")
 
     if rank == 0:
         if args.track:
@@ -497,6 +501,7 @@ if __name__ == "__main__":
     env_seed = int(np.random.SeedSequence([args.seed, rank, start_iteration]).generate_state(1)[0] % 2**31)
     next_obs, info = envs.reset(seed=[env_seed + i for i in range(args.num_envs)])
     current = [Episode(task=str(info["task"][i]), scene=scene_of[i]) for i in range(args.num_envs)]
+    backlog: list[Episode] = []
 
     progress = tqdm(total=args.total_episodes, initial=episodes_done, desc="episodes", disable=rank != 0)
     start_time = time.time()
@@ -504,7 +509,7 @@ if __name__ == "__main__":
     for iteration in range(start_iteration, args.num_iterations + 1):
         iteration_start = time.time()
         value_seconds_before = value_fn.seconds if value_fn is not None else 0.0
-        finished: list[Episode] = []
+        finished, backlog = backlog, []
         rollout_steps = 0
         vla.eval()
         # ROLLOUT: sample from pi_theta until this rank has its share of finished episodes.
@@ -537,7 +542,8 @@ if __name__ == "__main__":
         global_step += rollout_steps * args.world_size
         rollout_time = time.time() - iteration_start
         value_time = (value_fn.seconds if value_fn is not None else 0.0) - value_seconds_before
-        finished = finished[: args.episodes_per_rank]  # extra episodes that ended on the last step are dropped
+        # Episodes that ended on the last step beyond this rank's share wait for the next update.
+        finished, backlog = finished[: args.episodes_per_rank], finished[args.episodes_per_rank:]
 
         # ALGO LOGIC: rewards (Eq. 2) and balanced advantages (Eq. 3), per episode
         update_start = time.time()
@@ -563,7 +569,7 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: PPO update of the action head (Eq. 4)
         old_head = copy.deepcopy(head).requires_grad_(False)
-        vla.train()
+        head.train()
         num_samples = len(b_logprobs)
         clipfracs, stats = [], defaultdict(list)
         for epoch in range(args.update_epochs):
@@ -597,7 +603,7 @@ if __name__ == "__main__":
                         offset += p.numel()
                 torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
                 optimizer.step()
-        vla.eval()
+        head.eval()
 
         # Exact KLs after the update, over the whole batch: to pi_ref (drives beta) and to the
         # policy before this update.
@@ -681,7 +687,7 @@ if __name__ == "__main__":
         if rank == 0 and args.eval_chains > 0 and ((args.eval_every and iteration % args.eval_every == 0) or last):
             if checkpoint is None:
                 checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints)
-            metrics = run_evaluation(args, checkpoint, obs_mode, iteration)
+            metrics = run_evaluation(args, checkpoint, env_obs_mode(vla.config.obs_mode), iteration)
             writer.add_scalar("eval/avg_len", metrics["avg_len"]["value"], global_step)
             for i, entry in metrics["chain_sr"].items():
                 writer.add_scalar(f"eval/chain_sr_{i}", entry["value"], global_step)
