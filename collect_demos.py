@@ -33,8 +33,8 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.conventions import EP_LEN
-from rftf_gym.data import MAX_WINDOW, REL_ORN_MAX, REL_POS_MAX, CalvinDatasetWriter, wrap_angle
+from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, wrap_angle
+from rftf_gym.data import MAX_WINDOW, CalvinDatasetWriter
 from rftf_gym.experts import make_expert
 from rftf_gym.language import instruction_for
 
@@ -79,8 +79,8 @@ class Counts:
 
 def absolute_action(robot_obs: np.ndarray, rel: np.ndarray) -> np.ndarray:
     """The absolute pose a relative action aims at (CALVIN's ``actions`` field)."""
-    pos = robot_obs[:3] + rel[:3] * REL_POS_MAX
-    orn = wrap_angle(robot_obs[3:6] + rel[3:6] * REL_ORN_MAX)
+    pos = robot_obs[:3] + rel[:3] * MAX_REL_POS
+    orn = wrap_angle(robot_obs[3:6] + rel[3:6] * MAX_REL_ORN)
     return np.concatenate([pos, orn, rel[6:7]])
 
 

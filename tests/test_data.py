@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from rftf_gym.conventions import IMAGE_HW
 from rftf_gym.data import (
     FRAME_KEYS,
-    OFFICIAL_IMAGE_SIZES,
     CalvinDataset,
     CalvinDatasetWriter,
     DatasetError,
@@ -24,7 +24,6 @@ from rftf_gym.data import (
     frame_name,
     load_pickled_npy,
     to_relative_actions,
-    wrap_angle,
 )
 
 TINY = {"static": (8, 8), "gripper": (4, 4)}
@@ -99,12 +98,6 @@ def test_to_relative_actions_clips_rotation_and_batches():
     np.testing.assert_allclose(rel[1], [-1, 0, 0.2, 0, 0, -0.2, -1], atol=1e-12)
 
 
-def test_wrap_angle():
-    angles = [np.pi + 0.1, -np.pi - 0.1, 0.3, 4 * np.pi]
-    expected = [-np.pi + 0.1, np.pi - 0.1, 0.3, 0.0]
-    np.testing.assert_allclose(wrap_angle(angles), expected, atol=1e-12)
-
-
 # ----------------------------------------------------------------------------------------------
 # Round trip and resume
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +158,7 @@ def test_official_sizes_round_trip(tmp_path):
     with CalvinDatasetWriter(tmp_path, "training") as w:
         windows = [(0, 2, "rotate the pink block", "rotate_pink_block_left")]
         frames = write_episode(w, rng, "calvin_scene_C", 3, windows, depth=True)
-    ds = CalvinDataset(tmp_path, "training", image_sizes=OFFICIAL_IMAGE_SIZES)
+    ds = CalvinDataset(tmp_path, "training", image_sizes=IMAGE_HW)
     item = LanguageWindowDataset(ds)[0]
     assert item["frames"]["rgb_static"].shape == (3, 200, 200, 3)
     assert item["frames"]["rgb_gripper"].shape == (3, 84, 84, 3)
@@ -553,7 +546,7 @@ def test_reads_a_hand_made_official_calvin_split(tmp_path):
     }
     save_like_numpy1(split / "lang_annotations" / "auto_lang_ann.npy", ann)
 
-    ds = CalvinDataset(tmp_path / "task_D_D", "validation", image_sizes=OFFICIAL_IMAGE_SIZES)
+    ds = CalvinDataset(tmp_path / "task_D_D", "validation", image_sizes=IMAGE_HW)
     assert ds.scene_info == {"calvin_scene_D": (53818, 53832)} and ds.num_frames == 7
     ds.validate()
     keys = ("rgb_static", "depth_static", "rgb_tactile", "robot_obs", "rel_actions")

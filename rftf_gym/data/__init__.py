@@ -46,14 +46,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rftf_gym.data.actions import REL_ORN_MAX, REL_POS_MAX, to_relative_actions, wrap_angle
+from rftf_gym.data.actions import to_relative_actions
 from rftf_gym.data.format import (
     DEPTH_KEYS,
     EPISODE_IDS_FILE,
     FRAME_KEYS,
     LANG_FILE,
     MAX_WINDOW,
-    OFFICIAL_IMAGE_SIZES,
     SCENE_INFO_FILE,
     VECTOR_DIMS,
     DatasetError,
@@ -71,9 +70,6 @@ __all__ = [
     "FRAME_KEYS",
     "LANG_FILE",
     "MAX_WINDOW",
-    "OFFICIAL_IMAGE_SIZES",
-    "REL_ORN_MAX",
-    "REL_POS_MAX",
     "SCENE_INFO_FILE",
     "VECTOR_DIMS",
     "Annotation",
@@ -86,7 +82,6 @@ __all__ = [
     "frame_name",
     "load_pickled_npy",
     "to_relative_actions",
-    "wrap_angle",
 ]
 
 

@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from rftf_gym.conventions import ACTION_DIM, IMAGE_HW, ROBOT_OBS_DIM, SCENE_OBS_DIM
+
 FRAME_KEYS: tuple[str, ...] = (
     "actions",
     "rel_actions",
@@ -25,9 +27,12 @@ FRAME_KEYS: tuple[str, ...] = (
 """Keys every frame file holds."""
 DEPTH_KEYS: tuple[str, ...] = ("depth_static", "depth_gripper")
 """Optional depth keys (float32, H x W)."""
-VECTOR_DIMS: dict[str, int] = {"actions": 7, "rel_actions": 7, "robot_obs": 15, "scene_obs": 24}
-OFFICIAL_IMAGE_SIZES: dict[str, tuple[int, int]] = {"static": (200, 200), "gripper": (84, 84)}
-"""Image (height, width) per camera in the official dataset; keys are camera names."""
+VECTOR_DIMS: dict[str, int] = {
+    "actions": ACTION_DIM,
+    "rel_actions": ACTION_DIM,
+    "robot_obs": ROBOT_OBS_DIM,
+    "scene_obs": SCENE_OBS_DIM,
+}
 MAX_WINDOW = 64
 """Longest language window the writer accepts, in frames (CALVIN annotates 64-frame windows)."""
 
@@ -60,7 +65,7 @@ def check_frame_array(
             return f"{key} must be float32/float64 ({dims},), got {array.dtype} {array.shape}"
         return None
     kind, _, camera = key.partition("_")
-    if kind not in ("rgb", "depth") or camera not in OFFICIAL_IMAGE_SIZES:
+    if kind not in ("rgb", "depth") or camera not in IMAGE_HW:
         return None  # keys outside the documented set (e.g. tactile) are not checked
     if kind == "rgb" and (array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3):
         return f"{key} must be uint8 (H, W, 3), got {array.dtype} {array.shape}"

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from rftf_gym.conventions import IMAGE_HW
 from rftf_gym.data.format import (
     DEPTH_KEYS,
     EPISODE_IDS_FILE,
     FRAME_RE,
     LANG_FILE,
     MAX_WINDOW,
-    OFFICIAL_IMAGE_SIZES,
     SCENE_INFO_FILE,
     VECTOR_DIMS,
     atomic_write,
@@ -62,9 +62,9 @@ class CalvinDatasetWriter:
         max_window: int = MAX_WINDOW,
     ) -> None:
         self.path = Path(root) / split
-        self.image_sizes = dict(image_sizes if image_sizes is not None else OFFICIAL_IMAGE_SIZES)
-        if set(self.image_sizes) != set(OFFICIAL_IMAGE_SIZES):
-            raise ValueError(f"image_sizes needs keys {sorted(OFFICIAL_IMAGE_SIZES)}")
+        self.image_sizes = dict(image_sizes if image_sizes is not None else IMAGE_HW)
+        if set(self.image_sizes) != set(IMAGE_HW):
+            raise ValueError(f"image_sizes needs keys {sorted(IMAGE_HW)}")
         self.compress = compress
         self.max_window = max_window
         (self.path / LANG_FILE.parent).mkdir(parents=True, exist_ok=True)

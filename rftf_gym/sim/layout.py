@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from rftf_gym.conventions import BUTTON_RANGE, DRAWER_RANGE, SWITCH_RANGE
 
 # CALVIN conf/scene/calvin_scene_*.yaml and conf/robot/panda.yaml.
@@ -178,6 +180,29 @@ LAYOUTS: dict[str, SceneLayout] = {
         },
     ),
 }
+
+def sample_articulation(layout: SceneLayout, rng: np.random.Generator) -> list[float]:
+    """Random states of the table's joints and lights: the first six entries of a scene_obs.
+
+    Both backends draw random layouts' doors, drawer, switch and lights with this (blocks are
+    drawn separately), so that every task whose condition is about them can start from a random
+    layout, as from the evaluation's initial states (calvin_agent/evaluation/utils.py
+    get_env_state_for_initial_condition: drawer, door, lightbulb and LED each either way). The
+    door and drawer are drawn anywhere in their travel, the switch at either end stop with the
+    lightbulb following it (calvin_env Switch), the button released, the LED on or off.
+
+    Args:
+        layout: the scene.
+        rng: random generator; four draws, in the order door, drawer, switch, LED.
+
+    Returns:
+        [door, drawer, button, switch, lightbulb, led].
+    """
+    door = float(rng.uniform(0, layout.slider_range))
+    drawer = float(rng.uniform(0, DRAWER_RANGE))
+    switch = SWITCH_RANGE * float(rng.integers(2))
+    return [door, drawer, 0.0, switch, float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
+
 
 # ---------------------------------------------------------------------------------------------
 # URDF of the table, written from primitives.

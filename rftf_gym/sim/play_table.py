@@ -22,12 +22,10 @@ from rftf_gym.conventions import (
     CAMERAS,
     COLORS,
     CONTROL_HZ,
-    DRAWER_RANGE,
     EVAL_BLOCK_YAW_BAND,
     IMAGE_HW,
     PHYSICS_HZ,
     SCENES,
-    SWITCH_RANGE,
 )
 from rftf_gym.sim.cameras import CompositedStaticCamera, GripperCamera
 from rftf_gym.sim.layout import (
@@ -45,6 +43,7 @@ from rftf_gym.sim.layout import (
     SWITCH_THRESHOLD,
     SceneLayout,
     drawer_tray_boxes,
+    sample_articulation,
     table_urdf,
 )
 from rftf_gym.sim.robot import ARM_JOINTS, FINGER_JOINTS, Panda, panda_urdf_path
@@ -231,9 +230,7 @@ class EmbeddedPlayTable:
         """
         lay = self.layout
         shelf_lo, shelf_hi = lay.shelf_x
-        switch = SWITCH_RANGE * float(rng.integers(2))
-        obs = [rng.uniform(0, lay.slider_range), rng.uniform(0, DRAWER_RANGE), 0.0, switch,
-               float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
+        obs = sample_articulation(lay, rng)
         # The widest opening on each half: the door (it moves -x as its joint grows) at either stop.
         openings = {"slider_left": (shelf_lo, lay.door_x0),
                     "slider_right": (lay.door_x0 - lay.slider_range + DOOR_WIDTH, shelf_hi)}
