@@ -19,6 +19,7 @@ from rftf_gym.data import (
     CalvinDataset,
     CalvinDatasetWriter,
     DatasetError,
+    DatasetWarning,
     LanguageWindowDataset,
     UnsafePickleError,
     frame_name,
@@ -202,8 +203,8 @@ def test_resume_repairs_crash_between_annotations_and_commit(tmp_path):
     # As if the process died after auto_lang_ann.npy was written but before the commit of the
     # third episode in ep_start_end_ids.npy.
     np.save(split / "ep_start_end_ids.npy", np.array([[0, 4], [5, 8]]))
-    with pytest.raises(DatasetError, match="auto_lang_ann.npy.*indx\\[2\\]"):
-        CalvinDataset(tmp_path, "training")
+    with pytest.warns(DatasetWarning, match="auto_lang_ann.npy: skipping 1 of 3 .*indx\\[2\\]"):
+        assert len(CalvinDataset(tmp_path, "training").annotations) == 2
     w = CalvinDatasetWriter(tmp_path, "training", image_sizes=TINY)
     assert w.next_frame_id == 9
     ds = CalvinDataset(tmp_path, "training")
@@ -274,12 +275,15 @@ def test_missing_directory_and_index_files(tmp_path):
     with pytest.raises(DatasetError, match="training: dataset directory is missing"):
         CalvinDataset(tmp_path, "training")
     small_dataset(tmp_path)
-    for name in ("ep_start_end_ids.npy", "scene_info.npy", "lang_annotations/auto_lang_ann.npy"):
+    for name in ("ep_start_end_ids.npy", "lang_annotations/auto_lang_ann.npy"):
         shutil.copytree(tmp_path / "training", tmp_path / "copy")
         (tmp_path / "copy" / name).unlink()
         with pytest.raises(DatasetError, match=f"{Path(name).name}: file is missing"):
             CalvinDataset(tmp_path, "copy")
         shutil.rmtree(tmp_path / "copy")
+    # The real validation folders have no scene_info.npy.
+    (tmp_path / "training" / "scene_info.npy").unlink()
+    assert CalvinDataset(tmp_path, "training").scene_info == {}
 
 
 def test_missing_frame_named(tmp_path):
@@ -343,9 +347,13 @@ def rewrite_annotations(split: Path, edit) -> None:
 def test_window_outside_episodes_named(tmp_path, window):
     small_dataset(tmp_path)
     rewrite_annotations(tmp_path / "training", lambda d: d["info"]["indx"].__setitem__(1, window))
-    message = "auto_lang_ann.npy: info.indx\\[1\\] = .* single episode"
-    with pytest.raises(DatasetError, match=message):
-        CalvinDataset(tmp_path, "training")
+    message = "auto_lang_ann.npy: skipping 1 of 3 .* single episode .*info.indx\\[1\\]"
+    with pytest.warns(DatasetWarning, match=message):
+        ds = CalvinDataset(tmp_path, "training")
+    assert [a.ann for a in ds.annotations] == ["open the drawer", "go slide left"]
+    np.testing.assert_array_equal(ds.annotation_ids, [0, 2])
+    assert [(i, (a.start, a.end)) for i, a in ds.dropped_windows] == [(1, window)]
+    assert len(LanguageWindowDataset(ds)) == 2
 
 
 def test_malformed_annotations_named(tmp_path):
@@ -361,7 +369,7 @@ def test_malformed_annotations_named(tmp_path):
 def test_bad_episode_ids_named(tmp_path):
     small_dataset(tmp_path)
     np.save(tmp_path / "training" / "ep_start_end_ids.npy", np.array([[0, 4], [3, 8]]))
-    with pytest.raises(DatasetError, match="ep_start_end_ids.npy: episodes must be"):
+    with pytest.raises(DatasetError, match="ep_start_end_ids.npy: .*\\(0, 4\\) and \\(3, 8\\) do"):
         CalvinDataset(tmp_path, "training")
     np.save(tmp_path / "training" / "ep_start_end_ids.npy", np.array([0.0, 4.0]))
     with pytest.raises(DatasetError, match="ep_start_end_ids.npy: expected an integer array"):

@@ -38,7 +38,13 @@ MAX_WINDOW = 64
 
 EPISODE_IDS_FILE = "ep_start_end_ids.npy"
 SCENE_INFO_FILE = "scene_info.npy"
-LANG_FILE = Path("lang_annotations") / "auto_lang_ann.npy"
+LANG_FOLDER = "lang_annotations"
+"""Default language folder; the real data has more, named after the sentence encoder
+(``lang_paraphrase-MiniLM-L3-v2``, ``lang_clip_resnet50``, ...), with the same files."""
+LANG_ANN_FILE = "auto_lang_ann.npy"
+EVAL_EMBEDDINGS_FILE = "embeddings.npy"
+"""Evaluation sentences and their embeddings, in the validation split's language folders."""
+LANG_FILE = Path(LANG_FOLDER) / LANG_ANN_FILE
 FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
 
 

@@ -95,7 +95,7 @@ class CalvinDatasetWriter:
             if (self.path / SCENE_INFO_FILE).is_file():
                 self._scene_info = {s: [a, b] for s, (a, b) in read_scene_info(self.path).items()}
             if (self.path / LANG_FILE).is_file():
-                annotations, emb = read_annotations(self.path)
+                annotations, emb = read_annotations(self.path / LANG_FILE)
                 self._annotations = annotations
                 self._embs = list(emb) if emb is not None else None
         last = self._episodes[-1][1] if self._episodes else -1
