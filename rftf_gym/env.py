@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from rftf_gym import language, sequences, tasks
+from rftf_gym import language, symbolic, tasks
 from rftf_gym.backends import make_backend
 from rftf_gym.conventions import (
     ACTION_DIM,
@@ -212,7 +212,7 @@ class CalvinEnv(gym.Env):
         return self._symbolic_state(self.sim.get_obs()["scene_obs"], self.sim.get_info())
 
     def _symbolic_state(self, scene_obs: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
-        return sequences.infer_symbolic_state(scene_obs, info, self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2)
+        return symbolic.infer_symbolic_state(scene_obs, info, self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2)
 
     def applicable_tasks(self) -> list[str]:
         """Tasks whose official condition holds in the current state and that can still fire.
@@ -229,7 +229,7 @@ class CalvinEnv(gym.Env):
         """
         self._check_open()
         scene_obs, info = self.sim.get_obs()["scene_obs"], self.sim.get_info()
-        candidates = sequences.applicable_tasks(self._symbolic_state(scene_obs, info))
+        candidates = symbolic.applicable_tasks(self._symbolic_state(scene_obs, info))
         # Per move: the room it has left and the oracle's threshold (rftf_gym.tasks.TASK_SPECS).
         joints = {
             "move_slider_left": SLIDER_RANGE[self.scene] - scene_obs[0],
