@@ -65,6 +65,7 @@ from rftf_gym.conventions import (
     wrap_angle,
 )
 from rftf_gym.sim.layout import LAYOUTS, sample_articulation
+from rftf_gym.state_check import overlap_problems
 
 INSTALL_HINT = (
     "the 'calvin' backend needs the official CALVIN simulator calvin_env, installed from a git "
@@ -320,6 +321,10 @@ class OfficialPlayTable:
 
         The official ``PlayTableSimEnv.reset`` runs, followed by its one physics step. A random
         layout (no ``scene_obs``) draws the joints and lights too (`_random_scene_obs`).
+
+        Raises:
+            ValueError: an explicit scene_obs puts a block into a table part or another block
+                (`rftf_gym.state_check.overlap_problems`).
         """
         env = self._env
         official_scene_obs = None
@@ -341,6 +346,12 @@ class OfficialPlayTable:
         for button in env.scene.buttons:
             button.prev_is_pressed = button._is_pressed
         self._cached_obs = None
+        if scene_obs is not None:
+            # The official reset ends with one physics step, too short to push overlapping bodies
+            # apart; the same check as the embedded backend's, on the official bodies.
+            overlaps = overlap_problems(env.cid, env.get_info())
+            if overlaps:
+                raise ValueError("impossible reset state: " + "; ".join(overlaps))
 
     def _flush_contacts(self) -> None:
         """Separate the blocks from everything and run collision detection, so that no contact

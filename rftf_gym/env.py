@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from rftf_gym import language, symbolic, tasks
+from rftf_gym import language, state_check, symbolic, tasks
 from rftf_gym.backends import make_backend
 from rftf_gym.conventions import (
     ACTION_DIM,
@@ -86,8 +86,9 @@ class CalvinEnv(gym.Env):
 
     Step info keys: ``task``, ``instruction``, ``success`` (this instruction's task done),
     ``completed_tasks`` (sorted tuple of every task the oracle saw since the episode's start),
-    ``sparse_reward``, ``elapsed_steps``, and ``physics_error`` when the simulator produced a
-    non-finite state (the episode is then truncated). Success terminates; the 360-step cap
+    ``sparse_reward``, ``elapsed_steps``, and ``physics_error`` (with ``physics_error_detail``,
+    what went wrong) when the simulator produced a non-finite state or a block left the play
+    table's workspace (the episode is then truncated). Success terminates; the 360-step cap
     truncates.
 
     Reset options: ``robot_obs`` and ``scene_obs`` (explicit state, both or neither), ``task``
@@ -312,6 +313,10 @@ class CalvinEnv(gym.Env):
         elif has_state:
             robot_obs = _state_vector(options["robot_obs"], "robot_obs", ROBOT_OBS_DIM)
             scene_obs = _state_vector(options["scene_obs"], "scene_obs", SCENE_OBS_DIM)
+            # Values no simulator can hold are refused here for every backend; overlaps need the
+            # geometry, and each backend asks pybullet for them (rftf_gym.state_check).
+            self._start_info = None  # a refused state leaves nothing to step or continue from
+            state_check.check_reset_state(robot_obs, scene_obs, self.scene)
             self.sim.reset(robot_obs=robot_obs, scene_obs=scene_obs)
         else:
             for _ in range(_LAYOUT_TRIES):
@@ -345,7 +350,15 @@ class CalvinEnv(gym.Env):
         finite = all(np.all(np.isfinite(v)) for k, v in raw.items() if not k.startswith("rgb"))
         if not finite:
             # A physics blow-up: keep the last good observation, end the episode, say why.
-            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True)
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True,
+                        physics_error_detail="the simulator produced a non-finite state")
+            return self._last_obs, 0.0, False, True, info
+        outside = state_check.blocks_outside_workspace(raw["scene_obs"])
+        if outside:
+            # A block fell off the table or was flung away: no task can use it any more.
+            self._last_obs = self._observation(raw)
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True,
+                        physics_error_detail="; ".join(outside))
             return self._last_obs, 0.0, False, True, info
         end_info = self.sim.get_info()
         completed = tasks.completed_tasks(self._start_info, end_info)

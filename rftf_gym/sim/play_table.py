@@ -48,6 +48,7 @@ from rftf_gym.sim.layout import (
 )
 from rftf_gym.sim.robot import ARM_JOINTS, FINGER_JOINTS, Panda, panda_urdf_path
 from rftf_gym.sim.urdf_cache import write_cached_urdf
+from rftf_gym.state_check import overlap_problems
 
 SUBSTEPS = PHYSICS_HZ // CONTROL_HZ  # calvin_env play_table_env: action_repeat from control_freq.
 SETTLE_SUBSTEPS = SUBSTEPS  # physics substeps run after a reset (see EmbeddedPlayTable.reset).
@@ -173,6 +174,10 @@ class EmbeddedPlayTable:
                 action [14]. None: neutral pose, gripper open.
             scene_obs: CALVIN scene_obs (24), blocks red, blue, pink. None: random layout.
             rng: random generator for the layout (a fresh unseeded one when None).
+
+        Raises:
+            ValueError: an explicit scene_obs puts a block into a table part or another block
+                (`rftf_gym.state_check.overlap_problems`).
         """
         self._obs_cache = None
         self._flush_contacts()
@@ -182,9 +187,15 @@ class EmbeddedPlayTable:
         else:
             robot_obs = np.asarray(robot_obs, dtype=float)
             self.robot.reset(robot_obs[7:14], float(robot_obs[6]), float(robot_obs[14]))
+        explicit = scene_obs is not None
         if scene_obs is None:
             scene_obs = self.sample_scene_obs(rng if rng is not None else np.random.default_rng())
         self._apply_scene_obs(np.asarray(scene_obs, dtype=float))
+        if explicit:
+            # Before any physics step: overlapping bodies would be flung apart by the solver.
+            overlaps = overlap_problems(self.client, self.get_info())
+            if overlaps:
+                raise ValueError("impossible reset state: " + "; ".join(overlaps))
         # calvin_env's reset ends with a stepSimulation: contact points (read by the oracle and
         # the symbolic state at an instruction's start) exist only after the solver ran. Our box
         # contacts appear only on touch, and the official evaluation spots put shelf blocks 1 mm
