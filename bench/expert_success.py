@@ -38,7 +38,7 @@ class Args:
     """markdown file whose expert_success section is rewritten (empty: print only)"""
 
 
-def run_pair(task: str, scene: str, episodes: int, seed: int) -> dict:
+def run_pair(task: str, scene: str, episodes: int, seed: int, backend: str = "embedded") -> dict:
     """Run one expert from ``episodes`` start states; successes, steps and wall time."""
     import gymnasium as gym
 
@@ -47,7 +47,7 @@ def run_pair(task: str, scene: str, episodes: int, seed: int) -> dict:
     from rftf_gym.tasks import TASK_NAMES
 
     rng = np.random.default_rng([seed, TASK_NAMES.index(task), ord(scene)])
-    env = gym.make("RFTF-CALVIN-v0", scene=scene, obs_mode="state")
+    env = gym.make("RFTF-CALVIN-v0", backend=backend, scene=scene, obs_mode="state")
     successes, steps, start = 0, [], time.perf_counter()
     for _ in range(episodes):
         obs, _ = reset_to_task(env, task, rng)
