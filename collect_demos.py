@@ -1,4 +1,4 @@
-"""Scripted-expert demonstrations in CALVIN's dataset format (issue 3, SPEC 4).
+"""Scripted-expert demonstrations in CALVIN's dataset format (mees/calvin ``dataset/README.md``).
 
 Each "play" episode starts from a random layout of one scene and chains experts, as CALVIN's
 teleoperated play data does: after each success the next task is drawn among those whose

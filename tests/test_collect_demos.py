@@ -1,4 +1,4 @@
-"""collect_demos.py end to end: a tiny run is read back by rftf_gym.data (issue 3)."""
+"""collect_demos.py end to end: a tiny run is read back by rftf_gym.data."""
 
 from __future__ import annotations
 

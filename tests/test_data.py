@@ -1,4 +1,4 @@
-"""rftf_gym.data: CALVIN's dataset format, written and read back (SPEC 4, issue 3)."""
+"""rftf_gym.data: CALVIN's dataset format (mees/calvin dataset/README.md), written and read back."""
 
 from __future__ import annotations
 
