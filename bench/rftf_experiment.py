@@ -491,7 +491,7 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
         out = run_dir / "eval" / f"{key}_s{seed}"
         policy = where if isinstance(where, Path) else None
 
-        def command(where=where) -> list[str]:
+        def command(where=where, out=out) -> list[str]:
             path = where if isinstance(where, Path) else where()
             if path is None:
                 raise StageError(f"no finished checkpoint to evaluate for {out.name}")
@@ -881,8 +881,11 @@ def main(args: Args) -> None:
         for title, group in groups:
             print(f"== {title}")
             for s in group:
-                cmd = s.command.build() if isinstance(s.command, LazyCommand) and ppo_final_ok(s) else s.command
-                print(f"  {s.name}: {shlex.join(cmd) if cmd else '(in-process)'}")
+                if isinstance(s.command, LazyCommand):
+                    text = shlex.join(s.command.build()) if ppo_final_ok(s) else "evaluate.py on the run's last checkpoint"
+                else:
+                    text = shlex.join(s.command) if s.command else "(in this process)"
+                print(f"  {s.name}: {text}")
         return
     runner = Runner(run_dir, len(stages), args.jobs)
     start = time.time()
