@@ -1,4 +1,4 @@
-"""Scripted-expert demonstrations in CALVIN's dataset format (issue 3, SPEC 4).
+"""Scripted-expert demonstrations in CALVIN's dataset format (mees/calvin ``dataset/README.md``).
 
 Each "play" episode starts from a random layout of one scene and chains experts, as CALVIN's
 teleoperated play data does: after each success the next task is drawn among those whose
@@ -35,11 +35,13 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import evaluation
-from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, wrap_angle
+from rftf_gym import cli, evaluation
+from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, SCENES, wrap_angle
 from rftf_gym.data import MAX_WINDOW, CalvinDatasetWriter
 from rftf_gym.experts import make_expert
 from rftf_gym.language import instruction_for
+
+PROG = "collect_demos.py"
 
 
 @dataclass
@@ -255,26 +257,69 @@ def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args
     return state.counts
 
 
+def splits_of(args: Args) -> list[tuple[str, tuple[str, ...], int]]:
+    """(split, scenes, episodes) of each split to collect."""
+    splits = [("training", tuple(args.train_scenes), args.train_episodes), ("validation", (args.val_scene,), args.val_episodes)]
+    return [split for split in splits if split[2] > 0]
+
+
+def check_args(args: Args) -> None:
+    """Refuse bad arguments, and a dataset collected with other ones, before collecting anything.
+
+    Raises:
+        ValueError: an argument out of range, or a split collected with other arguments.
+        NotADirectoryError: ``--output`` is a file.
+    """
+    cli.check_output_dir(args.output, "--output")
+    for scene in (*args.train_scenes, args.val_scene):
+        if scene not in SCENES:
+            raise ValueError(f"scenes must be among {SCENES}, got {scene!r}")
+    if not args.train_scenes:
+        raise ValueError("--train-scenes needs at least one scene")
+    if args.train_episodes < 0 or args.val_episodes < 0:
+        raise ValueError("--train-episodes and --val-episodes must be >= 0")
+    low, high = args.tasks_per_episode
+    if not 1 <= low <= high:
+        raise ValueError(f"--tasks-per-episode must be two numbers 1 <= low <= high, got {low} {high}")
+    if args.noise < 0:
+        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    for name in ("static_size", "gripper_size"):
+        if not 8 <= getattr(args, name) <= 1024:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [8, 1024], got {getattr(args, name)}")
+    for split, scenes, episodes in splits_of(args):
+        sizes = {"static": (args.static_size,) * 2, "gripper": (args.gripper_size,) * 2}
+        with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress) as writer:
+            SplitProgress(writer.path, content_config(args, scenes, episodes), len(writer.episodes))
+
+
 def collect(args: Args) -> dict:
     """Collect (or finish collecting) both splits; the summary, also saved as collection_summary.json."""
     start = time.perf_counter()
-    splits = (("training", args.train_scenes, args.train_episodes), ("validation", (args.val_scene,), args.val_episodes))
     summary: dict = {}
     totals = Counts()
     with tqdm(total=args.train_episodes + args.val_episodes, desc="episodes") as progress:
-        for index, (split, scenes, episodes) in enumerate(splits):
-            if episodes > 0:
-                summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
+        for split, scenes, episodes in splits_of(args):
+            index = ("training", "validation").index(split)
+            summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
     summary["seconds_this_run"] = time.perf_counter() - start
     evaluation.atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
     return summary
 
 
-if __name__ == "__main__":
-    summary = collect(tyro.cli(Args))
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, check it, collect and print the counts."""
+    args = tyro.cli(Args, args=argv)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):
+        check_args(args)
+    summary = collect(args)
     for split in ("training", "validation"):
         if split in summary:
             s = summary[split]
             print(f"{split}: {s['episodes']} episodes, {s['frames']} frames, {s['successes']} demonstrations, "
                   f"{s['failures']} failed attempts (not written) {s['failures_by_task']}")
     print(f"done in {summary['seconds_this_run']:.0f} s (this run; the counts include earlier interrupted runs)")
+
+
+if __name__ == "__main__":
+    main()

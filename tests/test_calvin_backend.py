@@ -1,4 +1,4 @@
-"""The official calvin_env backend (`rftf_gym.calvin_backend`, issue 5, SPEC 2.1-2.2).
+"""The official calvin_env backend (`rftf_gym.calvin_backend`, docs/calvin_backend.md).
 
 Tests marked ``calvin`` run on the official simulator and are skipped when calvin_env is not
 importable; the others check that the backend fails at once, with install instructions, when it
@@ -312,7 +312,7 @@ def test_official_target_winds_up_without_the_correction(make_sim) -> None:
     sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=base_scene())
     for _ in range(60):
         sim.step(np.array([0, 0, -1, 0, 0, 0, 1.0]))
-    # SPEC 2.2, measured: target z -0.63 while the TCP stays near 0.32.
+    # Measured (docs/calvin_facts.md): target z -0.63 while the TCP stays near 0.32.
     assert sim._env.robot.target_pos[2] < -0.5 < 0.25 < sim.get_obs()["robot_obs"][2]
 
 

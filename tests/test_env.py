@@ -1,4 +1,4 @@
-"""The Gymnasium contract of RFTF-CALVIN-v0 (SPEC 2.4, issue 2)."""
+"""The Gymnasium contract of RFTF-CALVIN-v0 (as gymnasium's tests/envs/test_envs.py checks its own envs)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 import rftf_gym  # noqa: F401  (registers the env id)
 from rftf_gym import language, sequences, tasks
 from rftf_gym.conventions import EP_LEN
+from rftf_gym.env import CalvinEnv
 
 SMALL = {"static_size": 32, "gripper_size": 16}
 
@@ -130,8 +131,12 @@ def test_success_terminates_with_reward_one():
     env.close()
 
 
-def test_truncates_after_360_steps():
-    env = make(task="turn_on_led")
+@pytest.mark.parametrize("made", [True, False], ids=["gym.make", "CalvinEnv"])
+def test_truncates_after_360_steps(made: bool):
+    # Through gym.make the spec's TimeLimit shows the limit; the bare env truncates on its own.
+    env = make(task="turn_on_led") if made else CalvinEnv(obs_mode="state", task="turn_on_led")
+    if made:
+        assert env.spec.max_episode_steps == EP_LEN == 360
     env.reset(seed=0)
     still = np.array([0, 0, 0, 0, 0, 0, 1.0])
     for step in range(1, EP_LEN + 1):
