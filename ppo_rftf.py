@@ -44,6 +44,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
+from rftf_gym import cli
 from rftf_gym.conventions import EP_LEN
 from rftf_gym.env import CalvinEnv
 from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
@@ -427,14 +428,30 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
     return json.loads((out / "metrics.json").read_text())
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
-    if not set(args.scenes) <= set("ABCD") or not args.scenes:
+def check_args(args: Args) -> None:
+    """Raises ValueError naming the first bad argument."""
+    if not args.scenes or not set(args.scenes) <= set("ABCD"):
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
     if not 1 <= args.max_episode_steps <= EP_LEN:
         raise ValueError(f"--max-episode-steps must be in [1, {EP_LEN}], got {args.max_episode_steps}")
+    for name in ("num_envs", "episodes_per_iteration", "update_epochs", "num_minibatches", "save_every", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.learning_rate < 0 or args.clip_coef <= 0 or args.target_kl <= 0 or args.init_beta < 0:
+        raise ValueError("--learning-rate and --init-beta must be >= 0, --clip-coef and --target-kl > 0")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ValueError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+
+
+PROG = "ppo_rftf.py"
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):  # a mistake in the arguments: one line, exit status 2
+        check_args(args)
 
     # Multi-process set-up as cleanrl/ppo_atari_multigpu.py: gloo on CPU, NCCL on GPU.
     local_rank = int(os.getenv("LOCAL_RANK", "0"))
@@ -442,12 +459,13 @@ if __name__ == "__main__":
     if args.world_size > 1:
         dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     rank = dist.get_rank() if args.world_size > 1 else 0
-    if args.episodes_per_iteration % args.world_size:
-        raise ValueError(f"--episodes-per-iteration ({args.episodes_per_iteration}) must divide among {args.world_size} ranks")
+    with cli.usage_errors(PROG):
+        if args.episodes_per_iteration % args.world_size:
+            raise ValueError(f"--episodes-per-iteration ({args.episodes_per_iteration}) must divide among {args.world_size} ranks")
+        if args.total_episodes < args.episodes_per_iteration:
+            raise ValueError("--total-episodes must be at least --episodes-per-iteration")
     args.episodes_per_rank = args.episodes_per_iteration // args.world_size
     args.num_iterations = args.total_episodes // args.episodes_per_iteration
-    if args.num_iterations < 1:
-        raise ValueError("--total-episodes must be at least --episodes-per-iteration")
     scenes_tag = "".join(sorted(args.scenes))
     run_name = args.run_name or f"{args.exp_name}__{scenes_tag}__{args.reward_mode}__{args.seed}"
     run_dir = Path(args.checkpoint_dir) / run_name
@@ -463,7 +481,8 @@ if __name__ == "__main__":
         torch.set_num_threads(args.torch_threads)
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    vla = load_vla(args.policy, device=device)
+    with cli.usage_errors(PROG):  # a missing or broken --policy checkpoint
+        vla = load_vla(args.policy, device=device)
     freeze_body(vla)
     head = vla.action_head
     ref_head = copy.deepcopy(head).requires_grad_(False)  # pi_ref: the starting policy (Eq. 4)
@@ -471,7 +490,8 @@ if __name__ == "__main__":
 
     start_iteration, global_step, episodes_done, beta = 1, 0, 0, args.init_beta
     run_dir.mkdir(parents=True, exist_ok=True)
-    resumed = load_trainer(run_dir, args, optimizer)
+    with cli.usage_errors(PROG):  # a checkpoint of other settings
+        resumed = load_trainer(run_dir, args, optimizer)
     if resumed is not None:
         directory, state = resumed
         head.load_state_dict({k[len("action_head."):]: v for k, v in load_vla(directory, device=device).state_dict().items()
@@ -495,7 +515,8 @@ if __name__ == "__main__":
     # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]
     value_fn, value_obs_mode = None, "state"
     if args.value_model is not None:
-        raw_value_fn, value_obs_mode = load_value_fn(args.value_model, device)
+        with cli.usage_errors(PROG):
+            raw_value_fn, value_obs_mode = load_value_fn(args.value_model, device)
         value_fn = TimedValue(raw_value_fn)
     obs_mode = env_obs_mode(vla.config.obs_mode, value_obs_mode)
     scene_of = [args.scenes[(rank * args.num_envs + i) % len(args.scenes)] for i in range(args.num_envs)]
