@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from rftf_gym.data import CalvinDataset, load_pickled_npy
+from rftf_gym.language import EVAL_INSTRUCTIONS
+from rftf_gym.text_encoder import HashedNgramEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,21 @@ def test_tiny_collection_reads_back(tmp_path: Path) -> None:
         frame = data.load_frame(int(start))
         assert frame["rgb_static"].shape == (32, 32, 3)
         assert np.all(np.abs(frame["rel_actions"][:6]) <= 1.0)
+        # The files CALVIN's own loaders and evaluation read (language.emb, statistics.yaml,
+        # ep_lens.npy; embeddings.npy in validation), in lang_annotations and the encoder's folder.
+        encoder = HashedNgramEncoder()
+        np.testing.assert_array_equal(lang["language"]["emb"][:, 0], encoder.encode(lang["language"]["ann"]))
+        named = CalvinDataset(tmp_path, split, lang_folder=f"lang_{encoder.name}")
+        np.testing.assert_array_equal(named.language_emb, lang["language"]["emb"])
+        lens = np.load(tmp_path / split / "ep_lens.npy")
+        np.testing.assert_array_equal(lens, data.episodes[:, 1] - data.episodes[:, 0] + 1)
+        assert "act_max_bound: [" in (tmp_path / split / "statistics.yaml").read_text()
+        if split == "validation":
+            sentence = EVAL_INSTRUCTIONS["open_drawer"]
+            assert data.eval_embeddings["open_drawer"].ann == (sentence,)
+            np.testing.assert_array_equal(data.eval_embeddings["open_drawer"].emb[:, 0], encoder.encode([sentence]))
+        else:
+            assert data.eval_embeddings is None
 
 
 # A small collection with failed attempts: at noise 30 attempt 2 of these four fails its only task.
@@ -64,10 +81,12 @@ def _dataset_contents(root: Path) -> dict:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as frame:
                 out[name] = {key: frame[key].tolist() for key in frame.files}
-        elif path.name in ("scene_info.npy", "auto_lang_ann.npy"):
+        elif path.name in ("scene_info.npy", "auto_lang_ann.npy", "embeddings.npy"):
             out[name] = repr(load_pickled_npy(path))
         elif path.suffix == ".npy":
             out[name] = np.load(path, allow_pickle=False).tolist()
+        elif path.suffix == ".yaml":
+            out[name] = path.read_text()
         else:
             data = json.loads(path.read_text())
             data.pop("seconds_this_run", None)
