@@ -38,12 +38,9 @@ from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
 from rftf_gym import evaluation, policies, sequences, tasks
-from rftf_gym.backend import BACKENDS, SCENES
+from rftf_gym.backends import BACKENDS
+from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, SCENES
 from rftf_gym.env import OBS_MODES
-
-# The official per-instruction budget (evaluate_policy.py, EP_LEN) and chain count (NUM_SEQUENCES).
-EP_LEN = 360
-NUM_SEQUENCES = 1000
 
 
 @dataclass
@@ -112,8 +109,8 @@ def load_chains(args: Args) -> tuple[list[tuple[dict, tuple[str, ...]]], str]:
         if not isinstance(item.get("chain"), list):
             raise ValueError(f'{where}: expected {{"initial_state": {{...}}, "chain": [task, ...]}}')
         chain = tuple(item["chain"])
-        if not 1 <= len(chain) <= evaluation.MAX_CHAIN_LEN:
-            raise ValueError(f"{where}: a chain has 1 to {evaluation.MAX_CHAIN_LEN} tasks, got {len(chain)}")
+        if not 1 <= len(chain) <= CHAIN_LEN:
+            raise ValueError(f"{where}: a chain has 1 to {CHAIN_LEN} tasks, got {len(chain)}")
         for task in chain:
             try:
                 tasks.validate_task(task)
@@ -138,7 +135,7 @@ def make_env(args: Args, render: bool = False) -> gym.Env:
         backend=args.backend,
         scene=args.scene,
         obs_mode=args.obs_mode,
-        instruction_split="eval",  # the fixed evaluation sentence of every task (SPEC 3)
+        instruction_split="eval",  # the fixed evaluation sentence of every task (evaluate_policy.py, val_annotations)
         render_mode="rgb_array" if render else None,
     )
 
@@ -276,7 +273,7 @@ if __name__ == "__main__":
     if world_size > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo")  # CPU collectives; the same code on GPU nodes (SPEC 7)
+        dist.init_process_group("gloo")  # CPU collectives; the same code on GPU nodes
 
     chains, chain_source = load_chains(args)
     policy_tag = args.policy if args.policy in policies.BUILTIN_POLICIES else Path(args.policy).name

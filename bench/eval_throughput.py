@@ -67,7 +67,7 @@ if __name__ == "__main__":
         print(f"{obs_mode:>10}: {result['sps']:.0f} steps/s wall, {result['cpu_sps']:.0f} per CPU second")
         cells = [f"{result['sps']:.0f}", f"{result['cpu_sps']:.0f}", str(result["steps"]), f"{result['build_s']:.2f}"]
         rows.append(f"| {obs_mode} | " + " | ".join(cells) + " |")
-    # The official chains, generated without the module's cache (issue 4 target: under 10 s).
+    # The official chains, generated without the module's cache (the project's target: under 10 s).
     chain_times = []
     for _ in range(3):
         start = time.perf_counter()

@@ -1,13 +1,15 @@
-"""collect_demos.py end to end: a tiny run is read back by rftf_gym.data (issue 3)."""
+"""collect_demos.py end to end: a tiny run is read back by rftf_gym.data."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rftf_gym.data import CalvinDataset, load_pickled_npy
 
@@ -33,3 +35,102 @@ def test_tiny_collection_reads_back(tmp_path: Path) -> None:
         frame = data.load_frame(int(start))
         assert frame["rgb_static"].shape == (32, 32, 3)
         assert np.all(np.abs(frame["rel_actions"][:6]) <= 1.0)
+
+
+# A small collection with failed attempts: at noise 30 attempt 2 of these four fails its only task.
+SMALL_ARGS = {"train_scenes": ("A",), "train_episodes": 4, "val_episodes": 0, "tasks_per_episode": (1, 1),
+              "noise": 30.0, "static_size": 16, "gripper_size": 8}
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("collect_demos_under_test", ROOT / "collect_demos.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing below the raise runs, no cleanup (the writer's close is off)."""
+
+
+def _dataset_contents(root: Path) -> dict:
+    """Every file of a collection, decoded: frames, index files, progress and summary counts."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_dir():
+            continue
+        name = str(path.relative_to(root))
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as frame:
+                out[name] = {key: frame[key].tolist() for key in frame.files}
+        elif path.name in ("scene_info.npy", "auto_lang_ann.npy"):
+            out[name] = repr(load_pickled_npy(path))
+        elif path.suffix == ".npy":
+            out[name] = np.load(path, allow_pickle=False).tolist()
+        else:
+            data = json.loads(path.read_text())
+            data.pop("seconds_this_run", None)
+            out[name] = data
+    return out
+
+
+def test_interrupted_and_resumed_collection_equals_the_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
+    script = _load_script()
+    reference = script.collect(script.Args(output=str(tmp_path / "reference"), **SMALL_ARGS))
+    assert reference["training"]["failures"] >= 1 and reference["training"]["episodes"] >= 2
+
+    resumed = tmp_path / "resumed"
+    args = script.Args(output=str(resumed), **SMALL_ARGS)
+    writer_cls = script.CalvinDatasetWriter
+    monkeypatch.setattr(writer_cls, "close", lambda self: None)
+    calls = {"frames": 0, "episodes": 0}
+    real_add_frame, real_write_episode, real_record = writer_cls.add_frame, script.write_episode, script.SplitProgress.record
+
+    # 1: killed in the middle of writing attempt 0's episode (its attempt already recorded).
+    def add_frame_then_die(self, **frame):
+        calls["frames"] += 1
+        if calls["frames"] == 30:
+            raise Killed
+        return real_add_frame(self, **frame)
+
+    monkeypatch.setattr(writer_cls, "add_frame", add_frame_then_die)
+    with pytest.raises(Killed):
+        script.collect(args)
+    monkeypatch.setattr(writer_cls, "add_frame", real_add_frame)
+
+    # 2: killed right after attempt 1's episode was committed.
+    def write_episode_then_die(writer, scene, attempt):
+        real_write_episode(writer, scene, attempt)
+        calls["episodes"] += 1
+        if calls["episodes"] == 2:
+            raise Killed
+
+    monkeypatch.setattr(script, "write_episode", write_episode_then_die)
+    with pytest.raises(Killed):
+        script.collect(args)
+    monkeypatch.setattr(script, "write_episode", real_write_episode)
+
+    # 3: killed right after a failed attempt was recorded (it wrote nothing).
+    def record_then_die(self, attempt, writes_episode):
+        real_record(self, attempt, writes_episode)
+        if attempt.failure is not None:
+            raise Killed
+
+    monkeypatch.setattr(script.SplitProgress, "record", record_then_die)
+    with pytest.raises(Killed):
+        script.collect(args)
+    monkeypatch.setattr(script.SplitProgress, "record", real_record)
+
+    summary = script.collect(args)
+    summary.pop("seconds_this_run")
+    reference.pop("seconds_this_run")
+    assert summary == reference  # counts over all runs, failed attempts included
+    assert _dataset_contents(resumed) == _dataset_contents(tmp_path / "reference")
+
+
+def test_resume_with_other_arguments_is_refused(tmp_path: Path) -> None:
+    script = _load_script()
+    script.collect(script.Args(output=str(tmp_path), **{**SMALL_ARGS, "train_episodes": 1}))
+    with pytest.raises(ValueError, match=r"other arguments \(noise: \[30.0\] there, \[0.5\] now\)"):
+        script.collect(script.Args(output=str(tmp_path), **{**SMALL_ARGS, "train_episodes": 1, "noise": 0.5}))

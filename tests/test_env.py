@@ -1,4 +1,4 @@
-"""The Gymnasium contract of RFTF-CALVIN-v0 (SPEC 2.4, issue 2)."""
+"""The Gymnasium contract of RFTF-CALVIN-v0 (as gymnasium's tests/envs/test_envs.py checks its own envs)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import rftf_gym  # noqa: F401  (registers the env id)
-from rftf_gym import language, tasks
-from rftf_gym.env import EPISODE_STEPS
+from rftf_gym import language, sequences, tasks
+from rftf_gym.conventions import EP_LEN
+from rftf_gym.env import CalvinEnv
 
 SMALL = {"static_size": 32, "gripper_size": 16}
 
@@ -130,15 +131,19 @@ def test_success_terminates_with_reward_one():
     env.close()
 
 
-def test_truncates_after_360_steps():
-    env = make(task="turn_on_led")
+@pytest.mark.parametrize("made", [True, False], ids=["gym.make", "CalvinEnv"])
+def test_truncates_after_360_steps(made: bool):
+    # Through gym.make the spec's TimeLimit shows the limit; the bare env truncates on its own.
+    env = make(task="turn_on_led") if made else CalvinEnv(obs_mode="state", task="turn_on_led")
+    if made:
+        assert env.spec.max_episode_steps == EP_LEN == 360
     env.reset(seed=0)
     still = np.array([0, 0, 0, 0, 0, 0, 1.0])
-    for step in range(1, EPISODE_STEPS + 1):
+    for step in range(1, EP_LEN + 1):
         _, _, terminated, truncated, info = env.step(still)
         assert not terminated
-        assert truncated == (step == EPISODE_STEPS)
-    assert info["elapsed_steps"] == EPISODE_STEPS
+        assert truncated == (step == EP_LEN)
+    assert info["elapsed_steps"] == EP_LEN
     env.close()
 
 
@@ -315,4 +320,86 @@ def test_absolute_targets_outside_the_action_space_are_refused(index, value, nam
     action[index] = value
     with pytest.raises(ValueError, match=rf"absolute action {name} = .* outside its range \["):
         env.step(action)
+    env.close()
+
+
+def _valid_state():
+    robot_obs, scene_obs = sequences.get_env_state_for_initial_condition(sequences.get_sequences(1)[0][0])
+    return np.array(robot_obs, dtype=float), np.array(scene_obs, dtype=float)
+
+
+def _edit(robot=None, scene=None):
+    robot_obs, scene_obs = _valid_state()
+    for index, value in (robot or {}).items():
+        robot_obs[index] = value
+    for index, value in (scene or {}).items():
+        scene_obs[index] = value
+    return robot_obs, scene_obs
+
+
+# Red block pose: scene_obs[6:12]; blue 12:18; pink 18:24.
+IMPOSSIBLE_STATES = {
+    "block below the table top": (_edit(scene={8: 0.2}), r"block_red z = 0.2 is outside the workspace \[0.3, 1.3\]"),
+    "block 5 m away": (_edit(scene={6: 5.0}), r"block_red x = 5 is outside the workspace \[-0.6, 0.6\]"),
+    "drawer at 3.0": (_edit(scene={1: 3.0}), r"scene_obs\[1\] \(drawer\) = 3 is outside its range \[0, 0.22\]"),
+    "drawer at 5.0": (_edit(scene={1: 5.0}), r"drawer\) = 5 is outside its range \[0, 0.22\]"),
+    "door past its travel": (_edit(scene={0: 0.5}), r"sliding door\) = 0.5 is outside its range \[0, 0.28\]"),
+    "light half on": (_edit(scene={5: 0.5}), r"LED\) = 0.5 must be 0 \(off\) or 1 \(on\)"),
+    "arm joint 4 past its limit": (_edit(robot={10: 0.5}), r"arm joint 4\) = 0.5 is outside its range \[-3.0718, -0.0698\]"),
+    "gripper wider than it opens": (_edit(robot={6: 0.3}), r"gripper width\) = 0.3 is outside its range \[0, 0.08\]"),
+    "two blocks at the same pose": (_edit(scene={12: 0.05, 13: -0.12, 14: 0.46, 6: 0.05, 7: -0.12, 8: 0.46}),
+                                    r"block_red is [\d.]+ cm inside block_blue"),
+    "block inside the table top": (_edit(scene={6: -0.3, 7: -0.1, 8: 0.42}), r"block_red is [\d.]+ cm inside table base_link"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPOSSIBLE_STATES))
+def test_impossible_reset_states_are_refused_naming_the_value_and_range(case):
+    (robot_obs, scene_obs), message = IMPOSSIBLE_STATES[case]
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "open_drawer"})
+    with pytest.raises(RuntimeError, match="reset"):  # a refused reset leaves no episode to step
+        env.step(np.zeros(7))
+    env.close()
+
+
+def test_value_checks_run_before_the_backend_sees_the_state():
+    env = make()
+    calls = []
+    env.unwrapped.sim.reset = lambda **kwargs: calls.append(kwargs)
+    robot_obs, scene_obs = _edit(scene={1: 3.0})
+    with pytest.raises(ValueError, match="drawer"):
+        env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "open_drawer"})
+    assert calls == []
+    env.close()
+
+
+def test_blocks_in_the_open_drawer_on_the_shelf_and_stacked_are_accepted():
+    # Drawer open: its tray floor (top z 0.34) spans y -0.38..-0.16 around the drawer's x (0.18 in D).
+    robot_obs, scene_obs = _edit(scene={1: 0.22, 6: 0.18, 7: -0.27, 8: 0.361, 11: 0.0,
+                                        12: 0.05, 13: -0.12, 14: 0.46, 18: 0.05, 19: -0.12, 20: 0.501})
+    env = make()
+    obs, _ = env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "close_drawer"})
+    for _ in range(10):
+        obs, _, _, truncated, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+        assert not truncated and "physics_error" not in info
+    np.testing.assert_allclose(obs["scene_obs"][6:9], [0.18, -0.27, 0.36], atol=0.005)  # still in the drawer
+    assert obs["scene_obs"][20] > 0.49  # pink still stacked on blue
+    env.close()
+
+
+def test_a_block_leaving_the_workspace_is_reported_as_a_physics_error():
+    # Past the table top's end (x 0.44): the block falls, and nothing below catches it.
+    robot_obs, scene_obs = _edit(scene={6: 0.55, 7: -0.1, 8: 0.46})
+    env = make()
+    env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "open_drawer"})
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+        if truncated:
+            break
+    assert truncated and not terminated and reward == 0.0 and info["physics_error"]
+    assert "block_red z = " in info["physics_error_detail"] and "outside the workspace" in info["physics_error_detail"]
+    assert info["elapsed_steps"] < 30
     env.close()

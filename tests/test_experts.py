@@ -1,4 +1,4 @@
-"""The scripted experts solve representative tasks from fixed seeds (issue 3)."""
+"""The scripted experts solve representative tasks from fixed seeds."""
 
 from __future__ import annotations
 
