@@ -282,6 +282,7 @@ def estimate_val(model: VLA, table: FrameTable, lang: np.ndarray, args: Args) ->
 def save_resume(path: Path, model: VLA, optimizer: torch.optim.Optimizer, step: int, extra: dict) -> None:
     """Model, optimizer moments and step in one safetensors file, moved into place atomically."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors["rng.torch"] = torch.get_rng_state()  # dropout masks continue as without the interruption
     state = optimizer.state_dict()
     for pid, pstate in state["state"].items():
         for key, value in pstate.items():
@@ -324,6 +325,8 @@ def load_resume(path: Path, model: VLA, optimizer: torch.optim.Optimizer) -> tup
             _, pid, key = k.split(".", 2)
             state["state"].setdefault(int(pid), {})[key] = v
     optimizer.load_state_dict(state)
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"]), json.loads(meta["extra"])
 
 
