@@ -37,11 +37,13 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import evaluation, policies, sequences, tasks
+from rftf_gym import cli, evaluation, policies, sequences, tasks
 from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
 from rftf_gym.backends import BACKENDS
 from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, SCENES
 from rftf_gym.env import OBS_MODES
+
+PROG = "evaluate.py"
 
 
 @dataclass
@@ -73,7 +75,8 @@ class Args:
     seed: int = 0
     """seed of the evaluation: chain i's env and policy are seeded from (seed, i)"""
     output_dir: str | None = None
-    """where results.jsonl, metrics.json, metrics.md and videos/ go (default results/<run_name>)"""
+    """where results.jsonl, metrics.json, metrics.md, videos/ and the TensorBoard events (runs/<run_name>)
+    go (default results/<run_name>)"""
     video_chains: int = 0
     """write an animated GIF of each of the first K chains, with the instruction on the frames"""
     bootstrap_samples: int = 2000
@@ -274,19 +277,23 @@ def check_args(args: Args) -> None:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    check_args(args)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):  # a mistake in the arguments or inputs: one line, exit status 2
+        check_args(args)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")  # CPU collectives; the same code on GPU nodes
 
-    chains, chain_source = load_chains(args)
+    with cli.usage_errors(PROG):
+        chains, chain_source = load_chains(args)
     policy_tag = args.policy if args.policy in policies.BUILTIN_POLICIES else Path(args.policy).name
     run_name = (
         f"{args.exp_name}__{policy_tag}__{args.backend}-{args.scene}__{args.obs_mode}__{len(chains)}__{args.seed}"
     )
-    output_dir = Path(args.output_dir or Path("results") / run_name)
+    with cli.usage_errors(PROG):
+        output_dir = cli.check_output_dir(args.output_dir or Path("results") / run_name, "--output-dir")
     config = {
         "policy": args.policy,
         "policy_fingerprint": evaluation.policy_fingerprint(args.policy),
@@ -305,14 +312,16 @@ if __name__ == "__main__":
     # Resume: every results file in the output dir (a plain run's, or torchrun ranks' parts).
     part_name = f"results.rank{rank}.jsonl" if world_size > 1 else "results.jsonl"
     previous = []
-    for path in sorted(output_dir.glob("results*.jsonl")):
-        if path.name != part_name:
-            found, records, _ = evaluation.read_results(path)
-            evaluation.check_config(path, config, found)
-            previous.append(records)
+    with cli.usage_errors(PROG):  # results of another configuration, or a corrupt results file
+        for path in sorted(output_dir.glob("results*.jsonl")):
+            if path.name != part_name:
+                found, records, _ = evaluation.read_results(path)
+                evaluation.check_config(path, config, found)
+                previous.append(records)
     if world_size > 1:
         dist.barrier()  # every rank has read the others' files before any rank creates its own
-    log = evaluation.ResultsLog(output_dir / part_name, config)
+    with cli.usage_errors(PROG):
+        log = evaluation.ResultsLog(output_dir / part_name, config)
     done = evaluation.merge_records([log.records] + previous)
     todo = [i for i in range(len(chains)) if i not in done and i % world_size == rank]
     if args.max_chains_this_run is not None:
@@ -408,7 +417,8 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    # With the run's other outputs: evaluations into different --output-dir never share a folder.
+    writer = SummaryWriter(str(output_dir / "runs" / run_name))
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in asdict(args).items()])),

@@ -89,9 +89,14 @@ def check_frame_array(
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], sync: bool = False) -> None:
     """Write a file under a hidden temporary name in the same directory, then rename it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        # A failed write() (a full disk) names no file: name the one being written.
+        raise OSError(err.errno, err.strerror, str(path)) from err
