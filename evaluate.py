@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
 from rftf_gym import cli, evaluation, policies, sequences, tasks
-from rftf_gym.backends import BACKENDS
-from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, SCENES
-from rftf_gym.env import OBS_MODES
+from rftf_gym.backends import Backend
+from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
+from rftf_gym.env import ObsMode
 
 PROG = "evaluate.py"
 
@@ -56,11 +56,11 @@ class Args:
     --chain-file the first num_chains chains of the file (all of them if it has fewer)"""
     chain_file: str | None = None
     """optional JSON file of custom chains: a list of {"initial_state": {...}, "chain": [task, ...]}"""
-    backend: str = "embedded"
+    backend: Backend = "embedded"
     """the simulator: "embedded" (pybullet re-creation) or "calvin" (official calvin_env)"""
-    scene: str = "D"
+    scene: Scene = "D"
     """the CALVIN scene, A-D (the official evaluation uses D)"""
-    obs_mode: str = "rgb+state"
+    obs_mode: ObsMode = "rgb+state"
     """what the policy sees: "rgb", "state" or "rgb+state" ("state" is enough for experts and is fast)"""
     num_workers: int = 1
     """parallel worker processes on this machine (per torchrun rank)"""
@@ -252,12 +252,6 @@ def close_worker() -> None:
 
 def check_args(args: Args) -> None:
     """Reject bad arguments before any process or simulator starts, naming the argument."""
-    if args.backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {BACKENDS}, got {args.backend!r}")
-    if args.scene not in SCENES:
-        raise ValueError(f"--scene must be one of {SCENES}, got {args.scene!r}")
-    if args.obs_mode not in OBS_MODES:
-        raise ValueError(f"--obs-mode must be one of {OBS_MODES}, got {args.obs_mode!r}")
     for name in ("num_chains", "num_workers", "bootstrap_samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
