@@ -67,7 +67,8 @@ class Args:
     seed: int = 0
     """seed of the evaluation: chain i's env and policy are seeded from (seed, i)"""
     output_dir: str | None = None
-    """where results.jsonl, metrics.json, metrics.md and videos/ go (default results/<run_name>)"""
+    """where results.jsonl, metrics.json, metrics.md, videos/ and the TensorBoard events (runs/<run_name>)
+    go (default results/<run_name>)"""
     video_chains: int = 0
     """write an animated GIF of each of the first K chains, with the instruction on the frames"""
     bootstrap_samples: int = 2000
@@ -382,7 +383,8 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    # With the run's other outputs: evaluations into different --output-dir never share a folder.
+    writer = SummaryWriter(str(output_dir / "runs" / run_name))
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in asdict(args).items()])),
