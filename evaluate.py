@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
 from rftf_gym import cli, evaluation, policies, sequences, tasks
+from rftf_gym.backends import Backend
 from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
-from rftf_gym.backends import BACKENDS
-from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, SCENES
-from rftf_gym.env import OBS_MODES
+from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
+from rftf_gym.env import ObsMode
 
 PROG = "evaluate.py"
 
@@ -57,11 +57,11 @@ class Args:
     --chain-file the first num_chains chains of the file (all of them if it has fewer)"""
     chain_file: str | None = None
     """optional JSON file of custom chains: a list of {"initial_state": {...}, "chain": [task, ...]}"""
-    backend: str = "embedded"
+    backend: Backend = "embedded"
     """the simulator: "embedded" (pybullet re-creation) or "calvin" (official calvin_env)"""
-    scene: str = "D"
+    scene: Scene = "D"
     """the CALVIN scene, A-D (the official evaluation uses D)"""
-    obs_mode: str = "rgb+state"
+    obs_mode: ObsMode = "rgb+state"
     """what the policy sees: "rgb", "state" or "rgb+state" ("state" is enough for experts and is fast)"""
     num_workers: int = 1
     """parallel worker processes on this machine (per torchrun rank); with --batch-size > 1 they
@@ -69,7 +69,7 @@ class Args:
     batch_size: int = 1
     """chains run in lockstep, with one batched policy call per step (for neural policies, e.g.
     16-64); 1 runs each chain on its own, whole chains per worker"""
-    instruction_split: str = "eval"
+    instruction_split: Literal["eval", "train"] = "eval"
     """"eval": the fixed evaluation sentence per task (official); "train": training paraphrases
     (to measure the language gap)"""
     seed: int = 0
@@ -257,14 +257,6 @@ def close_worker() -> None:
 
 def check_args(args: Args) -> None:
     """Reject bad arguments before any process or simulator starts, naming the argument."""
-    if args.backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {BACKENDS}, got {args.backend!r}")
-    if args.scene not in SCENES:
-        raise ValueError(f"--scene must be one of {SCENES}, got {args.scene!r}")
-    if args.obs_mode not in OBS_MODES:
-        raise ValueError(f"--obs-mode must be one of {OBS_MODES}, got {args.obs_mode!r}")
-    if args.instruction_split not in ("eval", "train"):
-        raise ValueError(f"--instruction-split must be 'eval' or 'train', got {args.instruction_split!r}")
     for name in ("num_chains", "num_workers", "bootstrap_samples", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
