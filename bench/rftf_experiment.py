@@ -127,6 +127,8 @@ class Args:
     """official chains evaluated in scene D per policy (the official protocol: 1000)"""
     eval_workers: int = 2
     """evaluate.py --num-workers"""
+    eval_batch_size: int = 16
+    """chains run in lockstep by evaluate.py, one policy forward pass per step for all of them"""
     eval_seed: int = 0
     """seed of the evaluation (chain i's env seed); the same for every policy, so they are paired"""
     video_chains: int | None = None
@@ -497,6 +499,7 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
                 raise StageError(f"no finished checkpoint to evaluate for {out.name}")
             return [py, script("evaluate.py"), "--policy", str(path), "--num-chains", str(args.eval_chains),
                     "--scene", "D", "--obs-mode", eval_obs, "--num-workers", str(args.eval_workers),
+                    "--batch-size", str(args.eval_batch_size),
                     "--seed", str(args.eval_seed), "--bootstrap-samples", str(args.bootstrap_samples),
                     "--output-dir", str(out)]
 
