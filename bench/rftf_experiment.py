@@ -137,7 +137,7 @@ class Args:
     """resamples of the bootstrap intervals"""
 
     # Running
-    jobs: int = 1
+    jobs: int | None = None
     """independent stages (PPO runs, evaluations) run at once; 2 uses both cores of a 2-core machine"""
     results_md: str | None = None
     """also copy RESULTS.md to this path (the repository's RESULTS.md for the full run)"""
@@ -149,10 +149,10 @@ class Args:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(obs_mode="state", seeds=(1,), demo_train_episodes=3, demo_val_episodes=1, bc_steps=1500,
-                  value_epochs=4, value_keep_epoch=4, ppo_episodes=48, eval_chains=100, video_chains=1,
+                  value_epochs=4, value_keep_epoch=4, ppo_episodes=64, eval_chains=100, video_chains=1, jobs=2,
                   bc="pretrained/state/bc", value="pretrained/state/value"),
     "full": dict(obs_mode="state", seeds=(1, 2, 3), demo_train_episodes=60, demo_val_episodes=20, bc_steps=3000,
-                 value_epochs=8, value_keep_epoch=8, ppo_episodes=1024, eval_chains=1000, video_chains=2),
+                 value_epochs=8, value_keep_epoch=8, ppo_episodes=1024, eval_chains=1000, video_chains=2, jobs=1),
 }
 
 
