@@ -365,12 +365,14 @@ class Runner:
             return
         stop = threading.Event()
 
+        started = time.time()
+
         def monitor() -> None:
             while not stop.wait(30):
                 with self.lock:
                     lines = [f"    {name}: {text}" for name, text in self.live.items()]
                 if lines:
-                    print("\n".join(lines), flush=True)
+                    print(f"  [{(time.time() - started) / 60:.1f} min]\n" + "\n".join(lines), flush=True)
 
         watcher = threading.Thread(target=monitor, daemon=True)
         watcher.start()
