@@ -140,7 +140,7 @@ class Args:
     jobs: int | None = None
     """independent stages (PPO runs, evaluations) run at once; 2 uses both cores of a 2-core machine"""
     results_md: str | None = None
-    """also copy RESULTS.md to this path (the repository's RESULTS.md for the full run)"""
+    """also copy RESULTS.md to this path, with its plots in docs/results/ beside it (the repository's RESULTS.md)"""
     notes: str | None = None
     """a Markdown file whose text is added to RESULTS.md under "Reading the results\""""
     dry_run: bool = False
@@ -846,8 +846,13 @@ def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
     atomic_write_text(run_dir / "RESULTS.md", text)
     atomic_write_text(run_dir / "results.json", json.dumps(out, indent=2, default=str) + "\n")
     if args.results_md:
-        atomic_write_text(args.results_md, text.replace("](plots/", f"]({os.path.relpath(run_dir, Path(args.results_md).resolve().parent)}/plots/")
-                          .replace("](videos/", f"]({os.path.relpath(run_dir, Path(args.results_md).resolve().parent)}/videos/"))
+        # A copy for the repository: the plots go to docs/results/ beside it; videos stay in the run.
+        target = Path(args.results_md).resolve()
+        assets = target.parent / "docs" / "results"
+        assets.mkdir(parents=True, exist_ok=True)
+        for png in (run_dir / "plots").glob("*.png"):
+            shutil.copyfile(png, assets / png.name)
+        atomic_write_text(target, text.replace("](plots/", "](docs/results/").replace("](videos/", f"]({run_dir}/videos/"))
     return text
 
 
