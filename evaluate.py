@@ -41,6 +41,7 @@ from rftf_gym import cli, evaluation, policies, sequences, tasks
 from rftf_gym.backends import Backend
 from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
 from rftf_gym.env import ObsMode
+from rftf_gym.files import atomic_write, atomic_write_text
 
 PROG = "evaluate.py"
 
@@ -207,10 +208,9 @@ def save_video(path: Path, segments: list[tuple[str, list[np.ndarray], bool]]) -
                 draw.text((3, height + 3 + 12 * k), line, fill=color)
             images.append(canvas)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.gif")
     durations = [33] * (len(images) - 1) + [1000]  # 30 Hz control, hold the last frame
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                duration=durations, loop=0))
 
 
 # Worker processes: each builds its env(s) and policy once, then runs chains by index.
@@ -366,8 +366,8 @@ if __name__ == "__main__":
     )
     metrics["config"] = config
     print(evaluation.format_table(metrics))
-    evaluation.atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    evaluation.atomic_write_text(output_dir / "metrics.md", evaluation.format_markdown(metrics, config))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output_dir / "metrics.md", evaluation.format_markdown(metrics, config))
     print(f"results in {output_dir}")
 
     from torch.utils.tensorboard import SummaryWriter
