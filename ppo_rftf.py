@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
 from rftf_gym import cli
-from rftf_gym.conventions import EP_LEN
+from rftf_gym.conventions import EP_LEN, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
 from rftf_gym.wrappers import ValueRewardVectorWrapper
@@ -137,7 +137,7 @@ class Args:
     """run the chained evaluation (evaluate.py) every N iterations; 0: only at the end"""
     eval_chains: int = 0
     """chains per evaluation (the official ones, first N); 0: no evaluation"""
-    eval_scene: str = "D"
+    eval_scene: Scene = "D"
     """scene of the chained evaluation"""
     eval_workers: int = 1
     """worker processes of the chained evaluation"""
