@@ -143,8 +143,12 @@ def test_tiny_sparse_run_trains_the_head_only_and_saves_a_loadable_policy(tiny_v
     from rftf_gym.models import load_vla
 
     subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
-                            "--checkpoint-dir", "ckpt"), cwd=tmp_path, env=_env(), check=True, timeout=300)
+                            "--checkpoint-dir", "ckpt", "--eval-chains", "1"), cwd=tmp_path, env=_env(), check=True,
+                   timeout=300)
     state = _final_state(tmp_path / "ckpt" / "tiny")
+    # The chained evaluation ran through evaluate.py on the final checkpoint.
+    metrics = json.loads((tmp_path / "ckpt" / "tiny" / "eval" / "iter_000002" / "metrics.json").read_text())
+    assert metrics["num_chains"] == 1 and 0 <= metrics["avg_len"]["value"] <= 5
     assert state["iteration"] == 2 and state["episodes"] == 8 and state["kl_ref"] > 0
     start, tuned = load_vla(tiny_vla), load_vla(tmp_path / "ckpt" / "tiny" / "iter_000002")
     for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
