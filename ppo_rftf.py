@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
 from rftf_gym import cli
-from rftf_gym.conventions import EP_LEN, Scene
+from rftf_gym.conventions import EP_LEN, SCENES, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
 from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
@@ -423,7 +423,7 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
 
 def check_args(args: Args) -> None:
     """Raises ValueError naming the first bad argument."""
-    if not args.scenes or not set(args.scenes) <= set("ABCD"):
+    if not args.scenes or not set(args.scenes) <= set(SCENES):
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")

@@ -45,7 +45,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from markdown_section import write_section  # noqa: E402
 
-from rftf_gym.conventions import COLORS, NEUTRAL_ROBOT_OBS  # noqa: E402
+from rftf_gym.conventions import COLORS, NEUTRAL_ROBOT_OBS, SCENES, Scene  # noqa: E402
 from rftf_gym.files import atomic_write_text  # noqa: E402
 
 SECTION = "fidelity"
@@ -64,7 +64,7 @@ START_SCENE = np.array([0, 0, 0, 0, 0, 0,
 
 @dataclass
 class Args:
-    scenes: tuple[str, ...] = ("A", "B", "C", "D")
+    scenes: tuple[Scene, ...] = SCENES
     """scenes whose geometry is compared"""
     trajectory_scenes: tuple[str, ...] = ("D",)
     """scenes in which the open-loop trajectories are compared"""

@@ -37,16 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rftf_gym.conventions import ACTION_DIM, ROBOT_OBS_DIM, SCENE_OBS_DIM
 from rftf_gym.files import atomic_write
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
 NUM_BINS = 1000
 """Bins per action dimension over [-1, 1] (RFTF section 4.1.4 discretises to 1000 bins)."""
-ACTION_DIM = 7
 GRIPPER_DIM = 6
 OBS_MODES = ("rgb", "state")
-ROBOT_OBS_DIM = 15
-SCENE_OBS_DIM = 24
 PRECOMPUTED_TEXT = "precomputed"
 """``text_encoder`` value of a model that only takes precomputed embeddings (``lang_emb``)."""
 
