@@ -42,6 +42,7 @@ from rftf_gym.backends import Backend
 from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
 from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
 from rftf_gym.env import ObsMode
+from rftf_gym.files import atomic_write, atomic_write_text
 
 PROG = "evaluate.py"
 
@@ -147,6 +148,34 @@ def make_env(args: Args, render: bool = False) -> gym.Env:
     )
 
 
+def check_reset_states(args: Args, chains: list[tuple[dict, tuple[str, ...]]]) -> None:
+    """Refuse chains whose reset state the scene cannot hold, before any chain runs.
+
+    The official reset states put shelf blocks at scene D's shelf spots and the open door at 0.28
+    (calvin_agent/evaluation/utils.py, get_env_state_for_initial_condition): in scenes B and C,
+    whose shelf sits 0.18 m further right and whose door travels 0.304 / 0.24, some of them put a
+    block inside the cabinet or the door past its end (`rftf_gym.state_check`).
+
+    Raises:
+        ValueError: naming the first such chain and what is wrong with its state.
+    """
+    env = gym.make("RFTF-CALVIN-v0", backend=args.backend, scene=args.scene, obs_mode="state")
+    seen: set[str] = set()
+    try:
+        for i, (initial_state, chain) in enumerate(chains):
+            key = json.dumps(initial_state, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            robot_obs, scene_obs = sequences.get_env_state_for_initial_condition(initial_state)
+            try:
+                env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": chain[0]})
+            except ValueError as err:
+                raise ValueError(f"chain {i}'s initial state cannot be set up in scene {args.scene}: {err}") from err
+    finally:
+        env.close()
+
+
 # ALGO LOGIC: the official rollout rules (evaluate_policy.py: evaluate_sequence, rollout)
 def rollout(
     env: gym.Env, policy: policies.Policy, obs: dict, instruction: str, frames: list | None
@@ -211,10 +240,9 @@ def save_video(path: Path, segments: list[tuple[str, list[np.ndarray], bool]]) -
                 draw.text((3, height + 3 + 12 * k), line, fill=color)
             images.append(canvas)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.gif")
     durations = [33] * (len(images) - 1) + [1000]  # 30 Hz control, hold the last frame
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                duration=durations, loop=0))
 
 
 # Worker processes: each builds its env(s) and policy once, then runs chains by index.
@@ -280,6 +308,7 @@ if __name__ == "__main__":
 
     with cli.usage_errors(PROG):
         chains, chain_source = load_chains(args)
+        check_reset_states(args, chains)
     policy_tag = args.policy if args.policy in policies.BUILTIN_POLICIES else Path(args.policy).name
     run_name = (
         f"{args.exp_name}__{policy_tag}__{args.backend}-{args.scene}__{args.obs_mode}__{len(chains)}__{args.seed}"
@@ -392,8 +421,8 @@ if __name__ == "__main__":
     )
     metrics["config"] = config
     print(evaluation.format_table(metrics))
-    evaluation.atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    evaluation.atomic_write_text(output_dir / "metrics.md", evaluation.format_markdown(metrics, config))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output_dir / "metrics.md", evaluation.format_markdown(metrics, config))
     print(f"results in {output_dir}")
 
     from torch.utils.tensorboard import SummaryWriter

@@ -41,6 +41,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rftf_gym.data import CalvinDataset
+from rftf_gym.files import atomic_write_bytes
 from rftf_gym.language import TRAIN_INSTRUCTIONS
 from rftf_gym.models import (
     ACTION_DIM,
@@ -289,13 +290,7 @@ def save_resume(path: Path, model: VLA, optimizer: torch.optim.Optimizer, step: 
             tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {"step": str(step), "vla_config": json.dumps(model.config.to_dict()),
             "param_groups": json.dumps(state["param_groups"]), "extra": json.dumps(extra)}
-    blob = save_safetensors(tensors, metadata=meta)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=meta))
 
 
 def load_resume(path: Path, model: VLA, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:

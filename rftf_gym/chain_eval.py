@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from rftf_gym import evaluation, policies, sequences
-from rftf_gym.conventions import EP_LEN, NUM_SEQUENCES
+from rftf_gym.conventions import EP_LEN
 
 Chain = tuple[Mapping[str, Any], Sequence[str]]
 
@@ -456,5 +456,5 @@ def evaluate_chains(
     return [done[i] for i in range(len(chains))]
 
 
-__all__ = ["EP_LEN", "NUM_SEQUENCES", "ChainEvalConfig", "EnvPool", "chain_seed", "evaluate_chains", "make_env",
+__all__ = ["ChainEvalConfig", "EnvPool", "chain_seed", "evaluate_chains", "make_env",
            "results_config", "run_chains"]

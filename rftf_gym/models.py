@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,15 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rftf_gym.conventions import ACTION_DIM, ROBOT_OBS_DIM, SCENE_OBS_DIM
+from rftf_gym.files import atomic_write
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
 NUM_BINS = 1000
 """Bins per action dimension over [-1, 1] (RFTF section 4.1.4 discretises to 1000 bins)."""
-ACTION_DIM = 7
 GRIPPER_DIM = 6
 OBS_MODES = ("rgb", "state")
-ROBOT_OBS_DIM = 15
-SCENE_OBS_DIM = 24
 PRECOMPUTED_TEXT = "precomputed"
 """``text_encoder`` value of a model that only takes precomputed embeddings (``lang_emb``)."""
 
@@ -520,20 +517,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_safetensors_checkpoint(directory: str | Path, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
     """Write ``model.safetensors`` then ``config.json`` atomically (each to a temporary file
     moved into place); config.json records the weights' sha256 and tensor shapes, so a weights
@@ -556,7 +539,7 @@ def save_safetensors_checkpoint(directory: str | Path, tensors: Mapping[str, tor
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     blob = save(cpu)
     weights = directory / WEIGHTS_FILE
-    _atomic_write_bytes(weights, lambda f: f.write(blob))
+    atomic_write(weights, lambda f: f.write(blob), sync=True)
     full = dict(config)
     full["format"] = CHECKPOINT_FORMAT
     full["weights"] = {
@@ -566,7 +549,7 @@ def save_safetensors_checkpoint(directory: str | Path, tensors: Mapping[str, tor
         "tensors": {k: list(v.shape) for k, v in cpu.items()},
     }
     text = json.dumps(full, indent=2, sort_keys=True) + "\n"
-    _atomic_write_bytes(directory / CONFIG_FILE, lambda f: f.write(text.encode()))
+    atomic_write(directory / CONFIG_FILE, lambda f: f.write(text.encode()), sync=True)
     return directory
 
 
