@@ -84,8 +84,8 @@ class Args:
     """"dense": value-model rewards (Eq. 2); "sparse": the paper's success-only ablation"""
     scenes: str = "ABC"
     """training scenes: "ABC" (generalisation setting) or "D" (adaptation setting), paper 4.1"""
-    num_envs: int = 4
-    """parallel environments per rank"""
+    num_envs: int = 8
+    """parallel environments per rank (the policy and value model act on all of them in one batch)"""
     async_envs: bool = False
     """if toggled, run the environments in worker processes (AsyncVectorEnv)"""
     max_episode_steps: int = EP_LEN
