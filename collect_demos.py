@@ -43,11 +43,12 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import cli, evaluation
-from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, SCENES, wrap_angle
+from rftf_gym import cli
+from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, Scene, wrap_angle
 from rftf_gym.data import LANG_FOLDER, MAX_WINDOW, CalvinDataset, CalvinDatasetWriter, TaskEmbeddings
 from rftf_gym.data.statistics import write_statistics
 from rftf_gym.experts import make_expert
+from rftf_gym.files import atomic_write_text
 from rftf_gym.language import EVAL_INSTRUCTIONS, instruction_for
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
@@ -62,9 +63,9 @@ class Args:
     """play episodes in training/, split evenly over --train-scenes"""
     val_episodes: int = 20
     """play episodes in validation/ (scene D)"""
-    train_scenes: tuple[str, ...] = ("A", "B", "C")
+    train_scenes: tuple[Scene, ...] = ("A", "B", "C")
     """scenes of the training split"""
-    val_scene: str = "D"
+    val_scene: Scene = "D"
     """scene of the validation split"""
     tasks_per_episode: tuple[int, int] = (5, 10)
     """range (inclusive) of the number of chained tasks per play episode"""
@@ -249,7 +250,7 @@ class SplitProgress:
         if writes_episode:
             counts.episodes += 1
             counts.frames += sum(len(frames) for frames, _, _ in attempt.segments)
-        evaluation.atomic_write_text(self.path, json.dumps(
+        atomic_write_text(self.path, json.dumps(
             {"config": self.config, "state": self._state(), "before": before}, indent=1))
 
 
@@ -323,9 +324,6 @@ def check_args(args: Args) -> None:
     """
     cli.check_output_dir(args.output, "--output")
     text_encoder(args.text_encoder)  # an unknown name raises ValueError
-    for scene in (*args.train_scenes, args.val_scene):
-        if scene not in SCENES:
-            raise ValueError(f"scenes must be among {SCENES}, got {scene!r}")
     if not args.train_scenes:
         raise ValueError("--train-scenes needs at least one scene")
     if args.train_episodes < 0 or args.val_episodes < 0:
@@ -355,7 +353,7 @@ def collect(args: Args) -> dict:
             index = ("training", "validation").index(split)
             summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
     summary["seconds_this_run"] = time.perf_counter() - start
-    evaluation.atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -25,6 +25,8 @@ from markdown_section import write_section  # noqa: E402
 
 import evaluate  # noqa: E402  (the script's rollout, so the benchmark measures what it runs)
 from rftf_gym import policies, sequences  # noqa: E402
+from rftf_gym.backends import Backend  # noqa: E402
+from rftf_gym.conventions import Scene  # noqa: E402
 
 SECTION = "eval_throughput"
 
@@ -33,9 +35,9 @@ SECTION = "eval_throughput"
 class Args:
     chains: int = 3
     """chains per observation mode (the random policy fails the first instruction: 360 steps each)"""
-    backend: str = "embedded"
+    backend: Backend = "embedded"
     """simulator backend"""
-    scene: str = "D"
+    scene: Scene = "D"
     """CALVIN scene"""
     benchmarks_file: str = str(ROOT / "BENCHMARKS.md")
     """the Markdown file whose eval_throughput section is (re)written"""

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -40,7 +40,9 @@ from rftf_gym.conventions import (
     TABLE_TOP_HALF_X,
 )
 
-OBS_MODES = ("rgb", "state", "rgb+state")
+# What the policy sees: the cameras, the state vectors, or both (plus the instruction always).
+ObsMode = Literal["rgb", "state", "rgb+state"]
+OBS_MODES: tuple[str, ...] = get_args(ObsMode)
 REWARD_MODES = ("sparse", "dense")
 INSTRUCTION_SPLITS = ("train", "eval")
 # Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
