@@ -245,17 +245,22 @@ class _BatchedPolicy:
     def __init__(self, policy: Any) -> None:
         self.policy = policy
         self.required_obs = policies.required_obs(policy)
-        self.seeds: dict[int, int] = {}
 
     def seed_slot(self, slot: int, seed: int) -> None:
-        self.seeds[slot] = seed
+        seed_slots = getattr(self.policy, "seed_slots", None)
+        if callable(seed_slots):  # per-row random streams (a sampling VLA)
+            seed_slots([slot], [seed])
 
     def reset_slot(self, slot: int) -> None:
         self.policy.reset_batch([slot])
 
     def act(self, slots: list[int], obs: list[dict], instructions: list[str]) -> np.ndarray:
         stacked = {k: np.stack([o[k] for o in obs]) for k in self.required_obs}
-        actions = np.asarray(self.policy.act_batch(stacked, list(instructions)), dtype=np.float64)
+        if callable(getattr(self.policy, "seed_slots", None)):
+            actions = self.policy.act_batch(stacked, list(instructions), slots=slots)
+        else:
+            actions = self.policy.act_batch(stacked, list(instructions))
+        actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (len(slots), 7) or not np.all(np.isfinite(actions)):
             raise ValueError(f"act_batch must return finite actions of shape ({len(slots)}, 7), got {actions.shape}")
         return actions
