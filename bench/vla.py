@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.markdown_section import write_section  # noqa: E402
 from rftf_gym.chain_eval import ChainEvalConfig, make_env, run_chains  # noqa: E402
 from rftf_gym.evaluation import compute_metrics  # noqa: E402
-from rftf_gym.models import load_vla  # noqa: E402
+from rftf_gym.models import load_vla, load_vla_policy  # noqa: E402
 from rftf_gym.sequences import get_sequences  # noqa: E402
 
 
@@ -39,14 +39,21 @@ class Args:
     """official chains evaluated per checkpoint and instruction split"""
     splits: tuple[str, ...] = ("eval", "train")
     """instruction splits: "eval" (official sentences) and "train" (training paraphrases)"""
+    greedy_row: bool = True
+    """also evaluate the eval split with greedy (most probable bin) actions"""
     batch_size: int = 25
     """chains in lockstep"""
     num_workers: int = 2
     """env worker processes"""
     latency_calls: int = 50
     """policy calls timed per batch size"""
+    train_minutes: tuple[float, ...] = ()
+    """BC optimisation minutes per checkpoint, for checkpoints whose metadata predates
+    ``best.train_seconds`` (from train_bc.py's "N steps in S s" line)"""
     output_json: str | None = None
     """also write the raw numbers here"""
+    markdown_from: tuple[str, ...] = ()
+    """build the section from JSON files of earlier runs (--output-json) instead of measuring"""
     write_markdown: bool = True
     """rewrite the vla section of BENCHMARKS.md"""
 
@@ -85,16 +92,19 @@ def bench_checkpoint(path: str, args: Args) -> dict:
         "splits": {},
     }
     chains = list(get_sequences(args.num_chains))
-    for split in args.splits:
+    runs = [(split, split, path) for split in args.splits]
+    if args.greedy_row:
+        runs.append(("eval (greedy)", "eval", load_vla_policy(path, greedy=True)))
+    for name, split, policy in runs:
         timing: dict = {}
         start = time.perf_counter()
         config = ChainEvalConfig(obs_mode="rgb+state" if obs_mode == "rgb" else "state", instruction_split=split,
                                  batch_size=args.batch_size, num_workers=args.num_workers)
-        records = run_chains(path, chains, range(len(chains)), config, timing=timing)
+        records = run_chains(policy, chains, range(len(chains)), config, timing=timing)
         wall = time.perf_counter() - start
         ordered = [records[i] for i in range(len(chains))]
         metrics = compute_metrics([r["chain"] for r in ordered], [r["num_success"] for r in ordered], 2000, seed=0)
-        out["splits"][split] = {
+        out["splits"][name] = {
             "avg_len": metrics["avg_len"],
             "chain_sr": metrics["chain_sr"],
             "tasks": {t: v["rate"] for t, v in metrics["tasks"].items()},
@@ -105,18 +115,20 @@ def bench_checkpoint(path: str, args: Args) -> dict:
             "env_steps": timing["env_steps"],
             "policy_calls": timing["policy_calls"],
         }
+    out["load_avg"] = list(os.getloadavg())
     return out
 
 
-def markdown(results: list[dict], args: Args, load: tuple[float, float, float]) -> str:
+def markdown(results: list[dict], args: Args) -> str:
+    load = ", ".join(f"{r['obs_mode']} {r['load_avg'][1]:.1f}" for r in results)
     lines = [
         "## Base VLA (`bench/vla.py`)",
         "",
         f"`python bench/vla.py --checkpoints {' '.join(args.checkpoints)} --num-chains {args.num_chains} "
         f"--batch-size {args.batch_size} --num-workers {args.num_workers}`; scene D, embedded backend, "
-        f"{args.num_chains} official chains per row, torch 1 thread; machine load average during the run "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on 2 cores (shared with the team's jobs, so times are "
-        "upper bounds). 1000-chain time = measured time per chain x 1000.",
+        f"{args.num_chains} official chains per row, torch 1 thread, sampled actions (per-chain seeded); "
+        f"5-minute load average at the end of each run: {load} on 2 cores (shared with the team's jobs, so "
+        "times are upper bounds). 1000-chain time = measured time per chain x 1000.",
         "",
         "| variant | params | BC steps | BC time | val loss | latency b=1 | latency b=16 | split | Avg. Len. [95%] | L1 | 1000-chain time | policy / env share |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -136,9 +148,22 @@ def markdown(results: list[dict], args: Args, load: tuple[float, float, float]) 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    results = [bench_checkpoint(path, args) for path in args.checkpoints]
-    load = os.getloadavg()
-    text = markdown(results, args, load)
+    if args.markdown_from:
+        merged: dict[str, dict] = {}  # runs of the same checkpoint contribute their rows
+        for p in args.markdown_from:
+            for r in json.loads(Path(p).read_text()):
+                if r["checkpoint"] in merged:
+                    merged[r["checkpoint"]]["splits"].update(r["splits"])
+                else:
+                    merged[r["checkpoint"]] = r
+        results = list(merged.values())
+        args.checkpoints = tuple(merged)
+    else:
+        results = [bench_checkpoint(path, args) for path in args.checkpoints]
+    for result, minutes in zip(results, args.train_minutes):
+        if result["train_seconds"] is None:
+            result["train_seconds"] = 60 * minutes
+    text = markdown(results, args)
     print(text)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(results, indent=2, default=float) + "\n")
