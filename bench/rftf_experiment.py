@@ -54,7 +54,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rftf_gym.conventions import CHAIN_LEN  # noqa: E402
-from rftf_gym.evaluation import atomic_write_text, bootstrap_mean, paired_bootstrap, read_results  # noqa: E402
+from rftf_gym.evaluation import bootstrap_mean, paired_bootstrap, read_results  # noqa: E402
+from rftf_gym.files import atomic_write_text  # noqa: E402
 
 SETTING_NAMES = {"ABC": "generalisation (train A,B,C; test D)", "D": "adaptation (train D; test D)"}
 
