@@ -66,7 +66,7 @@ class Args:
     """the run directory: every output of every stage goes under it (re-run to resume)"""
     preset: Literal["quick", "full"] = "full"
     """defaults of every option left unset: "quick" (the README quickstart: shipped BC and value
-    checkpoints, one seed, a few dozen PPO episodes, 100 chains) or "full" (3 seeds, the paper's
+    checkpoints, one seed, 32 PPO episodes per run, 100 chains) or "full" (3 seeds, the paper's
     ~1000 PPO episodes, the official 1000 chains)"""
     obs_mode: Literal["state", "rgb"] | None = None
     """the VLA variant: "state" (robot_obs + scene_obs) or "rgb" (both cameras + robot_obs)"""
@@ -150,7 +150,7 @@ class Args:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(obs_mode="state", seeds=(1,), demo_train_episodes=3, demo_val_episodes=1, bc_steps=1500,
-                  value_epochs=4, value_keep_epoch=4, ppo_episodes=64, eval_chains=100, video_chains=1, jobs=2,
+                  value_epochs=4, value_keep_epoch=4, ppo_episodes=32, eval_chains=100, video_chains=1, jobs=2,
                   bc="pretrained/state/bc", value="pretrained/state/value"),
     "full": dict(obs_mode="state", seeds=(1, 2, 3), demo_train_episodes=60, demo_val_episodes=20, bc_steps=3000,
                  value_epochs=8, value_keep_epoch=8, ppo_episodes=1024, eval_chains=1000, video_chains=2, jobs=1),
