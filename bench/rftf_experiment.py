@@ -37,6 +37,7 @@ import platform
 import resource
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -247,6 +248,8 @@ class Runner:
         self.count = 0
         self.lock = threading.Lock()
         self.live: dict[str, str] = {}  # stage -> its latest progress line (parallel mode)
+        self.procs: set[subprocess.Popen] = set()  # running stage processes, ended with the runner
+        self.stopping = threading.Event()
         (run_dir / "manifests").mkdir(parents=True, exist_ok=True)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -335,6 +338,8 @@ class Runner:
             log.flush()
             proc = subprocess.Popen(stage.command, cwd=self.run_dir, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, bufsize=0)
+            with self.lock:
+                self.procs.add(proc)
             assert proc.stdout is not None
             pending = b""
             while True:
@@ -359,6 +364,7 @@ class Runner:
             code = proc.wait()
             with self.lock:
                 self.live.pop(stage.name, None)
+                self.procs.discard(proc)
         if code != 0:
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
             raise StageError(f"stage {stage.name} failed (exit status {code}); last lines of {log_path}:\n{tail}")
@@ -383,10 +389,31 @@ class Runner:
         watcher.start()
         try:
             with ThreadPoolExecutor(self.jobs) as pool:
-                for future in [pool.submit(self.run, s) for s in stages]:
-                    future.result()
+                futures = [pool.submit(self._run_unless_stopping, s) for s in stages]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    self.stop()  # one stage failed: start no other, end the running ones
+                    raise
         finally:
             stop.set()
+
+    def _run_unless_stopping(self, stage: Stage) -> dict[str, Any] | None:
+        return None if self.stopping.is_set() else self.run(stage)
+
+    def stop(self) -> None:
+        """End every running stage process (they resume when the command is run again)."""
+        self.stopping.set()
+        with self.lock:
+            procs = list(self.procs)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # ---------------------------------------------------------------------------- the pipeline
@@ -906,13 +933,19 @@ def main(args: Args) -> None:
     start = time.time()
     print(f"RFTF experiment ({args.preset}) in {run_dir}: {len(stages)} stages; "
           f"load average {load_average()} on {os.cpu_count()} cores", flush=True)
-    for title, group in groups:
-        print(f"== {title} ==", flush=True)
-        for stage in group:
-            if isinstance(stage.command, LazyCommand):
-                if runner.check_manifest(stage) is None or not stage.done():
-                    stage.command.resolve()
-        runner.run_group(group)
+    # SIGTERM (a killed job) ends the stage processes too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        for title, group in groups:
+            print(f"== {title} ==", flush=True)
+            for stage in group:
+                if isinstance(stage.command, LazyCommand):
+                    if runner.check_manifest(stage) is None or not stage.done():
+                        stage.command.resolve()
+            runner.run_group(group)
+    except BaseException:
+        runner.stop()
+        raise
     print("== report ==", flush=True)
     text = write_report(args, run_dir, stages)
     summary = text.split("## Value model diagnostics")[0]
