@@ -343,9 +343,9 @@ def trajectories() -> dict[str, list[tuple[str, np.ndarray]]]:
     """Open-loop action sequences, all from (NEUTRAL_ROBOT, START_SCENE)."""
     red, blue = START_SCENE[6:9], START_SCENE[12:15]
     return {
-        "free motion (+x, +y, -z, +yaw, -x; 15 steps each)": _relative(
-            [(15, (1, 0, 0, 0, 0, 0, 1)), (15, (0, 1, 0, 0, 0, 0, 1)), (15, (0, 0, -1, 0, 0, 0, 1)),
-             (15, (0, 0, 0, 0, 0, 1, 1)), (15, (-1, 0, 0, 0, 0, 0, 1))]),
+        "free motion (+x 12, +z 8, +yaw 15, -x 12, -z 8, +y 5)": _relative(
+            [(12, (1, 0, 0, 0, 0, 0, 1)), (8, (0, 0, 1, 0, 0, 0, 1)), (15, (0, 0, 0, 0, 0, 1, 1)),
+             (12, (-1, 0, 0, 0, 0, 0, 1)), (8, (0, 0, -1, 0, 0, 0, 1)), (5, (0, 1, 0, 0, 0, 0, 1))]),
         "workspace edge (+x 40, then -z 30)": _relative([(40, (1, 0, 0, 0, 0, 0, 1)), (30, (0, 0, -1, 0, 0, 0, 1))]),
         "press on the table (+y 8, then -z 30)": _relative([(8, (0, 1, 0, 0, 0, 0, 1)), (30, (0, 0, -1, 0, 0, 0, 1))]),
         "grasp and lift red (absolute)": _absolute(
@@ -551,7 +551,9 @@ def report(results: dict, args: Args, wall: float) -> str:
             n = 0
             for task in tasks:
                 e, o = by[("embedded", scene, task)], by[("calvin", scene, task)]
-                lines.append(f"| {task} | {e['successes']}/{e['episodes']} | {o['successes']}/{o['episodes']} |")
+                notes = "".join(f" ({len(r['errors'])} errors: {r['errors'][0][:80]})" if r.get("errors") else ""
+                                for r in (e, o))
+                lines.append(f"| {task} | {e['successes']}/{e['episodes']} | {o['successes']}/{o['episodes']}{notes} |")
                 tot["embedded"] += e["successes"]
                 tot["calvin"] += o["successes"]
                 n += e["episodes"]

@@ -232,7 +232,8 @@ class BlockSkills:
     def _stack(self) -> Script:
         held = self._held_block()
         candidates = self._table_blocks(exclude=held)
-        if not candidates:
+        if held is None or not candidates:
+            # Nothing in the hand (the block slipped out before the script started): no stack.
             return False
         tcp = self.tcp
         base = min(candidates, key=lambda c: np.linalg.norm(self.block_pos(c)[:2] - tcp[:2]))

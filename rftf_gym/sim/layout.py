@@ -386,8 +386,10 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
         _joint("base__led", "fixed", "led_link", (layout.button_x, 0.16, 0.656)),
         _joint("base__light", "fixed", "light_link", (layout.switch_x, layout.light_y, 0.648)),
     ]
-    parts = ((base, 0.0), (plank, 0.0), (slide, 1.5), (drawer, 2.0), (button, 0.15), (switch, 0.25), (led, 0.0),
-             (light, 0.0))
+    # Link masses of the official table (pybullet's getDynamicsInfo of calvin_table_*.urdf at
+    # global_scaling 0.8; the fixed links' masses do not matter).
+    parts = ((base, 0.0), (plank, 0.0), (slide, 1.543), (drawer, 4.231), (button, 0.154), (switch, 0.239),
+             (led, 0.0), (light, 0.0))
     links = [link.xml(mass, visual=visual_links is None or link.name in visual_links) for link, mass in parts]
     # One element per line: pybullet's XML reader fails on very long lines.
     body = "\n".join([*links, *joints]).replace("><", ">\n<")
