@@ -40,9 +40,10 @@ GRASP_BELOW_CENTRE = 0.0
 BLOCK_Z = TABLE_TOP_Z + 0.02  # block centre resting on the table top or the shelf
 DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on the sliding door
 # Pushing along x at neutral yaw: the pushing face sits this far ahead of the TCP with the fingers
-# closed / open (the leading finger's outer face), and the TCP reaches |x| <= PUSH_REACH_X at
-# table height over the whole depth of the table (measured).
-PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN = 0.012, 0.05
+# closed (the outer face of the longer finger's plate, rftf_gym.sim.robot LONGER_FINGER_BOXES),
+# and the TCP reaches |x| <= PUSH_REACH_X at table height over the whole depth of the table
+# (measured).
+PUSH_LEAD_CLOSED = 0.007
 PUSH_REACH_X = 0.29
 PUSH_START_MAX_X = 0.37  # beyond, a push cannot start: the fingers stall short of the block (measured)
 PUSH_BEHIND_MAX_Y = -0.01  # the closed fingers fit behind a block up to here (cabinet face beyond)
