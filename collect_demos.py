@@ -1,4 +1,4 @@
-"""Scripted-expert demonstrations in CALVIN's dataset format (issue 3, SPEC 4).
+"""Scripted-expert demonstrations in CALVIN's dataset format (mees/calvin ``dataset/README.md``).
 
 Each "play" episode starts from a random layout of one scene and chains experts, as CALVIN's
 teleoperated play data does: after each success the next task is drawn among those whose
@@ -15,6 +15,13 @@ records how many attempts are done (failed ones included) with their counts, and
 same command goes on from there, so an interrupted and resumed collection writes exactly what an
 uninterrupted one does. The summary counts every attempt of every run.
 
+Language: each instruction's ``language.emb`` is its embedding by ``--text-encoder`` (the
+project's hashed n-gram encoder, `rftf_gym.text_encoder`; not CALVIN's MiniLM), written to
+``lang_annotations/`` (the folder CALVIN's loaders read by default) and to
+``lang_<encoder name>/``. At the end of each split the script writes ``statistics.yaml``, and for
+validation ``embeddings.npy`` (the evaluation sentence of each task and its embedding) in both
+language folders.
+
 Frames: ``rel_actions`` is the expert's relative action exactly as sent to the env (what a policy
 outputs); ``actions`` is the absolute pose it aims at (tcp + 0.02 m * rel_pos, euler + 0.05 rad *
 rel_orn), so calvin's ``to_relative_action(actions, robot_obs)`` gives ``rel_actions`` back.
@@ -24,6 +31,7 @@ Usage: ``python collect_demos.py --output demos`` (small: ``--train-episodes 3 -
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,11 +43,15 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import evaluation
-from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, wrap_angle
-from rftf_gym.data import MAX_WINDOW, CalvinDatasetWriter
+from rftf_gym import cli, evaluation
+from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, Scene, wrap_angle
+from rftf_gym.data import LANG_FOLDER, MAX_WINDOW, CalvinDataset, CalvinDatasetWriter, TaskEmbeddings
+from rftf_gym.data.statistics import write_statistics
 from rftf_gym.experts import make_expert
-from rftf_gym.language import instruction_for
+from rftf_gym.language import EVAL_INSTRUCTIONS, instruction_for
+from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
+
+PROG = "collect_demos.py"
 
 
 @dataclass
@@ -50,9 +62,9 @@ class Args:
     """play episodes in training/, split evenly over --train-scenes"""
     val_episodes: int = 20
     """play episodes in validation/ (scene D)"""
-    train_scenes: tuple[str, ...] = ("A", "B", "C")
+    train_scenes: tuple[Scene, ...] = ("A", "B", "C")
     """scenes of the training split"""
-    val_scene: str = "D"
+    val_scene: Scene = "D"
     """scene of the validation split"""
     tasks_per_episode: tuple[int, int] = (5, 10)
     """range (inclusive) of the number of chained tasks per play episode"""
@@ -66,6 +78,9 @@ class Args:
     """gripper camera image size (official 84)"""
     compress: bool = True
     """write frames with np.savez_compressed, as the released dataset"""
+    text_encoder: str = HashedNgramEncoder().name
+    """instruction encoder (rftf_gym.text_encoder) whose embeddings are stored as language.emb, in
+    lang_annotations/ and in lang_<encoder name>/; it is not CALVIN's MiniLM"""
 
 
 @dataclass
@@ -112,6 +127,17 @@ class Attempt:
     segments: list[tuple[list[dict], str, str]]  # frames, task, instruction
     successes: list[str]
     failure: str | None
+    embeddings: list[np.ndarray] = field(default_factory=list)  # (1, dim) per instruction
+
+
+@functools.cache
+def text_encoder(name: str) -> TextEncoder:
+    """The instruction encoder of ``--text-encoder``, built once per process.
+
+    Each instruction's ``language.emb`` row is (1, dim), as CALVIN's annotator stores its sentence
+    embeddings (``calvin_agent/models/encoders/language_network.py`` adds the middle axis).
+    """
+    return make_text_encoder(name)
 
 
 def play_episode(env: gym.Env, seed: int, args: Args) -> Attempt:
@@ -138,6 +164,8 @@ def play_episode(env: gym.Env, seed: int, args: Args) -> Attempt:
         previous = task
     # The paraphrases are drawn after the chain, from the same generator.
     attempt.segments = [(frames, task, instruction_for(task, "train", rng)) for frames, task, _ in attempt.segments]
+    encoder = text_encoder(args.text_encoder)
+    attempt.embeddings = [encoder.encode([instruction]) for _, _, instruction in attempt.segments]
     return attempt
 
 
@@ -145,11 +173,11 @@ def write_episode(writer: CalvinDatasetWriter, scene: str, attempt: Attempt) -> 
     """Write an attempt's successful segments as one episode; the number of frames written."""
     writer.start_episode(f"calvin_scene_{scene}")
     frames_written = 0
-    for frames, task, instruction in attempt.segments:
+    for (frames, task, instruction), emb in zip(attempt.segments, attempt.embeddings, strict=True):
         first = writer.next_frame_id
         for frame in frames:
             last = writer.add_frame(**frame)
-        writer.add_annotation(max(first, last - MAX_WINDOW + 1), last, instruction, task)
+        writer.add_annotation(max(first, last - MAX_WINDOW + 1), last, instruction, task, emb=emb)
         frames_written += len(frames)
     writer.end_episode()
     return frames_written
@@ -159,7 +187,7 @@ def content_config(args: Args, scenes: tuple[str, ...], episodes: int) -> dict:
     """The arguments that decide a split's content: a resume must use the same ones."""
     return {"scenes": list(scenes), "episodes": episodes, "seed": args.seed, "noise": args.noise,
             "tasks_per_episode": list(args.tasks_per_episode), "static_size": args.static_size,
-            "gripper_size": args.gripper_size, "compress": args.compress}
+            "gripper_size": args.gripper_size, "compress": args.compress, "text_encoder": args.text_encoder}
 
 
 class SplitProgress:
@@ -230,7 +258,9 @@ def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args
     """Collect (or finish collecting) one split, scene after scene; its counts over all runs."""
     sizes = {"static": (args.static_size, args.static_size), "gripper": (args.gripper_size, args.gripper_size)}
     per_scene = np.array_split(np.arange(episodes), len(scenes))
-    with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress) as writer:
+    encoder = text_encoder(args.text_encoder)
+    with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress,
+                             lang_folders=lang_folders_of(args)) as writer:
         state = SplitProgress(writer.path, content_config(args, scenes, episodes), len(writer.episodes))
         totals.successes += state.counts.successes
         totals.failures += state.counts.failures
@@ -252,29 +282,94 @@ def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args
                 progress.update(1)
                 progress.set_postfix(ok=totals.successes, failed=totals.failures)
             env.close()
+        finish_split(writer, split, encoder)
     return state.counts
+
+
+def finish_split(writer: CalvinDatasetWriter, split: str, encoder: TextEncoder) -> None:
+    """The files CALVIN's own training and evaluation code read besides the frames.
+
+    ``statistics.yaml`` in every split (normalisation and action bounds, read by
+    ``load_dataset_statistics``) and, in the validation split, ``embeddings.npy`` with the
+    evaluation sentence of each task (read by the official rollouts to condition the policy).
+    Rewritten at the end of every run, so a resumed collection ends with the same files.
+    """
+    if writer.episodes:
+        write_statistics(CalvinDataset(writer.path.parent, split, check_files=False, lang_folder=None))
+    if split == "validation":
+        writer.write_eval_embeddings({
+            task: TaskEmbeddings((sentence,), encoder.encode([sentence])[:, None, :])
+            for task, sentence in EVAL_INSTRUCTIONS.items()
+        })
+
+
+def lang_folders_of(args: Args) -> tuple[str, str]:
+    """The language folders written: CALVIN's default one and one named after the encoder."""
+    return (LANG_FOLDER, f"lang_{text_encoder(args.text_encoder).name}")
+
+
+def splits_of(args: Args) -> list[tuple[str, tuple[str, ...], int]]:
+    """(split, scenes, episodes) of each split to collect."""
+    splits = [("training", tuple(args.train_scenes), args.train_episodes), ("validation", (args.val_scene,), args.val_episodes)]
+    return [split for split in splits if split[2] > 0]
+
+
+def check_args(args: Args) -> None:
+    """Refuse bad arguments, and a dataset collected with other ones, before collecting anything.
+
+    Raises:
+        ValueError: an argument out of range, or a split collected with other arguments.
+        NotADirectoryError: ``--output`` is a file.
+    """
+    cli.check_output_dir(args.output, "--output")
+    text_encoder(args.text_encoder)  # an unknown name raises ValueError
+    if not args.train_scenes:
+        raise ValueError("--train-scenes needs at least one scene")
+    if args.train_episodes < 0 or args.val_episodes < 0:
+        raise ValueError("--train-episodes and --val-episodes must be >= 0")
+    low, high = args.tasks_per_episode
+    if not 1 <= low <= high:
+        raise ValueError(f"--tasks-per-episode must be two numbers 1 <= low <= high, got {low} {high}")
+    if args.noise < 0:
+        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    for name in ("static_size", "gripper_size"):
+        if not 8 <= getattr(args, name) <= 1024:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [8, 1024], got {getattr(args, name)}")
+    for split, scenes, episodes in splits_of(args):
+        sizes = {"static": (args.static_size,) * 2, "gripper": (args.gripper_size,) * 2}
+        with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress,
+                                 lang_folders=lang_folders_of(args)) as writer:
+            SplitProgress(writer.path, content_config(args, scenes, episodes), len(writer.episodes))
 
 
 def collect(args: Args) -> dict:
     """Collect (or finish collecting) both splits; the summary, also saved as collection_summary.json."""
     start = time.perf_counter()
-    splits = (("training", args.train_scenes, args.train_episodes), ("validation", (args.val_scene,), args.val_episodes))
     summary: dict = {}
     totals = Counts()
     with tqdm(total=args.train_episodes + args.val_episodes, desc="episodes") as progress:
-        for index, (split, scenes, episodes) in enumerate(splits):
-            if episodes > 0:
-                summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
+        for split, scenes, episodes in splits_of(args):
+            index = ("training", "validation").index(split)
+            summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
     summary["seconds_this_run"] = time.perf_counter() - start
     evaluation.atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
     return summary
 
 
-if __name__ == "__main__":
-    summary = collect(tyro.cli(Args))
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, check it, collect and print the counts."""
+    args = tyro.cli(Args, args=argv)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):
+        check_args(args)
+    summary = collect(args)
     for split in ("training", "validation"):
         if split in summary:
             s = summary[split]
             print(f"{split}: {s['episodes']} episodes, {s['frames']} frames, {s['successes']} demonstrations, "
                   f"{s['failures']} failed attempts (not written) {s['failures_by_task']}")
     print(f"done in {summary['seconds_this_run']:.0f} s (this run; the counts include earlier interrupted runs)")
+
+
+if __name__ == "__main__":
+    main()

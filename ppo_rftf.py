@@ -44,7 +44,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.conventions import EP_LEN
+from rftf_gym import cli
+from rftf_gym.conventions import EP_LEN, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
 from rftf_gym.wrappers import ValueRewardVectorWrapper
@@ -61,6 +62,8 @@ class Args:
     """seed of the experiment (rank r uses seed + r)"""
     torch_deterministic: bool = True
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    torch_threads: int = 0
+    """torch intra-op threads per process (0: torch's default); 1 is faster for small batches on a busy CPU"""
     device: str = "cpu"
     """torch device of the policy and value model ("cpu", "cuda", "cuda:1"; under torchrun a bare
     "cuda" means this rank's local GPU)"""
@@ -108,8 +111,9 @@ class Args:
     """the advantage scale of failed episodes (Eq. 3; paper 1)"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
-    update_epochs: int = 4
-    """the K epochs to update the policy"""
+    update_epochs: int = 1
+    """the K epochs to update the policy (the head's 7000 logits make an epoch cost about a fifth
+    of a state-variant rollout, so one epoch of several minibatches keeps the update short)"""
     num_minibatches: int = 4
     """the number of mini-batches per epoch (per rank)"""
     clip_coef: float = 0.2
@@ -134,7 +138,7 @@ class Args:
     """run the chained evaluation (evaluate.py) every N iterations; 0: only at the end"""
     eval_chains: int = 0
     """chains per evaluation (the official ones, first N); 0: no evaluation"""
-    eval_scene: str = "D"
+    eval_scene: Scene = "D"
     """scene of the chained evaluation"""
     eval_workers: int = 1
     """worker processes of the chained evaluation"""
@@ -277,11 +281,13 @@ class TimedValue:
     def __init__(self, value_fn: Any) -> None:
         self.value_fn = value_fn
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
 
     def __call__(self, obs: dict[str, np.ndarray], instructions: list[str]) -> np.ndarray:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         values = self.value_fn(obs, instructions)
         self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
         return values
 
 
@@ -337,6 +343,8 @@ def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
 
 # Checkpoints: <checkpoint_dir>/<run_name>/iter_XXXXXX/{config.json, model.safetensors,
 # trainer.safetensors, trainer.json} and latest.json naming the newest complete one.
+# States on which the exact KL between the policies before and after an update is logged.
+KL_PROBE = 512
 # Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
 RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size")
 
@@ -421,14 +429,30 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
     return json.loads((out / "metrics.json").read_text())
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
-    if not set(args.scenes) <= set("ABCD") or not args.scenes:
+def check_args(args: Args) -> None:
+    """Raises ValueError naming the first bad argument."""
+    if not args.scenes or not set(args.scenes) <= set("ABCD"):
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
     if not 1 <= args.max_episode_steps <= EP_LEN:
         raise ValueError(f"--max-episode-steps must be in [1, {EP_LEN}], got {args.max_episode_steps}")
+    for name in ("num_envs", "episodes_per_iteration", "update_epochs", "num_minibatches", "save_every", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.learning_rate < 0 or args.clip_coef <= 0 or args.target_kl <= 0 or args.init_beta < 0:
+        raise ValueError("--learning-rate and --init-beta must be >= 0, --clip-coef and --target-kl > 0")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ValueError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+
+
+PROG = "ppo_rftf.py"
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):  # a mistake in the arguments: one line, exit status 2
+        check_args(args)
 
     # Multi-process set-up as cleanrl/ppo_atari_multigpu.py: gloo on CPU, NCCL on GPU.
     local_rank = int(os.getenv("LOCAL_RANK", "0"))
@@ -436,12 +460,13 @@ if __name__ == "__main__":
     if args.world_size > 1:
         dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     rank = dist.get_rank() if args.world_size > 1 else 0
-    if args.episodes_per_iteration % args.world_size:
-        raise ValueError(f"--episodes-per-iteration ({args.episodes_per_iteration}) must divide among {args.world_size} ranks")
+    with cli.usage_errors(PROG):
+        if args.episodes_per_iteration % args.world_size:
+            raise ValueError(f"--episodes-per-iteration ({args.episodes_per_iteration}) must divide among {args.world_size} ranks")
+        if args.total_episodes < args.episodes_per_iteration:
+            raise ValueError("--total-episodes must be at least --episodes-per-iteration")
     args.episodes_per_rank = args.episodes_per_iteration // args.world_size
     args.num_iterations = args.total_episodes // args.episodes_per_iteration
-    if args.num_iterations < 1:
-        raise ValueError("--total-episodes must be at least --episodes-per-iteration")
     scenes_tag = "".join(sorted(args.scenes))
     run_name = args.run_name or f"{args.exp_name}__{scenes_tag}__{args.reward_mode}__{args.seed}"
     run_dir = Path(args.checkpoint_dir) / run_name
@@ -453,9 +478,12 @@ if __name__ == "__main__":
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
     generator = torch.Generator(device=device).manual_seed(seed)
 
-    vla = load_vla(args.policy, device=device)
+    with cli.usage_errors(PROG):  # a missing or broken --policy checkpoint
+        vla = load_vla(args.policy, device=device)
     freeze_body(vla)
     head = vla.action_head
     ref_head = copy.deepcopy(head).requires_grad_(False)  # pi_ref: the starting policy (Eq. 4)
@@ -463,7 +491,8 @@ if __name__ == "__main__":
 
     start_iteration, global_step, episodes_done, beta = 1, 0, 0, args.init_beta
     run_dir.mkdir(parents=True, exist_ok=True)
-    resumed = load_trainer(run_dir, args, optimizer)
+    with cli.usage_errors(PROG):  # a checkpoint of other settings
+        resumed = load_trainer(run_dir, args, optimizer)
     if resumed is not None:
         directory, state = resumed
         head.load_state_dict({k[len("action_head."):]: v for k, v in load_vla(directory, device=device).state_dict().items()
@@ -487,7 +516,8 @@ if __name__ == "__main__":
     # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]
     value_fn, value_obs_mode = None, "state"
     if args.value_model is not None:
-        raw_value_fn, value_obs_mode = load_value_fn(args.value_model, device)
+        with cli.usage_errors(PROG):
+            raw_value_fn, value_obs_mode = load_value_fn(args.value_model, device)
         value_fn = TimedValue(raw_value_fn)
     obs_mode = env_obs_mode(vla.config.obs_mode, value_obs_mode)
     scene_of = [args.scenes[(rank * args.num_envs + i) % len(args.scenes)] for i in range(args.num_envs)]
@@ -507,8 +537,8 @@ if __name__ == "__main__":
     start_time = time.time()
     step_at_start = global_step
     for iteration in range(start_iteration, args.num_iterations + 1):
-        iteration_start = time.time()
-        value_seconds_before = value_fn.seconds if value_fn is not None else 0.0
+        iteration_start, iteration_cpu = time.time(), time.process_time()
+        value_before = (value_fn.seconds, value_fn.cpu_seconds) if value_fn is not None else (0.0, 0.0)
         finished, backlog = backlog, []
         rollout_steps = 0
         vla.eval()
@@ -540,13 +570,14 @@ if __name__ == "__main__":
                     # SAME_STEP autoreset: info now describes the new episode's reset.
                     current[i] = Episode(task=str(info["task"][i]), scene=scene_of[i])
         global_step += rollout_steps * args.world_size
-        rollout_time = time.time() - iteration_start
-        value_time = (value_fn.seconds if value_fn is not None else 0.0) - value_seconds_before
+        rollout_time, rollout_cpu = time.time() - iteration_start, time.process_time() - iteration_cpu
+        value_time, value_cpu = ((value_fn.seconds - value_before[0], value_fn.cpu_seconds - value_before[1])
+                                 if value_fn is not None else (0.0, 0.0))
         # Episodes that ended on the last step beyond this rank's share wait for the next update.
         finished, backlog = finished[: args.episodes_per_rank], finished[args.episodes_per_rank:]
 
         # ALGO LOGIC: rewards (Eq. 2) and balanced advantages (Eq. 3), per episode
-        update_start = time.time()
+        update_start, update_cpu = time.time(), time.process_time()
         b_advantages, shaped_sum, shaped_steps, raw_values = [], 0.0, 0, []
         for episode in finished:
             if episode.values is not None:
@@ -568,21 +599,25 @@ if __name__ == "__main__":
         b_success = torch.tensor([e.success for e in finished for _ in range(len(e))], device=device)
 
         # ALGO LOGIC: PPO update of the action head (Eq. 4)
-        old_head = copy.deepcopy(head).requires_grad_(False)
-        head.train()
         num_samples = len(b_logprobs)
-        clipfracs, stats = [], defaultdict(list)
+        with torch.no_grad():
+            # pi_ref is frozen: its log-probabilities over all bins are computed once per update.
+            b_ref_logprobs = torch.log_softmax(ref_head(b_features).view(num_samples, *b_bins.shape[1:], -1).float(), -1)
+            probe = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + iteration))[:KL_PROBE]
+            probe_old_logits = vla.logits(b_features[probe])
+        head.train()
+        stats = defaultdict(list)
+        kl_ref_last_epoch = torch.zeros((), dtype=torch.float64)
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1000 + iteration * 10 + epoch))
             for mb_inds in np.array_split(permutation.numpy(), args.num_minibatches):
                 optimizer.zero_grad()
                 if len(mb_inds):
-                    mb_features = b_features[mb_inds]
-                    new_dist = vla.distribution(mb_features)
-                    with torch.no_grad():
-                        ref_dist = BinnedActionDistribution(ref_head(mb_features).view_as(new_dist.logits))
+                    new_dist = vla.distribution(b_features[mb_inds])
                     newlogprob = new_dist.log_prob(b_bins[mb_inds])
-                    kl_ref = new_dist.kl(ref_dist)  # exact KL over the 1000-bin categoricals
+                    # The exact KL(pi_theta || pi_ref) over the 1000-bin categoricals, summed over
+                    # dims (BinnedActionDistribution.kl, on the cached reference log-probabilities).
+                    kl_ref = (new_dist.probs * (new_dist.log_probs - b_ref_logprobs[mb_inds])).sum((-1, -2))
                     mb_advantages = b_advantages[mb_inds]
                     if args.norm_adv and len(mb_inds) > 1:
                         mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
@@ -590,7 +625,10 @@ if __name__ == "__main__":
                     out["loss"].backward()
                     for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
                         stats[key].append(float(out[key]))
-                    stats["entropy"].append(float(new_dist.entropy().mean().detach()))
+                    with torch.no_grad():
+                        stats["entropy"].append(float(new_dist.entropy().mean()))
+                    if epoch == args.update_epochs - 1:
+                        kl_ref_last_epoch += kl_ref.detach().double().sum()
                 if args.world_size > 1:
                     # Gradients of the head averaged over ranks (cleanrl/ppo_atari_multigpu.py).
                     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in head.parameters()]
@@ -605,17 +643,15 @@ if __name__ == "__main__":
                 optimizer.step()
         head.eval()
 
-        # Exact KLs after the update, over the whole batch: to pi_ref (drives beta) and to the
-        # policy before this update.
+        # The exact KL to pi_ref of every sample, as the last epoch met it, drives beta; the exact
+        # KL(pi_old || pi_theta) of this update is measured on a probe of the batch.
         with torch.no_grad():
-            logits_new = vla.logits(b_features)
-            new_dist = BinnedActionDistribution(logits_new)
-            kl_ref_after = float(new_dist.kl(BinnedActionDistribution(ref_head(b_features).view_as(logits_new))).mean())
-            kl_old_new = float(BinnedActionDistribution(old_head(b_features).view_as(logits_new)).kl(new_dist).mean())
+            kl_old_new = float(BinnedActionDistribution(probe_old_logits).kl(vla.distribution(b_features[probe])).mean())
+        kl_ref_after = float(kl_ref_last_epoch) / num_samples
         kl_ref_after, kl_old_new = all_reduce_mean([kl_ref_after, kl_old_new], args.world_size)
         beta_used = beta
         beta = adapt_beta(beta, kl_ref_after, args.target_kl)  # once per iteration, same on every rank
-        update_time = time.time() - update_start
+        update_time, update_cpu = time.time() - update_start, time.process_time() - update_cpu
 
         # Logging: everything gathered to rank 0.
         local = {
@@ -623,7 +659,7 @@ if __name__ == "__main__":
             "adv": b_advantages.cpu().numpy(), "adv_success": b_success.cpu().numpy(),
             "shaped": (shaped_sum, shaped_steps), "raw_values": [float(v.mean()) for v in raw_values],
             "stats": {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()},
-            "times": (rollout_time, value_time, update_time), "checksum": head_checksum(head),
+            "times": (rollout_time, value_time, update_time, rollout_cpu, update_cpu, value_cpu), "checksum": head_checksum(head),
         }
         gathered = all_gather_objects(local, args.world_size)
         checksums = [g["checksum"] for g in gathered]
@@ -673,6 +709,11 @@ if __name__ == "__main__":
             writer.add_scalar("charts/value_time", value_t, global_step)
             writer.add_scalar("charts/update_time", update_t, global_step)
             writer.add_scalar("charts/update_fraction", update_t / (rollout_t + update_t), global_step)
+            rollout_c, update_c = max(g["times"][3] for g in gathered), max(g["times"][4] for g in gathered)
+            writer.add_scalar("charts/rollout_cpu_time", rollout_c, global_step)
+            writer.add_scalar("charts/update_cpu_time", update_c, global_step)
+            writer.add_scalar("charts/value_cpu_time", max(g["times"][5] for g in gathered), global_step)
+            writer.add_scalar("charts/rollout_steps", rollout_steps * args.world_size, global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("charts/episodes", episodes_done, global_step)
             writer.add_scalar("charts/SPS", int((global_step - step_at_start) / (time.time() - start_time)), global_step)

@@ -2,7 +2,7 @@
 
 Measures the `EmbeddedPlayTable` backend directly and, when `rftf_gym.env` registers
 ``RFTF-CALVIN-v0``, the Gymnasium env too, and the time of a physics step and of each camera's
-render. Each figure is the median of 5 runs. Targets on a 2-core CPU (issue 2): >= 150 steps/s
+render. Each figure is the median of 5 runs. The project's targets on a 2-core CPU: >= 150 steps/s
 with both cameras at official sizes (the official calvin_env measured 17.5), >= 1200 steps/s
 without cameras (official ~680). Results are printed and written to BENCHMARKS.md between
 ``<!-- env_throughput -->`` markers (the rest of the file is kept).

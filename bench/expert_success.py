@@ -1,4 +1,4 @@
-"""Success rate of every scripted expert in every scene (issue 3, SPEC 4).
+"""Success rate of every scripted expert in every scene.
 
 For each (task, scene) the expert runs from ``--episodes`` seeded random start states where the
 task's official condition holds (`rftf_gym.experts.reset_to_task`), with the env's 360-step cap,
@@ -73,7 +73,7 @@ def table(results: list[dict], scenes: tuple[str, ...], episodes: int, wall: flo
     """Markdown section: success per task and scene, means, steps and timing."""
     by = {(r["task"], r["scene"]): r for r in results}
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    lines = ["## Scripted expert success (issue 3)", "",
+    lines = ["## Scripted expert success", "",
              f"`python bench/expert_success.py --episodes {episodes}`: {episodes} seeded valid start states per "
              f"(task, scene), state observations, no action noise, 360-step cap. Wall time {wall / 60:.1f} min.", "",
              "| task | " + " | ".join(scenes) + " | mean steps |", "|---" * (len(scenes) + 2) + "|"]

@@ -6,6 +6,10 @@ wrapped in the value-model reward wrapper of `rftf_gym.wrappers` when ``value_mo
 
 from gymnasium.envs.registration import register
 
+from rftf_gym.conventions import EP_LEN
+
 __version__ = "0.1.0"
 
-register(id="RFTF-CALVIN-v0", entry_point="rftf_gym.wrappers:make_calvin_env")
+# The env truncates at EP_LEN itself (CalvinEnv works without gym.make too); the spec states the
+# limit so that env.spec.max_episode_steps and vector envs show it.
+register(id="RFTF-CALVIN-v0", entry_point="rftf_gym.wrappers:make_calvin_env", max_episode_steps=EP_LEN)

@@ -4,6 +4,8 @@ An episode is one language instruction: it starts from a reset (random layout, a
 ``robot_obs``/``scene_obs``, or the current state when a chain goes on), succeeds as soon as the
 task oracle sees the instruction's task since the episode's start, and is truncated after 360
 control steps (CALVIN's per-instruction budget, ``EP_LEN`` of the official evaluate_policy.py).
+`CalvinEnv`'s docstring describes the spaces, the ``robot_obs``/``scene_obs`` layouts, rewards,
+info keys, starting states and arguments.
 
 Example:
     >>> import gymnasium as gym, rftf_gym
@@ -16,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -38,7 +40,9 @@ from rftf_gym.conventions import (
     TABLE_TOP_HALF_X,
 )
 
-OBS_MODES = ("rgb", "state", "rgb+state")
+# What the policy sees: the cameras, the state vectors, or both (plus the instruction always).
+ObsMode = Literal["rgb", "state", "rgb+state"]
+OBS_MODES: tuple[str, ...] = get_args(ObsMode)
 REWARD_MODES = ("sparse", "dense")
 INSTRUCTION_SPLITS = ("train", "eval")
 # Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
@@ -78,22 +82,119 @@ def _some_block_on_table_top_alone(info: dict[str, Any]) -> bool:
 
 
 class CalvinEnv(gym.Env):
-    """The CALVIN play table as a language-conditioned Gymnasium env.
+    """The CALVIN play table as a language-conditioned Gymnasium env: one instruction per episode.
 
-    Observation: a Dict with ``rgb_static`` / ``rgb_gripper`` (uint8 images) in the ``rgb``
-    modes, ``robot_obs`` (15) / ``scene_obs`` (24) in the ``state`` modes, and always
-    ``instruction`` (text).
+    ## Description
 
-    Step info keys: ``task``, ``instruction``, ``success`` (this instruction's task done),
-    ``completed_tasks`` (sorted tuple of every task the oracle saw since the episode's start),
-    ``sparse_reward``, ``elapsed_steps``, and ``physics_error`` (with ``physics_error_detail``,
-    what went wrong) when the simulator produced a non-finite state or a block left the play
-    table's workspace (the episode is then truncated). Success terminates; the 360-step cap
-    truncates.
+    A Franka Panda at CALVIN's play table (scene A, B, C or D: a table top, a sliding door over a
+    shelf, a drawer, a button that toggles a green LED, a switch that turns on a lightbulb, and
+    a red, a blue and a pink block) is asked in English to do one of the 34 CALVIN tasks ("open
+    the drawer", "lift the red block from the sliding cabinet", ...). The oracle of
+    `rftf_gym.tasks` (the official ``calvin_env/envs/tasks.py`` rules) decides success. Chained
+    evaluation (``evaluate.py``) runs five instructions in a row through ``options["continue"]``.
 
-    Reset options: ``robot_obs`` and ``scene_obs`` (explicit state, both or neither), ``task``
-    (overrides the env's task for this episode), ``continue`` (True: start a new instruction from
-    the current simulator state without touching it, as chained evaluation does).
+    ## Action Space
+
+    ``action_mode="relative"`` (default, what CALVIN policies output): ``Box(-1, 1, (7,), float64)``
+
+    | index | action | unit per 1.0 |
+    |-------|--------|--------------|
+    | 0-2 | tcp target x, y, z delta | 0.02 m (`rftf_gym.conventions.MAX_REL_POS`) |
+    | 3-5 | tcp target roll, pitch, yaw delta | 0.05 rad (`MAX_REL_ORN`) |
+    | 6 | gripper: < 0 close, >= 0 open | binarised to -1 / +1, as calvin_env asserts |
+
+    ``action_mode="absolute"``: ``Box((-1, -1, 0, -pi, -pi, -pi, -1), (1, 1, 1.5, pi, pi, pi, 1))``,
+    the tcp position (m), tcp euler xyz (rad) and gripper. One step is 8 physics substeps at
+    240 Hz (30 Hz control).
+
+    ## Observation Space
+
+    A ``Dict``; which keys are present depends on ``obs_mode``:
+
+    | key | space | modes |
+    |-----|-------|-------|
+    | ``rgb_static`` | ``Box(0, 255, (H, W, 3), uint8)``, fixed camera, official 200 x 200 | rgb, rgb+state |
+    | ``rgb_gripper`` | ``Box(0, 255, (H, W, 3), uint8)``, wrist camera, official 84 x 84 | rgb, rgb+state |
+    | ``robot_obs`` | ``Box(-inf, inf, (15,), float64)`` | state, rgb+state |
+    | ``scene_obs`` | ``Box(-inf, inf, (24,), float64)`` | state, rgb+state |
+    | ``instruction`` | ``Text`` (lower case, at most 96 characters) | all |
+
+    ``robot_obs``:
+
+    | index | meaning | unit |
+    |-------|---------|------|
+    | 0-2 | tcp position x, y, z | m (world) |
+    | 3-5 | tcp orientation, euler x, y, z | rad |
+    | 6 | gripper opening width | m, 0 .. 0.08 |
+    | 7-13 | the 7 arm joint positions | rad |
+    | 14 | last gripper action | -1 closed, +1 open |
+
+    ``scene_obs``:
+
+    | index | meaning | unit |
+    |-------|---------|------|
+    | 0 | sliding door joint (0 = right end; grows to the left) | m, 0 .. 0.24-0.304 by scene |
+    | 1 | drawer joint (0 closed) | m, 0 .. 0.22 |
+    | 2 | button joint | m, 0 .. 0.02 |
+    | 3 | switch joint (lightbulb on above half) | m, 0 .. 0.088 |
+    | 4 | lightbulb on | 0 / 1 |
+    | 5 | LED on | 0 / 1 |
+    | 6-11 | red block position x, y, z and euler x, y, z | m, rad |
+    | 12-17 | blue block pose, as above | m, rad |
+    | 18-23 | pink block pose, as above | m, rad |
+
+    The blocks are always red, blue, pink (the official env orders them by each scene's YAML).
+
+    ## Rewards
+
+    Sparse: 1.0 on the step the instruction's task succeeds, else 0.0 (also in
+    ``info["sparse_reward"]``). Dense RFTF rewards from a value model (paper Eq. 2) come from
+    `rftf_gym.wrappers.ValueRewardWrapper`, which ``gym.make`` applies when ``value_model`` is
+    given; this class only serves ``reward_mode="sparse"``.
+
+    ## Success and info
+
+    ``reset`` returns ``task``, ``instruction`` and ``elapsed_steps`` (0). ``step`` returns:
+
+    - ``task``: the episode's task name; ``instruction``: the sentence shown;
+    - ``success``: the oracle saw the task between the episode's start and now;
+    - ``completed_tasks``: sorted tuple of every task the oracle saw since the episode's start;
+    - ``sparse_reward``: as the reward; ``elapsed_steps``: steps since the reset;
+    - ``physics_error`` (True) and ``physics_error_detail`` (what went wrong): present only when
+      the simulator produced a non-finite state or a block left the play table's workspace.
+
+    ## Starting State
+
+    - no options: the robot at CALVIN's neutral pose with the gripper open; the door and drawer
+      anywhere in their travel, the switch at either end (lightbulb following it), the LED on or
+      off, the blocks on random free spots of the table top and the shelf; redrawn (up to 200
+      times) until the task is applicable. The task is ``task``, or drawn among those whose
+      official condition holds in this state (`applicable_tasks`).
+    - ``options={"robot_obs": ..., "scene_obs": ...}``: exactly that state (both or neither),
+      e.g. an official evaluation reset from `rftf_gym.sequences.get_env_state_for_initial_condition`.
+    - ``options={"continue": True}``: the current simulator state untouched, for the next
+      instruction of a chain. ``options={"task": name}`` fixes this episode's task.
+
+    ## Episode End
+
+    ### Termination
+    The episode terminates on the step the instruction's task succeeds.
+
+    ### Truncation
+    After 360 steps (CALVIN's ``EP_LEN``; ``env.spec.max_episode_steps``), or at once when the
+    simulator produced a non-finite state or a block left the workspace (``info["physics_error"]``).
+
+    ## Arguments
+
+    ``gym.make("RFTF-CALVIN-v0", **kwargs)`` takes the arguments of ``__init__`` below, plus
+    ``value_model``, ``reward_mode`` and ``gamma`` for the reward wrapper::
+
+        env = gym.make("RFTF-CALVIN-v0", backend="embedded", scene="D", obs_mode="rgb+state",
+                       instruction_split="eval")
+
+    ## Version History
+
+    - v0: initial release (embedded and official backends, 34 tasks, official evaluation resets).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ, "autoreset_mode": AutoresetMode.NEXT_STEP}

@@ -262,6 +262,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        # A failed write() (a full disk) names no file: name the one being written.
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -349,9 +353,12 @@ class ResultsLog:
             self._write_line({"kind": "header", "format": RESULTS_FORMAT, "config": self.config})
 
     def _write_line(self, obj: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(obj, sort_keys=True) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(json.dumps(obj, sort_keys=True) + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as err:  # a full disk: name the file (a cut-off line is dropped on resume)
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one finished chain; it is on disk when this returns."""

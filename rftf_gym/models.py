@@ -376,7 +376,7 @@ class VLABody(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- VLA
-def _to_batched_images(array: np.ndarray | torch.Tensor, key: str, size: int, device: torch.device) -> torch.Tensor:
+def resize_images(array: np.ndarray | torch.Tensor, key: str, size: int, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> uint8 (B, 3, size, size) on ``device`` (antialiased bilinear resize)."""
     images = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -454,7 +454,7 @@ class VLA(nn.Module):
         for key in cfg.obs_keys:
             if key in ("rgb_static", "rgb_gripper"):
                 size = cfg.static_size if key == "rgb_static" else cfg.gripper_size
-                batch[key] = _to_batched_images(obs[key], key, size, device)
+                batch[key] = resize_images(obs[key], key, size, device)
             else:
                 dim = ROBOT_OBS_DIM if key == "robot_obs" else SCENE_OBS_DIM
                 value = torch.as_tensor(np.asarray(obs[key]), dtype=torch.float32)

@@ -1,17 +1,22 @@
-"""collect_demos.py end to end: a tiny run is read back by rftf_gym.data (issue 3)."""
+"""collect_demos.py end to end: a tiny run is read back by rftf_gym.data."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rftf_gym.data import CalvinDataset, load_pickled_npy
+from rftf_gym.language import EVAL_INSTRUCTIONS
+from rftf_gym.text_encoder import HashedNgramEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +40,21 @@ def test_tiny_collection_reads_back(tmp_path: Path) -> None:
         frame = data.load_frame(int(start))
         assert frame["rgb_static"].shape == (32, 32, 3)
         assert np.all(np.abs(frame["rel_actions"][:6]) <= 1.0)
+        # The files CALVIN's own loaders and evaluation read (language.emb, statistics.yaml,
+        # ep_lens.npy; embeddings.npy in validation), in lang_annotations and the encoder's folder.
+        encoder = HashedNgramEncoder()
+        np.testing.assert_array_equal(lang["language"]["emb"][:, 0], encoder.encode(lang["language"]["ann"]))
+        named = CalvinDataset(tmp_path, split, lang_folder=f"lang_{encoder.name}")
+        np.testing.assert_array_equal(named.language_emb, lang["language"]["emb"])
+        lens = np.load(tmp_path / split / "ep_lens.npy")
+        np.testing.assert_array_equal(lens, data.episodes[:, 1] - data.episodes[:, 0] + 1)
+        assert "act_max_bound: [" in (tmp_path / split / "statistics.yaml").read_text()
+        if split == "validation":
+            sentence = EVAL_INSTRUCTIONS["open_drawer"]
+            assert data.eval_embeddings["open_drawer"].ann == (sentence,)
+            np.testing.assert_array_equal(data.eval_embeddings["open_drawer"].emb[:, 0], encoder.encode([sentence]))
+        else:
+            assert data.eval_embeddings is None
 
 
 # A small collection with failed attempts: at noise 30 attempt 2 of these four fails its only task.
@@ -64,10 +84,12 @@ def _dataset_contents(root: Path) -> dict:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as frame:
                 out[name] = {key: frame[key].tolist() for key in frame.files}
-        elif path.name in ("scene_info.npy", "auto_lang_ann.npy"):
+        elif path.name in ("scene_info.npy", "auto_lang_ann.npy", "embeddings.npy"):
             out[name] = repr(load_pickled_npy(path))
         elif path.suffix == ".npy":
             out[name] = np.load(path, allow_pickle=False).tolist()
+        elif path.suffix == ".yaml":
+            out[name] = path.read_text()
         else:
             data = json.loads(path.read_text())
             data.pop("seconds_this_run", None)
@@ -134,3 +156,77 @@ def test_resume_with_other_arguments_is_refused(tmp_path: Path) -> None:
     script.collect(script.Args(output=str(tmp_path), **{**SMALL_ARGS, "train_episodes": 1}))
     with pytest.raises(ValueError, match=r"other arguments \(noise: \[30.0\] there, \[0.5\] now\)"):
         script.collect(script.Args(output=str(tmp_path), **{**SMALL_ARGS, "train_episodes": 1, "noise": 0.5}))
+
+
+def _run_script(args: list[str], prelude: str = "") -> subprocess.CompletedProcess:
+    """collect_demos.py as a user runs it (``prelude`` runs first, in the same interpreter)."""
+    code = f"import runpy, sys\n{prelude}\nsys.argv = ['collect_demos.py', *{args!r}]\n" \
+           f"runpy.run_path({str(ROOT / 'collect_demos.py')!r}, run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def _small_cli(output: Path, episodes: int = 1) -> list[str]:
+    return ["--output", str(output), "--train-scenes", "A", "--train-episodes", str(episodes), "--val-episodes", "0",
+            "--tasks-per-episode", "1", "1", "--static-size", "16", "--gripper-size", "8"]
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+    """The script's error message: the last line of stderr, with no traceback before it."""
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_user_mistakes_print_one_line_and_exit_2(tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    result = _run_script(_small_cli(a_file))
+    assert result.returncode == 2
+    assert _error_line(result) == (f"collect_demos.py: error: --output {a_file}: {a_file} is a file, not a directory; "
+                                   "remove or rename it, or give another --output")
+    result = _run_script([*_small_cli(tmp_path / "out"), "--tasks-per-episode", "3", "1"])
+    assert result.returncode == 2 and "--tasks-per-episode must be" in _error_line(result)
+
+    assert _run_script([*_small_cli(tmp_path / "out"), "--noise", "30"]).returncode == 0
+    result = _run_script([*_small_cli(tmp_path / "out"), "--noise", "0.5"])
+    assert result.returncode == 2
+    assert "was collected with other arguments (noise: [30.0] there, [0.5] now)" in _error_line(result)
+
+
+def test_a_full_disk_names_the_file_and_what_to_do(tmp_path: Path) -> None:
+    prelude = ("import errno, numpy\n"
+               "def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')\n"
+               "numpy.savez_compressed = full")
+    result = _run_script(_small_cli(tmp_path), prelude)
+    assert result.returncode == 1
+    frame = tmp_path / "training" / "episode_0000000.npz"
+    assert _error_line(result) == (f"collect_demos.py: error: No space left on device while writing {frame}: free "
+                                   "space there or choose another output directory, then re-run the same command: "
+                                   "it resumes")
+    assert not list((tmp_path / "training").glob(".*.tmp"))  # no half-written temporary left behind
+
+
+@pytest.mark.slow
+def test_kill_9_after_five_episodes_resumes_to_the_uninterrupted_dataset(tmp_path: Path) -> None:
+    """The reported case: 8 attempts, two of which fail, killed after 5 committed episodes."""
+    cli_args = [*_small_cli(tmp_path / "full", episodes=8), "--noise", "30"]
+    assert _run_script(cli_args).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "collect_demos.py"), *_small_cli(killed, episodes=8),
+                             "--noise", "30"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ids = killed / "training" / "ep_start_end_ids.npy"
+    try:
+        while proc.poll() is None:
+            try:
+                if len(np.load(ids)) >= 5:
+                    break
+            except (OSError, ValueError):  # not written yet
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert _run_script([*_small_cli(killed, episodes=8), "--noise", "30"]).returncode == 0
+    assert _dataset_contents(killed) == _dataset_contents(tmp_path / "full")

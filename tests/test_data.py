@@ -1,4 +1,4 @@
-"""rftf_gym.data: CALVIN's dataset format, written and read back (SPEC 4, issue 3)."""
+"""rftf_gym.data: CALVIN's dataset format (mees/calvin dataset/README.md), written and read back."""
 
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def test_interrupted_collection_is_readable_and_resumes(tmp_path):
     w = CalvinDatasetWriter(tmp_path, "training", image_sizes=TINY)
     assert w.next_frame_id == 4
     names = sorted(p.name for p in (tmp_path / "training").iterdir())
-    index = ["ep_start_end_ids.npy", "lang_annotations", "scene_info.npy"]
+    index = ["ep_lens.npy", "ep_start_end_ids.npy", "lang_annotations", "scene_info.npy"]
     assert names == sorted([frame_name(i) for i in range(4)] + index)
     new = write_episode(w, rng, "calvin_scene_A", 2, [(0, 1, "close the drawer", "close_drawer")])
     ds = CalvinDataset(tmp_path, "training")

@@ -1,6 +1,8 @@
-"""The Gymnasium contract of RFTF-CALVIN-v0 (SPEC 2.4, issue 2)."""
+"""The Gymnasium contract of RFTF-CALVIN-v0 (as gymnasium's tests/envs/test_envs.py checks its own envs)."""
 
 from __future__ import annotations
+
+import functools
 
 import gymnasium as gym
 import numpy as np
@@ -10,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 import rftf_gym  # noqa: F401  (registers the env id)
 from rftf_gym import language, sequences, tasks
 from rftf_gym.conventions import EP_LEN
+from rftf_gym.env import CalvinEnv
 
 SMALL = {"static_size": 32, "gripper_size": 16}
 
@@ -130,8 +133,12 @@ def test_success_terminates_with_reward_one():
     env.close()
 
 
-def test_truncates_after_360_steps():
-    env = make(task="turn_on_led")
+@pytest.mark.parametrize("made", [True, False], ids=["gym.make", "CalvinEnv"])
+def test_truncates_after_360_steps(made: bool):
+    # Through gym.make the spec's TimeLimit shows the limit; the bare env truncates on its own.
+    env = make(task="turn_on_led") if made else CalvinEnv(obs_mode="state", task="turn_on_led")
+    if made:
+        assert env.spec.max_episode_steps == EP_LEN == 360
     env.reset(seed=0)
     still = np.array([0, 0, 0, 0, 0, 0, 1.0])
     for step in range(1, EP_LEN + 1):
@@ -234,25 +241,66 @@ def test_render_rgb_array_gives_the_static_camera():
     env.close()
 
 
-@pytest.mark.parametrize("vector_cls", [gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv])
-def test_vector_envs_run_1000_steps(vector_cls):
-    envs = vector_cls([lambda: make() for _ in range(2)])
+def _assert_batch_equals(batch: dict, singles: list[dict]) -> None:
+    for i, single in enumerate(singles):
+        for key in ("robot_obs", "scene_obs"):
+            np.testing.assert_array_equal(batch[key][i], single[key], err_msg=f"sub-env {i} {key}")
+        assert batch["instruction"][i] == single["instruction"]
+
+
+# gymnasium's AsyncVectorEnv reads a Text observation out of shared memory once, at construction
+# (vector/utils/shared_memory.py), so the instruction needs shared_memory=False.
+@pytest.mark.parametrize("vector_cls", [gym.vector.SyncVectorEnv,
+                                        functools.partial(gym.vector.AsyncVectorEnv, shared_memory=False)],
+                         ids=["sync", "async"])
+def test_vector_envs_equal_single_envs(vector_cls):
+    # 1000 seeded random steps of 2 sub-envs (each truncated and autoreset twice) against 2 single
+    # envs seeded as the vector env seeds them (seed + i), with NEXT_STEP autoreset done by hand.
+    n = 2
+    envs = vector_cls([lambda: make() for _ in range(n)])
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
-    envs.reset(seed=0)
+    singles = [make() for _ in range(n)]
+    obs, _ = envs.reset(seed=0)
+    single_obs = [env.reset(seed=i)[0] for i, env in enumerate(singles)]
+    _assert_batch_equals(obs, single_obs)
     envs.action_space.seed(0)
+    ended, resets = [False] * n, 0
     for _ in range(1000):
-        obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
-    assert obs["robot_obs"].shape == (2, 15) and len(obs["instruction"]) == 2
+        actions = envs.action_space.sample()
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        for i, env in enumerate(singles):
+            if ended[i]:
+                single_obs[i], _ = env.reset()
+                outcome = (0.0, False, False)
+                resets += 1
+            else:
+                single_obs[i], *outcome, _ = env.step(actions[i])
+            assert (reward[i], terminated[i], truncated[i]) == tuple(outcome)
+            ended[i] = outcome[1] or outcome[2]
+        _assert_batch_equals(obs, single_obs)
+    assert resets >= n
     envs.close()
+    for env in singles:
+        env.close()
 
 
 def test_vector_env_with_images():
+    # Images travel through the worker processes' shared memory unchanged: sub-env 1 renders what a
+    # single env seeded 1 renders after the same actions.
     envs = gym.vector.AsyncVectorEnv([lambda: make(obs_mode="rgb+state", **SMALL) for _ in range(2)])
+    single = make(obs_mode="rgb+state", **SMALL)
     obs, _ = envs.reset(seed=0)
+    single.reset(seed=1)
+    envs.action_space.seed(0)
     for _ in range(5):
-        obs, *_ = envs.step(envs.action_space.sample())
+        actions = envs.action_space.sample()
+        obs, *_ = envs.step(actions)
+        single_obs, *_ = single.step(actions[1])
     assert obs["rgb_static"].shape == (2, 32, 32, 3)
+    for key in ("rgb_static", "rgb_gripper", "robot_obs"):
+        np.testing.assert_array_equal(obs[key][1], single_obs[key])
     envs.close()
+    single.close()
 
 
 def test_door_and_drawer_moves_need_room_to_fire():

@@ -143,8 +143,12 @@ def test_tiny_sparse_run_trains_the_head_only_and_saves_a_loadable_policy(tiny_v
     from rftf_gym.models import load_vla
 
     subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
-                            "--checkpoint-dir", "ckpt"), cwd=tmp_path, env=_env(), check=True, timeout=300)
+                            "--checkpoint-dir", "ckpt", "--eval-chains", "1"), cwd=tmp_path, env=_env(), check=True,
+                   timeout=300)
     state = _final_state(tmp_path / "ckpt" / "tiny")
+    # The chained evaluation ran through evaluate.py on the final checkpoint.
+    metrics = json.loads((tmp_path / "ckpt" / "tiny" / "eval" / "iter_000002" / "metrics.json").read_text())
+    assert metrics["num_chains"] == 1 and 0 <= metrics["avg_len"]["value"] <= 5
     assert state["iteration"] == 2 and state["episodes"] == 8 and state["kl_ref"] > 0
     start, tuned = load_vla(tiny_vla), load_vla(tmp_path / "ckpt" / "tiny" / "iter_000002")
     for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
@@ -189,4 +193,24 @@ def test_kill_and_resume(tiny_vla, tmp_path):
     refused = subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--run-name", "resume", "--checkpoint-dir",
                                       "ckpt", "--scenes", "D", "--total-episodes", "400"),
                              cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "scenes" in refused.stderr
+    assert refused.returncode == 2 and "ppo_rftf.py: error:" in refused.stderr and "scenes" in refused.stderr
+
+
+@pytest.mark.slow
+def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rftf_gym.models import load_vla
+
+    value_model = pytest.importorskip("rftf_gym.value_model")  # lands with train_value.py
+    torch.manual_seed(1)
+    value_model.save_value_model(tmp_path / "value", value_model.ValueModel.from_vla(load_vla(tiny_vla), head_hidden=8))
+    subprocess.run(_command(tiny_vla, "--value-model", str(tmp_path / "value"), "--total-episodes", "4",
+                            "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none"),
+                   cwd=tmp_path, env=_env(), check=True, timeout=300)
+    events = EventAccumulator(str(tmp_path / "runs" / "dense"))
+    events.Reload()
+    scalar = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+    assert scalar["charts/value_time"] > 0 and scalar["rftf/reward_shaped_mean"] != 0.0
+    # Every episode failed (12 steps of a random head), so A = -(1 + GAE of shaped rewards).
+    assert scalar["rftf/train_success"] == 0.0 and scalar["rftf/adv_mean"] != -1.0

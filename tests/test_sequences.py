@@ -7,7 +7,6 @@ machine, with pyhash's fnv1_32 replaced by the same FNV-1 recurrence.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
@@ -45,12 +44,8 @@ YAW_RANGE = (np.pi / 2 - np.pi / 8, np.pi / 2 + np.pi / 8)
 
 @pytest.fixture(scope="module")
 def chains() -> list[tuple[dict, tuple[str, ...]]]:
-    start = time.perf_counter()
-    result = get_sequences(1000)
-    elapsed = time.perf_counter() - start
-    print(f"\nget_sequences(1000): {elapsed:.2f} s")
-    assert elapsed < 60, "the chain generator is far slower than expected (target < 10 s, see bench/)"
-    return result
+    # Its speed is measured by bench/eval_throughput.py (BENCHMARKS.md), not asserted here.
+    return get_sequences(1000)
 
 
 # --- initial states ------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ LANG_FOLDER = "lang_annotations"
 """Default language folder; the real data has more, named after the sentence encoder
 (``lang_paraphrase-MiniLM-L3-v2``, ``lang_clip_resnet50``, ...), with the same files."""
 LANG_ANN_FILE = "auto_lang_ann.npy"
+EP_LENS_FILE = "ep_lens.npy"
+"""Episode lengths, int (N,), in ``ep_start_end_ids.npy`` order (calvin_env ``datarenderer.py``)."""
+STATISTICS_FILE = "statistics.yaml"
 EVAL_EMBEDDINGS_FILE = "embeddings.npy"
 """Evaluation sentences and their embeddings, in the validation split's language folders."""
 LANG_FILE = Path(LANG_FOLDER) / LANG_ANN_FILE
@@ -86,9 +89,14 @@ def check_frame_array(
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], sync: bool = False) -> None:
     """Write a file under a hidden temporary name in the same directory, then rename it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        # A failed write() (a full disk) names no file: name the one being written.
+        raise OSError(err.errno, err.strerror, str(path)) from err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,15 +160,23 @@ def read_eval_embeddings(file: Path) -> dict[str, TaskEmbeddings]:
             raise DatasetError(
                 f"{file}: task {task!r} is missing key {e} (need ann and emb)"
             ) from None
-        anns = [anns] if isinstance(anns, str) else list(anns)
-        if not isinstance(task, str) or not anns or not all(isinstance(a, str) for a in anns):
-            raise DatasetError(f"{file}: task {task!r} must map to a non-empty list of sentences")
-        if emb.shape[:1] != (len(anns),) or not np.issubdtype(emb.dtype, np.floating):
-            raise DatasetError(
-                f"{file}: task {task!r} has {len(anns)} sentences but emb {emb.dtype} {emb.shape}"
-            )
-        out[task] = TaskEmbeddings(tuple(anns), emb)
+        out[task] = TaskEmbeddings(tuple([anns] if isinstance(anns, str) else anns), emb)
+    problem = check_eval_embeddings(out)
+    if problem:
+        raise DatasetError(f"{file}: {problem}")
     return out
+
+
+def check_eval_embeddings(embeddings: Mapping[str, TaskEmbeddings]) -> str | None:
+    """Problem with evaluation embeddings, or None: every task needs sentences and one float
+    ``emb`` row per sentence."""
+    for task, entry in embeddings.items():
+        anns, emb = entry.ann, np.asarray(entry.emb)
+        if not isinstance(task, str) or not anns or not all(isinstance(a, str) for a in anns):
+            return f"task {task!r} must map to a non-empty list of sentences"
+        if emb.shape[:1] != (len(anns),) or not np.issubdtype(emb.dtype, np.floating):
+            return f"task {task!r} has {len(anns)} sentences but emb {emb.dtype} {emb.shape}"
+    return None
 
 
 def episode_index(episodes: np.ndarray, start: int, end: int) -> int | None:
