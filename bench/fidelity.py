@@ -63,6 +63,16 @@ START_SCENE = np.array([0, 0, 0, 0, 0, 0,
                         -0.2409, 0.0924, 0.461, 0, 0, np.pi / 2])  # fmt: skip
 
 
+def start_scene(scene: str) -> np.ndarray:
+    """START_SCENE with the pink block on the scene's own slider_left spot (B and C have the shelf
+    0.18 m further right than A and D)."""
+    from rftf_gym.sim.layout import LAYOUTS
+
+    out = START_SCENE.copy()
+    out[18:21] = LAYOUTS[scene].spots["slider_left"][0]
+    return out
+
+
 @dataclass
 class Args:
     scenes: tuple[str, ...] = ("A", "B", "C", "D")
@@ -123,7 +133,7 @@ def open_sim(backend: str, scene: str) -> Handle:
     from rftf_gym.backends import make_backend
 
     sim = make_backend(backend, scene, {})
-    sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     if backend == "embedded":
         from rftf_gym.sim.robot import HAND_LINK, TCP_LINK
 
@@ -238,7 +248,7 @@ def measure_robot(h: Handle) -> dict[str, Any]:
     import pybullet as p
 
     c = h.client
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     links = h.link_ids(h.robot)
     tcp = p.getLinkState(h.robot, h.tcp_link, computeForwardKinematics=True, physicsClientId=c)
     hand = p.getLinkState(h.robot, h.hand_link, computeForwardKinematics=True, physicsClientId=c)
@@ -289,7 +299,7 @@ def measure_cameras(h: Handle, backend: str) -> dict[str, Any]:
     """Static camera matrices; gripper camera eye, forward and up at the neutral robot."""
     import pybullet as p
 
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     if backend == "embedded":
         from rftf_gym.sim import cameras as cams
 
@@ -361,7 +371,7 @@ def run_trajectories(h: Handle) -> dict[str, dict[str, list]]:
     """TCP and block positions after every step of each sequence."""
     out = {}
     for name, actions in trajectories().items():
-        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
         tcp, blocks, joints = [], [], []
         for mode, action in actions:
             h.sim.step(action, mode)
@@ -533,7 +543,7 @@ def report(results: dict, args: Args, wall: float) -> str:
             e_bl, o_bl = np.asarray(et[name]["blocks"]), np.asarray(ot[name]["blocks"])
             d_tcp = np.linalg.norm(e_tcp - o_tcp, axis=1)
             d_bl = np.linalg.norm(e_bl - o_bl, axis=2)
-            start = START_SCENE[6:24].reshape(3, 6)[:, :3]
+            start = start_scene(scene)[6:24].reshape(3, 6)[:, :3]
             moved_e = np.linalg.norm(e_bl[-1] - start, axis=1)
             moved_o = np.linalg.norm(o_bl[-1] - start, axis=1)
             k = int(np.argmax(np.maximum(moved_e, moved_o)))
