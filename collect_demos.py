@@ -45,7 +45,7 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import cli, evaluation
+from rftf_gym import cli
 from rftf_gym.backends import Backend
 from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, Scene, wrap_angle
 from rftf_gym.data import (
@@ -57,6 +57,7 @@ from rftf_gym.data import (
 )
 from rftf_gym.data.statistics import write_statistics
 from rftf_gym.experts import make_expert
+from rftf_gym.files import atomic_write_text
 from rftf_gym.language import EVAL_INSTRUCTIONS, instruction_for
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
@@ -263,7 +264,7 @@ class SplitProgress:
         if writes_episode:
             counts.episodes += 1
             counts.frames += sum(len(frames) for frames, _, _ in attempt.segments)
-        evaluation.atomic_write_text(self.path, json.dumps(
+        atomic_write_text(self.path, json.dumps(
             {"config": self.config, "state": self._state(), "before": before}, indent=1))
 
 
@@ -366,7 +367,7 @@ def collect(args: Args) -> dict:
             index = ("training", "validation").index(split)
             summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
     summary["seconds_this_run"] = time.perf_counter() - start
-    evaluation.atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
     return summary
 
 

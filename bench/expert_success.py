@@ -19,6 +19,8 @@ import numpy as np
 import tyro
 from markdown_section import write_section
 
+from rftf_gym.conventions import SCENES, Scene
+
 SECTION = "expert_success"
 
 
@@ -26,7 +28,7 @@ SECTION = "expert_success"
 class Args:
     episodes: int = 50
     """seeded valid start states per (task, scene)"""
-    scenes: tuple[str, ...] = ("A", "B", "C", "D")
+    scenes: tuple[Scene, ...] = SCENES
     """scenes to measure"""
     tasks: tuple[str, ...] = ()
     """tasks to measure (empty: all 34)"""

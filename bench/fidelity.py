@@ -45,18 +45,17 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from markdown_section import write_section  # noqa: E402
 
+from rftf_gym.conventions import COLORS, NEUTRAL_ROBOT_OBS, SCENES, Scene  # noqa: E402
+from rftf_gym.files import atomic_write_text  # noqa: E402
+
 SECTION = "fidelity"
 TABLE_LINKS = ("base_link", "plank_link", "slide_link", "drawer_link", "button_link", "switch_link", "led_link",
                "light_link")
 TABLE_JOINTS = ("base__slide", "base__drawer", "base__button", "base__switch")
-COLORS = ("red", "blue", "pink")
 # Explicit start state of the trajectories: neutral robot (the official evaluation's), door and
 # drawer closed, lights off, red and blue on the evaluation's table spots (yaw pi/2), pink on the
 # shelf's left half (calvin_agent/evaluation/utils.py get_env_state_for_initial_condition).
-NEUTRAL_ROBOT = np.array(
-    [0.02586889, -0.2313129, 0.5712808, 3.09045411, -0.02908596, 1.50013585, 0.07999963,
-     -1.21779124, 1.03987629, 2.11978254, -2.34205014, -0.87015899, 1.64119093, 0.55344928, 1.0]
-)  # fmt: skip
+NEUTRAL_ROBOT = np.array(NEUTRAL_ROBOT_OBS)
 START_SCENE = np.array([0, 0, 0, 0, 0, 0,
                         0.05, -0.12, 0.46, 0, 0, np.pi / 2,
                         0.23, -0.12, 0.46, 0, 0, np.pi / 2,
@@ -75,7 +74,7 @@ def start_scene(scene: str) -> np.ndarray:
 
 @dataclass
 class Args:
-    scenes: tuple[str, ...] = ("A", "B", "C", "D")
+    scenes: tuple[Scene, ...] = SCENES
     """scenes whose geometry is compared"""
     trajectory_scenes: tuple[str, ...] = ("D",)
     """scenes in which the open-loop trajectories are compared"""
@@ -602,9 +601,7 @@ def main(args: Args) -> int:
     text = report(results, args, time.perf_counter() - start)
     print(text)
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(results))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(results))
     if args.output:
         write_section(SECTION, text, Path(args.output))
     return 0
