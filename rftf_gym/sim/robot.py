@@ -1,17 +1,18 @@
-"""The Franka Panda of `pybullet_data`, driven the way CALVIN drives it.
+"""CALVIN's Franka Panda (calvin_env ``conf/robot/panda_longer_finger.yaml``), driven as CALVIN drives it.
 
-Official facts (``conf/robot/panda.yaml``, ``calvin_env/robot/robot.py``): arm joints 0-6, finger
-joints 9 and 10 (0..0.04 each), position control with ``max_joint_force`` 200 and
-``max_velocity`` 2, null-space IK, relative actions scaled by 0.02 m / 0.05 rad that accumulate on
-an internal target pose. Unlike the official robot, the target is clamped to a band around the
-actual TCP so that a blocked arm does not wind up.
+Official facts (``conf/robot/panda.yaml``, ``calvin_env/robot/robot.py``, ``robot/mixed_ik.py``):
+arm joints 0-6, finger joints 9 and 10 (0..0.04 each), position control with
+``max_joint_force`` 200 and ``max_velocity`` 2, pybullet's null-space IK with limits +-7 clipped
+to the real limits, relative actions scaled by 0.02 m / 0.05 rad that accumulate on an internal
+target pose, a gripper that closes with 200 N and opens with 2 N. Both backends pull the target
+back into the same anti wind-up band around the TCP (`clamp_target`).
 
-The URDF is pybullet_data's Panda with two changes, written at runtime into a cache directory:
-every visual mesh is replaced by a box around the link's collision mesh (software rendering of
-the stock meshes costs ~16 ms per image, boxes ~1 ms), and a fixed ``tcp`` link is added where
-CALVIN's TCP sits at the neutral pose (0.14 m along the hand's z axis; pybullet_data's
-``panda_grasptarget`` at 0.105 m sits 0.035 m short of the official neutral TCP z 0.571).
-Kinematics and collision meshes are pybullet_data's own.
+The URDF is pybullet_data's Panda (the same arm, hand and kinematics as calvin_env's) with three
+changes, written at runtime into a cache directory: the fingers are CALVIN's longer fingers with
+their gel pads, as boxes measured from calvin_env's meshes (`LONGER_FINGER_BOXES`); every other
+visual mesh is replaced by a box around the link's collision mesh (software rendering of the stock
+meshes costs ~16 ms per image, boxes ~1 ms); and a fixed ``tcp`` link sits 0.14 m along the hand's
+z axis, as calvin_env's ``tcp_joint``.
 """
 
 from __future__ import annotations
