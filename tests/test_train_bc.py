@@ -114,3 +114,16 @@ def test_language_folder_chosen_by_name(tmp_path):
     run_bc(tmp_path, root, "ck", "--total-steps", "2", "--eval-chains", "0", "--lang-folder", folders[0],
            "--use-dataset-embeddings")
     assert json.loads((tmp_path / "ck" / "config.json").read_text())["vla_config"]["text_dim"] == 24
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--total-steps", "0"], "--total-steps must be >= 1"), (["--data", "/nonexistent/demos"], "dataset directory is missing")],
+)
+def test_user_mistakes_print_one_line(tmp_path, extra, message):
+    cmd = [sys.executable, str(ROOT / "train_bc.py"), "--output-dir", str(tmp_path / "out"), *extra]
+    result = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("train_bc.py: error:")
+    assert message in result.stderr and "Traceback" not in result.stderr
