@@ -84,6 +84,7 @@ def collected(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.calvin
 @pytest.mark.parametrize("lang_folder", ["lang_annotations", f"lang_{HashedNgramEncoder().name}"])
 @pytest.mark.parametrize("split", ["training", "validation"])
 def test_disk_dataset_reads_collected_demos(collected, split, lang_folder):
