@@ -6,15 +6,12 @@ import numpy as np
 import pybullet as p
 import pytest
 
+from rftf_gym.conventions import MAX_REL_ORN, MAX_REL_POS, wrap_angle
 from rftf_gym.sim.layout import LAYOUTS
 from rftf_gym.sim.play_table import EmbeddedPlayTable
 from rftf_gym.sim.robot import clamp_target
 
 OPEN, CLOSE = 1.0, -1.0
-
-
-def _wrap(a):
-    return (a + np.pi) % (2 * np.pi) - np.pi
 
 
 def _go(env: EmbeddedPlayTable, pos, yaw: float, grip: float, steps: int, tol: float = 0.004) -> None:
@@ -25,10 +22,10 @@ def _go(env: EmbeddedPlayTable, pos, yaw: float, grip: float, steps: int, tol: f
     for _ in range(steps):
         ro = env.robot.get_obs()
         target_pos, target_orn = clamp_target(env.robot.target_pos, env.robot.target_orn, ro[:3], ro[3:6])
-        dpos = (np.asarray(pos) - target_pos) / 0.02
-        deul = _wrap(np.array([np.pi, 0.0, yaw]) - target_orn) / 0.05
+        dpos = (np.asarray(pos) - target_pos) / MAX_REL_POS
+        deul = wrap_angle(np.array([np.pi, 0.0, yaw]) - target_orn) / MAX_REL_ORN
         env.step(np.r_[np.clip(np.r_[dpos, deul], -1, 1), grip])
-        if np.linalg.norm(np.asarray(pos) - ro[:3]) < tol and abs(_wrap(yaw - ro[5])) < 0.02:
+        if np.linalg.norm(np.asarray(pos) - ro[:3]) < tol and abs(wrap_angle(yaw - ro[5])) < 0.02:
             return
 
 
@@ -50,7 +47,7 @@ def _grasp_yaw(env: EmbeddedPlayTable, block_yaw: float) -> float:
     ro = env.robot.get_obs()
     rot = np.array(p.getMatrixFromQuaternion(p.getQuaternionFromEuler(ro[3:6]))).reshape(3, 3)
     hand_y = np.arctan2(rot[1, 1], rot[0, 1])
-    delta = _wrap(block_yaw + np.pi / 2 - hand_y)
+    delta = wrap_angle(block_yaw + np.pi / 2 - hand_y)
     delta = (delta + np.pi / 2) % np.pi - np.pi / 2  # the gripper is symmetric under a half turn
     return float(ro[5] + delta)
 
