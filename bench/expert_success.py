@@ -5,7 +5,8 @@ task's official condition holds (`rftf_gym.experts.reset_to_task`), with the env
 state observations only (no cameras) and clean actions (no noise). The table goes to
 ``BENCHMARKS.md`` between ``<!-- expert_success -->`` markers; other sections are kept.
 
-Run: ``python bench/expert_success.py --episodes 50 --workers 2``
+Run: ``python bench/expert_success.py --episodes 50 --workers 2``; ``--backend calvin`` runs the
+same on the official simulator (calvin_env installed) into an ``expert_success_calvin`` section.
 """
 
 from __future__ import annotations
