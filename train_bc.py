@@ -40,6 +40,7 @@ from safetensors.torch import save as save_safetensors
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from rftf_gym import cli
 from rftf_gym.data import CalvinDataset
 from rftf_gym.files import atomic_write_bytes
 from rftf_gym.language import TRAIN_INSTRUCTIONS
@@ -56,6 +57,9 @@ from rftf_gym.models import (
     save_checkpoint,
 )
 from rftf_gym.text_encoder import HashedNgramEncoder
+
+
+PROG = "train_bc.py"
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Args:
     drop_still_frames: bool = False
     """train only on frames whose arm action is not all zero (the experts pause, e.g. while the
     gripper closes; a one-frame policy that learns the pauses can stall in them for good)"""
+    lang_folder: str = "lang_annotations"
+    """language folder of each split to read (real CALVIN data also has lang_paraphrase-MiniLM-L3-v2, lang_clip_resnet50, ...; collect_demos.py also writes lang_<encoder name>)"""
     use_dataset_embeddings: bool = False
     """condition on the dataset's precomputed language.emb (real CALVIN splits) instead of the built-in text encoder"""
 
@@ -347,7 +353,8 @@ def check_args(args: Args) -> None:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    check_args(args)
+    with cli.usage_errors(PROG):  # a mistake in the arguments: one line, exit status 2
+        check_args(args)
     run_name = f"{args.exp_name}__{args.obs_mode}__{args.seed}__{int(time.time())}"
     output_dir = Path(args.output_dir or Path("checkpoints") / f"{args.exp_name}__{args.obs_mode}__{args.seed}")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -369,8 +376,9 @@ if __name__ == "__main__":
     device = torch.device(args.device)
 
     # data
-    train_splits = [CalvinDataset(root, "training") for root in args.data]
-    val_split = CalvinDataset(args.val_data or args.data[0], "validation")
+    with cli.usage_errors(PROG):  # missing or malformed datasets
+        train_splits = [CalvinDataset(root, "training", lang_folder=args.lang_folder) for root in args.data]
+        val_split = CalvinDataset(args.val_data or args.data[0], "validation", lang_folder=args.lang_folder)
     encoder = HashedNgramEncoder()
     config = VLAConfig(obs_mode=args.obs_mode, static_size=args.static_size, gripper_size=args.gripper_size,
                        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
@@ -402,7 +410,8 @@ if __name__ == "__main__":
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate)
     start_step, best = 0, {"val_loss": float("inf"), "step": -1, "train_seconds": 0.0}
     if resume_path.exists():
-        start_step, best = load_resume(resume_path, model, optimizer)
+        with cli.usage_errors(PROG):  # a resume file of another architecture
+            start_step, best = load_resume(resume_path, model, optimizer)
         print(f"resumed from {resume_path} at step {start_step}")
     print(f"VLA ({config.obs_mode}): {num_parameters(model):,} parameters, head {num_parameters(model.action_head):,}")
     train_bins = actions_to_bins(train.actions, config.num_bins)

@@ -62,6 +62,17 @@ START_SCENE = np.array([0, 0, 0, 0, 0, 0,
                         -0.2409, 0.0924, 0.461, 0, 0, np.pi / 2])  # fmt: skip
 
 
+def start_scene(scene: str) -> np.ndarray:
+    """START_SCENE with the pink block in the middle of the scene's own slider_left surface along x
+    (B and C have the shelf 0.18 m further right than A and D)."""
+    from rftf_gym.sim.layout import LAYOUTS
+
+    out = START_SCENE.copy()
+    (x0, _), (x1, _) = LAYOUTS[scene].surfaces["slider_left"]
+    out[18] = 0.5 * (x0 + x1)
+    return out
+
+
 @dataclass
 class Args:
     scenes: tuple[Scene, ...] = SCENES
@@ -122,7 +133,7 @@ def open_sim(backend: str, scene: str) -> Handle:
     from rftf_gym.backends import make_backend
 
     sim = make_backend(backend, scene, {})
-    sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     if backend == "embedded":
         from rftf_gym.sim.robot import HAND_LINK, TCP_LINK
 
@@ -237,7 +248,7 @@ def measure_robot(h: Handle) -> dict[str, Any]:
     import pybullet as p
 
     c = h.client
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(h.sim.scene))
     links = h.link_ids(h.robot)
     tcp = p.getLinkState(h.robot, h.tcp_link, computeForwardKinematics=True, physicsClientId=c)
     hand = p.getLinkState(h.robot, h.hand_link, computeForwardKinematics=True, physicsClientId=c)
@@ -288,7 +299,7 @@ def measure_cameras(h: Handle, backend: str) -> dict[str, Any]:
     """Static camera matrices; gripper camera eye, forward and up at the neutral robot."""
     import pybullet as p
 
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(h.sim.scene))
     if backend == "embedded":
         from rftf_gym.sim import cameras as cams
 
@@ -342,9 +353,9 @@ def trajectories() -> dict[str, list[tuple[str, np.ndarray]]]:
     """Open-loop action sequences, all from (NEUTRAL_ROBOT, START_SCENE)."""
     red, blue = START_SCENE[6:9], START_SCENE[12:15]
     return {
-        "free motion (+x, +y, -z, +yaw, -x; 15 steps each)": _relative(
-            [(15, (1, 0, 0, 0, 0, 0, 1)), (15, (0, 1, 0, 0, 0, 0, 1)), (15, (0, 0, -1, 0, 0, 0, 1)),
-             (15, (0, 0, 0, 0, 0, 1, 1)), (15, (-1, 0, 0, 0, 0, 0, 1))]),
+        "free motion (+x 12, +z 8, +yaw 15, -x 12, -z 8, +y 5)": _relative(
+            [(12, (1, 0, 0, 0, 0, 0, 1)), (8, (0, 0, 1, 0, 0, 0, 1)), (15, (0, 0, 0, 0, 0, 1, 1)),
+             (12, (-1, 0, 0, 0, 0, 0, 1)), (8, (0, 0, -1, 0, 0, 0, 1)), (5, (0, 1, 0, 0, 0, 0, 1))]),
         "workspace edge (+x 40, then -z 30)": _relative([(40, (1, 0, 0, 0, 0, 0, 1)), (30, (0, 0, -1, 0, 0, 0, 1))]),
         "press on the table (+y 8, then -z 30)": _relative([(8, (0, 1, 0, 0, 0, 0, 1)), (30, (0, 0, -1, 0, 0, 0, 1))]),
         "grasp and lift red (absolute)": _absolute(
@@ -360,7 +371,7 @@ def run_trajectories(h: Handle) -> dict[str, dict[str, list]]:
     """TCP and block positions after every step of each sequence."""
     out = {}
     for name, actions in trajectories().items():
-        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(h.sim.scene))
         tcp, blocks, joints = [], [], []
         for mode, action in actions:
             h.sim.step(action, mode)
@@ -532,7 +543,7 @@ def report(results: dict, args: Args, wall: float) -> str:
             e_bl, o_bl = np.asarray(et[name]["blocks"]), np.asarray(ot[name]["blocks"])
             d_tcp = np.linalg.norm(e_tcp - o_tcp, axis=1)
             d_bl = np.linalg.norm(e_bl - o_bl, axis=2)
-            start = START_SCENE[6:24].reshape(3, 6)[:, :3]
+            start = start_scene(scene)[6:24].reshape(3, 6)[:, :3]
             moved_e = np.linalg.norm(e_bl[-1] - start, axis=1)
             moved_o = np.linalg.norm(o_bl[-1] - start, axis=1)
             k = int(np.argmax(np.maximum(moved_e, moved_o)))
@@ -550,7 +561,9 @@ def report(results: dict, args: Args, wall: float) -> str:
             n = 0
             for task in tasks:
                 e, o = by[("embedded", scene, task)], by[("calvin", scene, task)]
-                lines.append(f"| {task} | {e['successes']}/{e['episodes']} | {o['successes']}/{o['episodes']} |")
+                notes = "".join(f" ({len(r['errors'])} errors: {r['errors'][0][:80]})" if r.get("errors") else ""
+                                for r in (e, o))
+                lines.append(f"| {task} | {e['successes']}/{e['episodes']} | {o['successes']}/{o['episodes']}{notes} |")
                 tot["embedded"] += e["successes"]
                 tot["calvin"] += o["successes"]
                 n += e["episodes"]
