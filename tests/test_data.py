@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -565,3 +567,16 @@ def test_reads_a_hand_made_official_calvin_split(tmp_path):
         assert item["frames"][key].dtype == expected.dtype
         assert np.array_equal(item["frames"][key], expected)
     assert item["frames"]["robot_obs"].dtype == np.float64
+
+
+def test_writer_and_collection_script_run_without_torch():
+    """The writer side of the package (and collect_demos.py) must not pull in torch."""
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import sys; import rftf_gym.data; import rftf_gym.data.writer; import collect_demos; "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "from rftf_gym.data import LanguageWindowDataset; assert 'torch' in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()

@@ -1,0 +1,83 @@
+"""CALVIN's dataset format: file names, frame keys and shapes, and the checks against them.
+
+The names and shapes are those of ``dataset/README.md`` in mees/calvin; see `rftf_gym.data` for the
+directory layout. Every file of a split is written through `atomic_write`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+FRAME_KEYS: tuple[str, ...] = (
+    "actions",
+    "rel_actions",
+    "robot_obs",
+    "scene_obs",
+    "rgb_static",
+    "rgb_gripper",
+)
+"""Keys every frame file holds."""
+DEPTH_KEYS: tuple[str, ...] = ("depth_static", "depth_gripper")
+"""Optional depth keys (float32, H x W)."""
+VECTOR_DIMS: dict[str, int] = {"actions": 7, "rel_actions": 7, "robot_obs": 15, "scene_obs": 24}
+OFFICIAL_IMAGE_SIZES: dict[str, tuple[int, int]] = {"static": (200, 200), "gripper": (84, 84)}
+"""Image (height, width) per camera in the official dataset; keys are camera names."""
+MAX_WINDOW = 64
+"""Longest language window the writer accepts, in frames (CALVIN annotates 64-frame windows)."""
+
+EPISODE_IDS_FILE = "ep_start_end_ids.npy"
+SCENE_INFO_FILE = "scene_info.npy"
+LANG_FILE = Path("lang_annotations") / "auto_lang_ann.npy"
+FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and the problem."""
+
+
+class UnsafePickleError(DatasetError):
+    """A pickled ``.npy`` file refers to something other than plain data."""
+
+
+def frame_name(frame_id: int) -> str:
+    """File name of a frame, CALVIN's ``episode_%07d.npz``."""
+    return f"episode_{frame_id:07d}.npz"
+
+
+def check_frame_array(
+    key: str, array: np.ndarray, image_sizes: Mapping[str, tuple[int, int]] | None
+) -> str | None:
+    """Problem with one frame array, or None when it follows the format."""
+    if key in VECTOR_DIMS:
+        if array.shape != (VECTOR_DIMS[key],) or array.dtype not in (np.float32, np.float64):
+            dims = VECTOR_DIMS[key]
+            return f"{key} must be float32/float64 ({dims},), got {array.dtype} {array.shape}"
+        return None
+    kind, _, camera = key.partition("_")
+    if kind not in ("rgb", "depth") or camera not in OFFICIAL_IMAGE_SIZES:
+        return None  # keys outside the documented set (e.g. tactile) are not checked
+    if kind == "rgb" and (array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3):
+        return f"{key} must be uint8 (H, W, 3), got {array.dtype} {array.shape}"
+    if kind == "depth" and (array.dtype != np.float32 or array.ndim != 2):
+        return f"{key} must be float32 (H, W), got {array.dtype} {array.shape}"
+    size = tuple(image_sizes[camera]) if image_sizes and camera in image_sizes else None
+    if size is not None and array.shape[:2] != size:
+        return f"{key} must be {size} images, got {array.shape[:2]}"
+    return None
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], sync: bool = False) -> None:
+    """Write a file under a hidden temporary name in the same directory, then rename it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
