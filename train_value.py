@@ -58,6 +58,8 @@ class Args:
     """sets `torch.backends.cudnn.deterministic`"""
     device: str = "cpu"
     """torch device ("cpu", "cuda", "cuda:1")"""
+    torch_threads: int | None = None
+    """torch CPU threads (None: torch's default); 1 is much faster on a machine shared with other jobs"""
     track: bool = False
     """log to Weights and Biases"""
     wandb_project_name: str = "rftf-gym"
@@ -99,7 +101,7 @@ class Args:
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     num_epochs: int = 3
-    """epochs (each visits every window of every annotation once)"""
+    """epochs (each draws ceil(L / n) windows at random offsets from every annotation of L frames)"""
     keep_epoch: int = 1
     """epoch whose model is copied to value_model/ (the paper keeps the first)"""
     window_size: int = 8
@@ -169,11 +171,11 @@ def grounding_loss(right: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Windows
 # ----------------------------------------------------------------------------------------------
-def window_starts(lengths: list[int], window_size: int, stride: int) -> np.ndarray:
-    """Every (episode, first frame) whose window of ``window_size`` frames ``stride`` apart fits.
+def epoch_windows(lengths: list[int], window_size: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """The windows of one epoch: (episode, first frame) rows in random order.
 
-    Episodes shorter than one window are used with the stride shrunk to fit (see `window_frames`)
-    from their first frame.
+    Each episode of length L gets ceil(L / n) windows at uniformly random offsets, so an epoch
+    visits every annotated frame about once; episodes shorter than n frames are skipped.
 
     Returns:
         int64 array (N, 2).
@@ -183,13 +185,15 @@ def window_starts(lengths: list[int], window_size: int, stride: int) -> np.ndarr
     for e, length in enumerate(lengths):
         if length < window_size:
             continue
-        starts = range(max(length - span, 0) + 1)
-        rows.extend((e, s) for s in starts)
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+        count = -(-length // window_size)
+        starts = rng.integers(0, max(length - span, 0) + 1, size=count)
+        rows.extend((e, int(s)) for s in starts)
+    rows_array = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    return rows_array[rng.permutation(len(rows_array))]
 
 
 def window_frames(length: int, start: int, window_size: int, stride: int) -> np.ndarray:
-    """Frame indices of one window, in time order (stride shrunk for short episodes)."""
+    """Frame indices of one window, in time order (the stride shrinks to fit short episodes)."""
     stride = min(stride, (length - 1 - start) // (window_size - 1))
     return start + stride * np.arange(window_size)
 
@@ -316,6 +320,8 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     device = torch.device(args.device)
 
     # model
@@ -353,14 +359,15 @@ if __name__ == "__main__":
         print(f"rollouts: {sum(e.success for e in rollouts)} successes, {sum(not e.success for e in rollouts)} failures")
 
     task_of = np.array([e.task for e in train_eps])
-    starts = window_starts([len(e) for e in train_eps], args.window_size, args.frame_stride)
-    if len(starts) == 0:
+    lengths = [len(e) for e in train_eps]
+    num_windows = len(epoch_windows(lengths, args.window_size, args.frame_stride, np.random.default_rng(0)))
+    if num_windows == 0:
         raise ValueError(f"no training window of {args.window_size} frames: every annotation is shorter")
-    steps_per_epoch = len(starts) // args.batch_size
+    steps_per_epoch = num_windows // args.batch_size
     if args.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(starts)} windows make no batch of {args.batch_size}")
+        raise ValueError(f"{num_windows} windows make no batch of {args.batch_size}")
     total_steps = steps_per_epoch * args.num_epochs
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
@@ -382,14 +389,17 @@ if __name__ == "__main__":
     # training loop
     model.train()
     start_time, start_step = time.time(), progress["global_step"]
+    windows, windows_epoch = np.zeros((0, 2), dtype=np.int64), -1
     bar = tqdm(total=total_steps, initial=progress["global_step"], desc="value steps")
     while progress["global_step"] < total_steps:
         step, step_start = progress["global_step"], time.time()
         epoch, in_epoch = divmod(step, steps_per_epoch)
         # The window order of an epoch and the draws of a step depend on (seed, epoch, step)
         # only, so a resumed run takes the same batches as an uninterrupted one.
-        order = np.random.default_rng([args.seed, epoch]).permutation(len(starts))
-        rows = starts[order[in_epoch * args.batch_size : (in_epoch + 1) * args.batch_size]]
+        if windows_epoch != epoch:
+            windows = epoch_windows(lengths, args.window_size, args.frame_stride, np.random.default_rng([args.seed, epoch]))
+            windows_epoch = epoch
+        rows = windows[in_epoch * args.batch_size : (in_epoch + 1) * args.batch_size]
         obs, emb = gather(train_eps, rows, args.window_size, args.frame_stride)
         n, B = args.window_size, len(rows)
         obs["lang_emb"] = np.repeat(emb.reshape(B, -1), n, axis=0)
@@ -441,12 +451,13 @@ if __name__ == "__main__":
             epoch_losses = progress["losses"][epoch * steps_per_epoch : k * steps_per_epoch]
             entry = {"epoch": k, "global_step": step + 1, "train_loss": float(np.mean(epoch_losses)), **report}
             progress["history"] = [h for h in progress["history"] if h["epoch"] != k] + [entry]
-            for group, scores in report["model"].items():
-                for name, value in scores.items():
-                    if isinstance(value, (int, float)) and value is not None and not isinstance(value, bool):
-                        writer.add_scalar(f"eval/{group}/{name}", value, step + 1)
-            if isinstance(report["model"].get("grounding_accuracy"), float):
-                writer.add_scalar("eval/grounding_accuracy", report["model"]["grounding_accuracy"], step + 1)
+            for source in ("model", "clock"):
+                for group, scores in report[source].items():
+                    items = scores.items() if isinstance(scores, dict) else [("", scores)]
+                    for name, value in items:
+                        if isinstance(value, float):
+                            tag = f"eval/{group}/{name}" if name else f"eval/{group}"
+                            writer.add_scalar(tag if source == "model" else f"clock/{tag[5:]}", value, step + 1)
             save_value_model(run_dir / f"epoch_{k:03d}", model, {"epoch": k, "global_step": step + 1, "report": report, "args": vars(args)})
             if k == args.keep_epoch:
                 save_value_model(run_dir / "value_model", model, {"epoch": k, "global_step": step + 1, "report": report, "args": vars(args)})
@@ -469,7 +480,7 @@ if __name__ == "__main__":
         "args": vars(args),
         "kept_epoch": args.keep_epoch,
         "steps_per_epoch": steps_per_epoch,
-        "windows": int(len(starts)),
+        "windows_per_epoch": num_windows,
         "train_episodes": len(train_eps),
         "val_episodes": len(val_eps),
         "rollouts": {"successes": sum(e.success for e in rollouts), "failures": sum(not e.success for e in rollouts)},

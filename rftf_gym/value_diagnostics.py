@@ -356,12 +356,20 @@ def _voc_stats(values: Sequence[np.ndarray]) -> dict[str, Any]:
 def evaluate_values(
     demos: Sequence[Episode],
     demo_values: Sequence[np.ndarray],
+    reversed_values: Sequence[np.ndarray] | None = None,
     wrong: Sequence[Episode] = (),
     wrong_values: Sequence[np.ndarray] = (),
     rollouts: Sequence[Episode] = (),
     rollout_values: Sequence[np.ndarray] = (),
 ) -> dict[str, Any]:
     """The scores of one value model (or the clock) on every episode set.
+
+    Args:
+        demos, demo_values: Held-out demonstrations and their values.
+        reversed_values: Values of the demonstrations played backwards; None takes
+            ``demo_values`` reversed (exact for a model of one observation).
+        wrong, wrong_values: Wrong-instruction episodes and their values.
+        rollouts, rollout_values: Policy rollouts and their values.
 
     Returns:
         A JSON-ready dict: per set (``demos``, ``reversed``, ``wrong_instruction``,
@@ -372,7 +380,7 @@ def evaluate_values(
     """
     report: dict[str, Any] = {
         "demos": _voc_stats(demo_values),
-        "reversed": _voc_stats([v[::-1] for v in demo_values]),
+        "reversed": _voc_stats([v[::-1] for v in demo_values] if reversed_values is None else reversed_values),
     }
     if wrong:
         report["wrong_instruction"] = _voc_stats(wrong_values)
@@ -415,8 +423,8 @@ def diagnose(
         "wrong_instruction": score_episodes(value_fn, wrong, batch_size) if wrong else [],
         "rollouts": score_episodes(value_fn, rollouts, batch_size) if rollouts else [],
     }
-    model = evaluate_values(demos, values["demos"], wrong, values["wrong_instruction"], rollouts, values["rollouts"])
-    clock = evaluate_values(demos, clock_fn(demos), wrong, clock_fn(wrong), rollouts, clock_fn(rollouts))
+    model = evaluate_values(demos, values["demos"], None, wrong, values["wrong_instruction"], rollouts, values["rollouts"])
+    clock = evaluate_values(demos, clock_fn(demos), clock_fn(demos), wrong, clock_fn(wrong), rollouts, clock_fn(rollouts))
     return {"model": model, "clock": clock}, values
 
 

@@ -60,9 +60,13 @@ def read_scene_info(path: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def read_annotations(path: Path) -> tuple[list[Annotation], np.ndarray | None]:
-    """Language windows of the split directory ``path`` and ``language.emb`` if stored."""
-    file = path / LANG_FILE
+def read_annotations(path: Path, lang_folder: str = LANG_FILE.parent.name) -> tuple[list[Annotation], np.ndarray | None]:
+    """Language windows of the split directory ``path`` and ``language.emb`` if stored.
+
+    ``lang_folder`` names the annotation folder inside the split (CALVIN's releases ship
+    ``lang_annotations`` and may carry others with the same file name and layout).
+    """
+    file = path / lang_folder / LANG_FILE.name
     data = load_pickled_npy(file)
     try:
         language, indx = data["language"], data["info"]["indx"]

@@ -35,6 +35,7 @@ class CalvinDataset:
         image_sizes: (height, width) per camera (``"static"``, ``"gripper"``) that images must
             have; None accepts any size.
         check_files: List the directory to check that every frame file exists.
+        lang_folder: Folder of ``auto_lang_ann.npy`` inside the split.
 
     Raises:
         DatasetError: Missing directory, index file or frame file, malformed index file, or an
@@ -47,18 +48,20 @@ class CalvinDataset:
         split: str,
         image_sizes: Mapping[str, tuple[int, int]] | None = None,
         check_files: bool = True,
+        lang_folder: str = LANG_FILE.parent.name,
     ) -> None:
         self.path = Path(root) / split
+        self.lang_file = self.path / lang_folder / LANG_FILE.name
         if not self.path.is_dir():
             raise DatasetError(f"{self.path}: dataset directory is missing")
         self.image_sizes = dict(image_sizes) if image_sizes is not None else None
         self.episodes = read_episode_ids(self.path)
         self.scene_info = read_scene_info(self.path)
-        self.annotations, self.language_emb = read_annotations(self.path)
+        self.annotations, self.language_emb = read_annotations(self.path, lang_folder)
         for i, a in enumerate(self.annotations):
             if episode_index(self.episodes, a.start, a.end) is None:
                 raise DatasetError(
-                    f"{self.path / LANG_FILE}: info.indx[{i}] = ({a.start}, {a.end}) does not lie "
+                    f"{self.lang_file}: info.indx[{i}] = ({a.start}, {a.end}) does not lie "
                     f"inside a single episode of {EPISODE_IDS_FILE}"
                 )
         if check_files:
