@@ -78,6 +78,9 @@ class Args:
     """held-out split scored every epoch (scene D)"""
     lang_folder: str = "lang_annotations"
     """folder of auto_lang_ann.npy inside each split; its language.emb is used when present"""
+    whole_segments: bool = False
+    """train on each instruction's whole segment (windows extended back to the previous window's end);
+    for collect_demos.py data, whose windows are the last <= 64 frames of back-to-back segments"""
     max_val_episodes: int | None = None
     """score at most this many held-out windows per epoch (None: all)"""
 
@@ -88,6 +91,8 @@ class Args:
     """observation mode when training from scratch ("state" or "rgb"); a BC checkpoint sets it"""
     num_value_queries: int = 1
     """value query tokens (replacing the VLA's action tokens)"""
+    dropout: float = 0.0
+    """dropout inside the backbone when training from scratch (a BC checkpoint keeps its own)"""
     head_hidden: int = 256
     """hidden width of the value head"""
 
@@ -112,6 +117,8 @@ class Args:
     """cap on steps per epoch (None: all windows); for quick runs"""
     checkpoint_every: int = 100
     """steps between resume checkpoints"""
+    obs_noise: float = 0.0
+    """Gaussian noise added to robot_obs / scene_obs in training, as a fraction of each dimension's std"""
 
     # loss
     loss: str = "paper"
@@ -279,8 +286,8 @@ def save_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimiz
 
 def model_fields(args: Args) -> dict[str, Any]:
     """The Args fields that fix the architecture or the data; a resumed run must match them."""
-    keys = ("data_root", "train_split", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
-            "head_hidden", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
+    keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
+            "head_hidden", "dropout", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -333,7 +340,7 @@ if __name__ == "__main__":
         train_probe = CalvinDataset(args.data_root, args.train_split, check_files=False, lang_folder=args.lang_folder)
         emb = train_probe.language_emb
         text = {} if emb is None else {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
-        model = ValueModel(VLAConfig(obs_mode=args.obs_mode, **text), args.num_value_queries, args.head_hidden)
+        model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden)
     config = model.config
     keys = config.obs_keys
     image_sizes = {"static": (config.static_size,) * 2, "gripper": (config.gripper_size,) * 2}
@@ -341,14 +348,17 @@ if __name__ == "__main__":
     # data: every language window, whole, in memory (images shrunk to the model's input size)
     train_set = CalvinDataset(args.data_root, args.train_split, lang_folder=args.lang_folder)
     val_set = CalvinDataset(args.data_root, args.val_split, lang_folder=args.lang_folder)
-    train_eps = diag.demo_episodes(train_set, keys, image_sizes=image_sizes, progress=True)
+    train_eps = diag.demo_episodes(train_set, keys, image_sizes=image_sizes, progress=True, whole_segments=args.whole_segments)
     val_eps = diag.demo_episodes(val_set, keys, args.max_val_episodes, image_sizes, seed=args.seed, progress=True)
     attach_embeddings(train_eps, model, train_set)
     attach_embeddings(val_eps, model, val_set)
     val_wrong = diag.wrong_instruction_episodes(val_eps, seed=args.seed)
+    vector_keys = [k for k in keys if k in ("robot_obs", "scene_obs")]
+    frames = {k: np.concatenate([e.obs[k] for e in train_eps]) for k in vector_keys}
+    obs_std = {k: v.std(0) for k, v in frames.items()}
     if not args.bc_checkpoint and config.obs_mode == "state":
-        frames = {k: np.concatenate([e.obs[k] for e in train_eps]) for k in ("robot_obs", "scene_obs")}
         model.body.set_state_normalization(frames["robot_obs"], frames["scene_obs"])
+    del frames
     model.to(device)
     rollouts: list[diag.Episode] = []
     if args.rollout_policy:
@@ -402,6 +412,10 @@ if __name__ == "__main__":
         rows = windows[in_epoch * args.batch_size : (in_epoch + 1) * args.batch_size]
         obs, emb = gather(train_eps, rows, args.window_size, args.frame_stride)
         n, B = args.window_size, len(rows)
+        if args.obs_noise > 0:
+            noise_rng = np.random.default_rng([args.seed, epoch, in_epoch, 2])
+            for k in vector_keys:
+                obs[k] = obs[k] + noise_rng.normal(size=obs[k].shape) * (args.obs_noise * obs_std[k])
         obs["lang_emb"] = np.repeat(emb.reshape(B, -1), n, axis=0)
         values = model(model.preprocess(obs)).view(B, n)
         pg = {"ranking": ranking_loss(values)}

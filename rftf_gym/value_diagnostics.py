@@ -97,6 +97,7 @@ def demo_episodes(
     image_sizes: Mapping[str, tuple[int, int]] | None = None,
     seed: int = 0,
     progress: bool = False,
+    whole_segments: bool = False,
 ) -> list[Episode]:
     """The language windows of a split, each as a successful episode with all its frames.
 
@@ -109,10 +110,17 @@ def demo_episodes(
             split of images in memory); None keeps the stored size.
         seed: Seed of the subset draw.
         progress: Show a tqdm bar.
+        whole_segments: Start each window where its instruction's segment starts: right after
+            the previous window of the same episode ends, or at the episode's start. This fits
+            data written as back-to-back instruction segments (``collect_demos.py``, whose
+            windows are the last <= 64 frames of each segment), not CALVIN's sparse windows.
 
     Returns:
         Episodes in annotation order.
     """
+    starts = [a.start for a in dataset.annotations]
+    if whole_segments:
+        starts = segment_starts(dataset)
     indices = np.arange(len(dataset.annotations))
     if max_episodes is not None and max_episodes < indices.size:
         indices = np.sort(np.random.default_rng(seed).choice(indices, size=max_episodes, replace=False))
@@ -123,10 +131,25 @@ def demo_episodes(
     episodes = []
     for i in indices:
         a = dataset.annotations[int(i)]
-        obs = _shrink(dataset.load_frames(range(a.start, a.end + 1), keys), image_sizes)
+        obs = _shrink(dataset.load_frames(range(starts[int(i)], a.end + 1), keys), image_sizes)
         emb = dataset.language_emb[int(i)] if dataset.language_emb is not None else None
         episodes.append(Episode(obs, a.ann, a.task, True, emb, {"window": (a.start, a.end), "annotation": int(i)}))
     return episodes
+
+
+def segment_starts(dataset: CalvinDataset) -> list[int]:
+    """First frame of each annotation's instruction segment (see `demo_episodes`)."""
+    ends_by_episode: dict[int, list[int]] = {}
+    episode_of = []
+    for a in dataset.annotations:
+        e = int(np.searchsorted(dataset.episodes[:, 0], a.start, side="right")) - 1
+        episode_of.append(e)
+        ends_by_episode.setdefault(e, []).append(a.end)
+    starts = []
+    for a, e in zip(dataset.annotations, episode_of):
+        earlier = [end for end in ends_by_episode[e] if end < a.start]
+        starts.append(max(earlier) + 1 if earlier else int(dataset.episodes[e, 0]))
+    return starts
 
 
 def reversed_episodes(episodes: Sequence[Episode]) -> list[Episode]:

@@ -31,7 +31,8 @@ SMALL = dict(d_model=32, n_layers=1, n_heads=2, head_hidden=32)
 # ---------------------------------------------------------------------------- synthetic data
 def write_split(root: Path, split: str, scene: str, seed: int, episodes: int = 2) -> None:
     """A tiny CALVIN-format split: per episode, 'move_slider_left' opens the door while the arm
-    moves, then 'open_drawer' opens the drawer; each is a 20-frame language window."""
+    moves, then 'open_drawer' opens the drawer: two 20-frame segments, each annotated on its
+    last 16 frames (as collect_demos.py annotates the end of each segment)."""
     rng = np.random.default_rng(seed)
     with CalvinDatasetWriter(root, split, image_sizes={"static": (8, 8), "gripper": (8, 8)}, compress=False) as w:
         for _ in range(episodes):
@@ -46,7 +47,7 @@ def write_split(root: Path, split: str, scene: str, seed: int, episodes: int = 2
                     w.add_frame(actions=np.zeros(7), rel_actions=np.zeros(7), robot_obs=robot.copy(), scene_obs=scene_obs.copy(),
                                 rgb_static=np.zeros((8, 8, 3), np.uint8), rgb_gripper=np.zeros((8, 8, 3), np.uint8))
                 ann = "push the sliding door to the left" if task == "move_slider_left" else "pull the handle to open the drawer"
-                w.add_annotation(first, w.next_frame_id - 1, ann, task)
+                w.add_annotation(first + 4, w.next_frame_id - 1, ann, task)
             w.end_episode()
 
 
@@ -158,7 +159,7 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
 # ---------------------------------------------------------------------------- diagnostics
 def test_diagnostics_separate_progress_from_a_clock(tiny_data):
     demos = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), ("robot_obs", "scene_obs"))
-    assert [len(e) for e in demos] == [20] * 4 and {e.task for e in demos} == {"move_slider_left", "open_drawer"}
+    assert [len(e) for e in demos] == [16] * 4 and {e.task for e in demos} == {"move_slider_left", "open_drawer"}
     wrong = diag.wrong_instruction_episodes(demos, seed=0)
     assert all(w.instruction != d.instruction and w.obs is d.obs for w, d in zip(wrong, demos))
 
@@ -183,6 +184,15 @@ def test_diagnostics_separate_progress_from_a_clock(tiny_data):
     blind_report, _ = diag.diagnose(blind, demos, wrong)
     assert blind_report["model"]["demos"]["voc"] == pytest.approx(1.0)
     assert blind_report["model"]["wrong_instruction"]["voc"] == pytest.approx(1.0)
+
+
+def test_whole_segments_reach_back_to_the_previous_window(tiny_data):
+    ds = CalvinDataset(tiny_data, "training")
+    assert [a.start for a in ds.annotations] == [4, 24, 44, 64]
+    assert diag.segment_starts(ds) == [0, 20, 40, 60]
+    whole = diag.demo_episodes(ds, ("scene_obs",), whole_segments=True)
+    assert [len(e) for e in whole] == [20] * 4
+    np.testing.assert_array_equal(whole[1].obs["scene_obs"][4:], diag.demo_episodes(ds, ("scene_obs",))[1].obs["scene_obs"])
 
 
 def test_success_vs_failure_scores_by_task():
@@ -252,15 +262,15 @@ def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert json.loads(progress.read_text())["global_step"] < 20
+    assert json.loads(progress.read_text())["global_step"] < 16
     resumed = run(cmd, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming tiny at step" in resumed.stdout
 
     ref_report = json.loads((tmp_path / "ref" / "tiny" / "report.json").read_text())
     report = json.loads((tmp_path / "killed" / "tiny" / "report.json").read_text())
-    # 4 annotations of 20 frames, ceil(20 / 4) windows each, 2 windows per step
-    assert report["steps_per_epoch"] == ref_report["steps_per_epoch"] == 10
+    # 4 annotations of 16 frames, ceil(16 / 4) windows each, 2 windows per step
+    assert report["steps_per_epoch"] == ref_report["steps_per_epoch"] == 8
     assert [h["epoch"] for h in report["history"]] == [1, 2]
     for h, r in zip(report["history"], ref_report["history"]):
         assert h["train_loss"] == pytest.approx(r["train_loss"], rel=1e-5)
@@ -275,7 +285,7 @@ def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
     assert model.checkpoint_metadata["epoch"] == 1
     demo = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), model.config.obs_keys)[0]
     values = model.predict(demo.obs, [demo.instruction] * len(demo))
-    assert values.shape == (20,) and np.all(np.isfinite(values))
+    assert values.shape == (16,) and np.all(np.isfinite(values))
     ref = load_value_model(tmp_path / "ref" / "tiny" / "value_model")
     np.testing.assert_allclose(values, ref.predict(demo.obs, [demo.instruction] * len(demo)), rtol=1e-5, atol=1e-6)
 
