@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from rftf_gym import value_metrics as vm
 from rftf_gym.data import CalvinDataset
@@ -70,14 +71,18 @@ class Episode:
         return len(next(iter(self.obs.values())))
 
 
-def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 images (T, H, W, 3) to (T, height, width, 3) with bilinear filtering."""
-    from PIL import Image
+def resize_images(images: np.ndarray, size: tuple[int, int], chunk: int = 256) -> np.ndarray:
+    """Resize uint8 images (T, H, W, 3) to (T, height, width, 3) exactly as the model's
+    preprocessing does (`rftf_gym.models.resize_images`), so stored frames equal model inputs."""
+    from rftf_gym.models import resize_images as model_resize
 
     height, width = size
+    if height != width:
+        raise ValueError(f"the model takes square images, got size {size}")
     if images.shape[1:3] == (height, width):
         return images
-    return np.stack([np.asarray(Image.fromarray(im).resize((width, height), Image.BILINEAR)) for im in images])
+    parts = [model_resize(images[i : i + chunk], "images", height, torch.device("cpu")) for i in range(0, len(images), chunk)]
+    return torch.cat(parts).permute(0, 2, 3, 1).numpy()
 
 
 def _shrink(obs: dict[str, np.ndarray], image_sizes: Mapping[str, tuple[int, int]] | None) -> dict[str, np.ndarray]:

@@ -134,6 +134,17 @@ def test_from_vla_copies_the_body_but_not_the_query_tokens():
     assert model.predict(obs, ["a", "b"]).shape == (2,)
 
 
+def test_images_shrunk_for_storage_equal_the_model_inputs():
+    model = ValueModel(VLAConfig(obs_mode="rgb", d_model=32, n_layers=1, n_heads=2, static_size=32, gripper_size=16))
+    rng = np.random.default_rng(0)
+    obs = {"rgb_static": rng.integers(0, 256, (3, 200, 200, 3), dtype=np.uint8),
+           "rgb_gripper": rng.integers(0, 256, (3, 84, 84, 3), dtype=np.uint8), "robot_obs": rng.normal(size=(3, 15))}
+    small = {"rgb_static": diag.resize_images(obs["rgb_static"], (32, 32)),
+             "rgb_gripper": diag.resize_images(obs["rgb_gripper"], (16, 16)), "robot_obs": obs["robot_obs"]}
+    assert small["rgb_static"].shape == (3, 32, 32, 3) and small["rgb_static"].dtype == np.uint8
+    np.testing.assert_array_equal(model.predict(small, ["a"] * 3), model.predict(obs, ["a"] * 3))
+
+
 def test_checkpoint_round_trip_and_clear_errors(tmp_path):
     torch.manual_seed(0)
     model = ValueModel(VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2), head_hidden=32)
