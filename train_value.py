@@ -127,6 +127,14 @@ class Args:
     """("grounded") weight of the tie loss that keeps values flat under a wrong instruction"""
     wrong_rank_coef: float = 1.0
     """("grounded") weight of ranking each frame above itself under a wrong instruction"""
+    train_rollout_policy: str | None = None
+    """policy whose failed rollouts in the training scenes are ranked below successes of the same task"""
+    train_rollout_scenes: str = "ABC"
+    """scenes of those rollouts (the training split's scenes)"""
+    train_rollout_episodes_per_task: int = 1
+    """rollouts per task and scene, over every task of the training windows"""
+    failure_coef: float = 1.0
+    """weight of ranking failed-rollout frames below the last frame of a demonstration of their task"""
 
     # diagnostics
     rollout_policy: str | None = None
@@ -287,7 +295,7 @@ def save_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimiz
 def model_fields(args: Args) -> dict[str, Any]:
     """The Args fields that fix the architecture or the data; a resumed run must match them."""
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
-            "head_hidden", "dropout", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
+            "head_hidden", "dropout", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -342,6 +350,8 @@ if __name__ == "__main__":
         text = {} if emb is None else {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
         model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden)
     config = model.config
+    if model.text_encoder is None and (args.rollout_policy or args.train_rollout_policy):
+        raise ValueError("the model reads precomputed language.emb, which rollout instructions do not have; drop the rollout options")
     keys = config.obs_keys
     image_sizes = {"static": (config.static_size,) * 2, "gripper": (config.gripper_size,) * 2}
 
@@ -368,6 +378,16 @@ if __name__ == "__main__":
         )
         print(f"rollouts: {sum(e.success for e in rollouts)} successes, {sum(not e.success for e in rollouts)} failures")
 
+    failures: list[diag.Episode] = []
+    if args.train_rollout_policy:
+        for scene in args.train_rollout_scenes:
+            episodes = diag.collect_rollouts(
+                args.train_rollout_policy, sorted({e.task for e in train_eps}), args.train_rollout_episodes_per_task, keys,
+                run_dir / f"train_rollouts_{scene}", scene=scene, seed=args.seed, image_sizes=image_sizes, progress=True,
+            )
+            failures += [e for e in episodes if not e.success]
+        attach_embeddings(failures, model, train_set)
+        print(f"training rollouts: {len(failures)} failures ranked below demonstrations")
     task_of = np.array([e.task for e in train_eps])
     lengths = [len(e) for e in train_eps]
     num_windows = len(epoch_windows(lengths, args.window_size, args.frame_stride, np.random.default_rng(0)))
@@ -434,6 +454,27 @@ if __name__ == "__main__":
             pg["wrong_tie"] = tie_loss(wrong_values)
             pg["grounding"] = grounding_loss(values, wrong_values)
             loss = loss + args.wrong_tie_coef * pg["wrong_tie"] + args.wrong_rank_coef * pg["grounding"]
+        if failures:
+            # Failed rollouts end short of success: each of their frames must score below the
+            # last frame of a demonstration of the same task, under that task's instruction.
+            rng = np.random.default_rng([args.seed, epoch, in_epoch, 3])
+            picks = [failures[int(i)] for i in rng.integers(len(failures), size=B)]
+            ends, fails = {}, []
+            for f in picks:
+                demos = np.flatnonzero(task_of == f.task)
+                d = train_eps[int(demos[rng.integers(len(demos))])]
+                start = int(rng.integers(0, len(f) - (n - 1) * args.frame_stride))
+                idx = window_frames(len(f), start, n, args.frame_stride)
+                fails.append(({k: v[idx] for k, v in f.obs.items()}, f.emb))
+                ends.setdefault("obs", []).append({k: v[-1:] for k, v in d.obs.items()})
+            fail_obs = {k: np.concatenate([o[k] for o, _ in fails]) for k in keys}
+            fail_obs["lang_emb"] = np.repeat(np.stack([e for _, e in fails]).reshape(B, -1), n, axis=0)
+            end_obs = {k: np.concatenate([o[k] for o in ends["obs"]]) for k in keys}
+            end_obs["lang_emb"] = np.stack([e for _, e in fails]).reshape(B, -1)
+            fail_values = model(model.preprocess(fail_obs)).view(B, n)
+            end_values = model(model.preprocess(end_obs))
+            pg["failure"] = -F.logsigmoid(end_values[:, None] - fail_values).mean()
+            loss = loss + args.failure_coef * pg["failure"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)

@@ -257,7 +257,7 @@ def collect_rollouts(
         "keys": sorted(keys),
         "scene": scene,
         "seed": int(seed),
-        "image_sizes": {k: list(v) for k, v in (image_sizes or {}).items()},
+        "image_sizes": {k: list(v) for k, v in (image_sizes or {}).items()} if any(k in IMAGE_KEYS for k in keys) else {},
     }
     meta_file = cache / "meta.json"
     if meta_file.exists():

@@ -308,6 +308,20 @@ def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
     assert other.returncode != 0 and "window_size" in other.stderr
 
 
+def test_rollout_diagnostics_and_failure_ranking_run(tiny_data, tmp_path):
+    extra = {"--num-epochs": "1", "--max-steps-per-epoch": "2", "--loss": "grounded", "--rollout-policy": "random",
+             "--rollout-tasks": "open_drawer", "--rollout-episodes-per-task": "1",
+             "--train-rollout-policy": "random", "--train-rollout-scenes": "A"}
+    done = run(train_args(tiny_data, tmp_path, **extra), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training rollouts: 2 failures" in done.stdout
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text())
+    assert report["rollouts"] == {"successes": 0, "failures": 1}
+    model = report["history"][0]["model"]
+    assert model["rollouts_failure"]["episodes"] == 1 and model["rollouts_success"]["episodes"] == 0
+    assert report["history"][0]["clock"]["rollouts_failure"]["voc"] == pytest.approx(1.0)
+
+
 def test_bad_arguments_fail_clearly(tiny_data, tmp_path):
     bad = run(train_args(tiny_data, tmp_path, **{"--loss": "clock"}), tmp_path)
     assert bad.returncode != 0 and "--loss" in bad.stderr
