@@ -520,7 +520,7 @@ if __name__ == "__main__":
             tqdm.write(
                 f"epoch {k}: demos acc {m['demos']['pairwise_accuracy']:.3f} VOC {m['demos']['voc']:.3f} | reversed VOC "
                 f"{m['reversed']['voc']:.3f} | wrong-instruction VOC {m['wrong_instruction']['voc']:.3f}"
-                + (f" | failed-rollout VOC {m['rollouts_failure']['voc']}" if rollouts else "")
+                + (f" | failed-rollout VOC {m['rollouts_failure']['voc']:.3f}" if m.get("rollouts_failure", {}).get("voc") is not None else "")
             )
             history = [{**h, "losses": progress["losses"][(h["epoch"] - 1) * steps_per_epoch : h["epoch"] * steps_per_epoch]}
                        for h in progress["history"]]
