@@ -301,6 +301,7 @@ def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
     np.testing.assert_allclose(values, ref.predict(demo.obs, [demo.instruction] * len(demo)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
     first = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "1", "--max-steps-per-epoch": "2"}), tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -308,6 +309,7 @@ def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
     assert other.returncode != 0 and "window_size" in other.stderr
 
 
+@pytest.mark.slow
 def test_rollout_diagnostics_and_failure_ranking_run(tiny_data, tmp_path):
     extra = {"--num-epochs": "1", "--max-steps-per-epoch": "2", "--loss": "grounded", "--rollout-policy": "random",
              "--rollout-tasks": "open_drawer", "--rollout-episodes-per-task": "1",
