@@ -1,4 +1,4 @@
-"""Scripted-expert demonstrations in CALVIN's dataset format (issue 3, SPEC 4).
+"""Scripted-expert demonstrations in CALVIN's dataset format (mees/calvin ``dataset/README.md``).
 
 Each "play" episode starts from a random layout of one scene and chains experts, as CALVIN's
 teleoperated play data does: after each success the next task is drawn among those whose
@@ -10,8 +10,17 @@ frames are dropped and the episode ends with the successes before it. Failures a
 printed and saved in ``<output>/collection_summary.json``.
 
 ``training/`` comes from ``--train-scenes`` (default A, B, C), ``validation/`` from scene D. The
-run is resumable: episode i of a split always uses the same seed, and the writer continues after
-the last finished episode.
+run is resumable: attempt i of a split always uses the same seed, ``<split>/collection_progress.json``
+records how many attempts are done (failed ones included) with their counts, and a re-run of the
+same command goes on from there, so an interrupted and resumed collection writes exactly what an
+uninterrupted one does. The summary counts every attempt of every run.
+
+Language: each instruction's ``language.emb`` is its embedding by ``--text-encoder`` (the
+project's hashed n-gram encoder, `rftf_gym.text_encoder`; not CALVIN's MiniLM), written to
+``lang_annotations/`` (the folder CALVIN's loaders read by default) and to
+``lang_<encoder name>/``. At the end of each split the script writes ``statistics.yaml``, and for
+validation ``embeddings.npy`` (the evaluation sentence of each task and its embedding) in both
+language folders.
 
 Frames: ``rel_actions`` is the expert's relative action exactly as sent to the env (what a policy
 outputs); ``actions`` is the absolute pose it aims at (tcp + 0.02 m * rel_pos, euler + 0.05 rad *
@@ -22,9 +31,10 @@ Usage: ``python collect_demos.py --output demos`` (small: ``--train-episodes 3 -
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -33,10 +43,15 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.data import MAX_WINDOW, REL_ORN_MAX, REL_POS_MAX, CalvinDatasetWriter, wrap_angle
-from rftf_gym.env import EPISODE_STEPS
+from rftf_gym import cli, evaluation
+from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, Scene, wrap_angle
+from rftf_gym.data import LANG_FOLDER, MAX_WINDOW, CalvinDataset, CalvinDatasetWriter, TaskEmbeddings
+from rftf_gym.data.statistics import write_statistics
 from rftf_gym.experts import make_expert
-from rftf_gym.language import instruction_for
+from rftf_gym.language import EVAL_INSTRUCTIONS, instruction_for
+from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
+
+PROG = "collect_demos.py"
 
 
 @dataclass
@@ -47,14 +62,14 @@ class Args:
     """play episodes in training/, split evenly over --train-scenes"""
     val_episodes: int = 20
     """play episodes in validation/ (scene D)"""
-    train_scenes: tuple[str, ...] = ("A", "B", "C")
+    train_scenes: tuple[Scene, ...] = ("A", "B", "C")
     """scenes of the training split"""
-    val_scene: str = "D"
+    val_scene: Scene = "D"
     """scene of the validation split"""
     tasks_per_episode: tuple[int, int] = (5, 10)
     """range (inclusive) of the number of chained tasks per play episode"""
     seed: int = 1
-    """base seed; episode i of a split uses a seed derived from (seed, split, i)"""
+    """base seed; attempt i of a split uses a seed derived from (seed, split, i)"""
     noise: float = 0.05
     """std of Gaussian noise on the experts' free-space translation actions (action units)"""
     static_size: int = 200
@@ -63,11 +78,14 @@ class Args:
     """gripper camera image size (official 84)"""
     compress: bool = True
     """write frames with np.savez_compressed, as the released dataset"""
+    text_encoder: str = HashedNgramEncoder().name
+    """instruction encoder (rftf_gym.text_encoder) whose embeddings are stored as language.emb, in
+    lang_annotations/ and in lang_<encoder name>/; it is not CALVIN's MiniLM"""
 
 
 @dataclass
 class Counts:
-    """What a split's collection produced."""
+    """What a split's collection produced, over every run that worked on it."""
 
     episodes: int = 0
     frames: int = 0
@@ -79,8 +97,8 @@ class Counts:
 
 def absolute_action(robot_obs: np.ndarray, rel: np.ndarray) -> np.ndarray:
     """The absolute pose a relative action aims at (CALVIN's ``actions`` field)."""
-    pos = robot_obs[:3] + rel[:3] * REL_POS_MAX
-    orn = wrap_angle(robot_obs[3:6] + rel[3:6] * REL_ORN_MAX)
+    pos = robot_obs[:3] + rel[:3] * MAX_REL_POS
+    orn = wrap_angle(robot_obs[3:6] + rel[3:6] * MAX_REL_ORN)
     return np.concatenate([pos, orn, rel[6:7]])
 
 
@@ -90,7 +108,7 @@ def run_segment(env: gym.Env, obs: dict, task: str, rng: np.random.Generator,
     expert = make_expert(task, env.unwrapped.scene, rng, noise=noise)
     frames = []
     info: dict = {}
-    for _ in range(EPISODE_STEPS):
+    for _ in range(EP_LEN):
         rel = expert.act(obs)
         rel[6] = 1.0 if rel[6] >= 0 else -1.0
         frames.append({"actions": absolute_action(obs["robot_obs"], rel), "rel_actions": rel.copy(),
@@ -102,14 +120,33 @@ def run_segment(env: gym.Env, obs: dict, task: str, rng: np.random.Generator,
     return frames, obs, bool(info.get("success", False))
 
 
-def play_episode(env: gym.Env, writer: CalvinDatasetWriter, scene: str, seed: int,
-                 args: Args, counts: Counts) -> None:
-    """One play episode: chain experts from a random layout and write the successful part."""
+@dataclass
+class Attempt:
+    """One play-episode attempt, run in memory: its successful segments and what it counts."""
+
+    segments: list[tuple[list[dict], str, str]]  # frames, task, instruction
+    successes: list[str]
+    failure: str | None
+    embeddings: list[np.ndarray] = field(default_factory=list)  # (1, dim) per instruction
+
+
+@functools.cache
+def text_encoder(name: str) -> TextEncoder:
+    """The instruction encoder of ``--text-encoder``, built once per process.
+
+    Each instruction's ``language.emb`` row is (1, dim), as CALVIN's annotator stores its sentence
+    embeddings (``calvin_agent/models/encoders/language_network.py`` adds the middle axis).
+    """
+    return make_text_encoder(name)
+
+
+def play_episode(env: gym.Env, seed: int, args: Args) -> Attempt:
+    """One play episode: chain experts from a random layout; nothing is written here."""
     rng = np.random.default_rng(seed)
     n_tasks = int(rng.integers(args.tasks_per_episode[0], args.tasks_per_episode[1] + 1))
     obs, _ = env.reset(seed=seed)
     previous = None
-    segments: list[tuple[list[dict], str]] = []
+    attempt = Attempt(segments=[], successes=[], failure=None)
     for _ in range(n_tasks):
         candidates = [t for t in env.unwrapped.applicable_tasks() if t != previous]
         if not candidates:
@@ -120,69 +157,219 @@ def play_episode(env: gym.Env, writer: CalvinDatasetWriter, scene: str, seed: in
         obs, _ = env.reset(options={"continue": True, "task": task})
         frames, obs, success = run_segment(env, obs, task, rng, args.noise)
         if not success:
-            counts.failures += 1
-            counts.failures_by_task[task] = counts.failures_by_task.get(task, 0) + 1
+            attempt.failure = task
             break
-        counts.successes += 1
-        counts.successes_by_task[task] = counts.successes_by_task.get(task, 0) + 1
-        segments.append((frames, task))
+        attempt.successes.append(task)
+        attempt.segments.append((frames, task, ""))
         previous = task
-    if not segments:
-        return
+    # The paraphrases are drawn after the chain, from the same generator.
+    attempt.segments = [(frames, task, instruction_for(task, "train", rng)) for frames, task, _ in attempt.segments]
+    encoder = text_encoder(args.text_encoder)
+    attempt.embeddings = [encoder.encode([instruction]) for _, _, instruction in attempt.segments]
+    return attempt
+
+
+def write_episode(writer: CalvinDatasetWriter, scene: str, attempt: Attempt) -> int:
+    """Write an attempt's successful segments as one episode; the number of frames written."""
     writer.start_episode(f"calvin_scene_{scene}")
-    for frames, task in segments:
-        first = None
+    frames_written = 0
+    for (frames, task, instruction), emb in zip(attempt.segments, attempt.embeddings, strict=True):
+        first = writer.next_frame_id
         for frame in frames:
-            frame_id = writer.add_frame(**frame)
-            first = frame_id if first is None else first
-        last = frame_id
-        writer.add_annotation(max(first, last - MAX_WINDOW + 1), last, instruction_for(task, "train", rng), task)
-        counts.frames += len(frames)
+            last = writer.add_frame(**frame)
+        writer.add_annotation(max(first, last - MAX_WINDOW + 1), last, instruction, task, emb=emb)
+        frames_written += len(frames)
     writer.end_episode()
-    counts.episodes += 1
+    return frames_written
+
+
+def content_config(args: Args, scenes: tuple[str, ...], episodes: int) -> dict:
+    """The arguments that decide a split's content: a resume must use the same ones."""
+    return {"scenes": list(scenes), "episodes": episodes, "seed": args.seed, "noise": args.noise,
+            "tasks_per_episode": list(args.tasks_per_episode), "static_size": args.static_size,
+            "gripper_size": args.gripper_size, "compress": args.compress, "text_encoder": args.text_encoder}
+
+
+class SplitProgress:
+    """``<split>/collection_progress.json``: how many attempts of a split are done, and their counts.
+
+    Resume is keyed to attempts, not episodes: an attempt whose first task failed writes no
+    episode, so the episode count alone cannot tell where to go on. The file is replaced after
+    every attempt. For an attempt that writes an episode it is replaced *before* the episode's
+    commit (``ep_start_end_ids.npy``) and keeps the state before the attempt, so whichever of the
+    two a kill interrupts, the episode count on disk says which state holds.
+    """
+
+    FILE = "collection_progress.json"
+
+    def __init__(self, split_dir: Path, config: dict, episodes_on_disk: int) -> None:
+        self.path = split_dir / self.FILE
+        self.config = config
+        self.attempts, self.episodes, self.counts = 0, 0, Counts()
+        if self.path.is_file():
+            saved = json.loads(self.path.read_text())
+            if saved["config"] != config:
+                differ = sorted(k for k in config if saved["config"].get(k) != config[k])
+                raise ValueError(
+                    f"{split_dir} was collected with other arguments ({', '.join(differ)}: "
+                    f"{[saved['config'].get(k) for k in differ]} there, {[config[k] for k in differ]} now); "
+                    "re-run with the same arguments to resume, or choose another --output"
+                )
+            states = [saved["state"]] + ([saved["before"]] if saved.get("before") else [])
+            state = next((st for st in states if st["episodes"] == episodes_on_disk), None)
+            if state is None:
+                raise ValueError(
+                    f"{split_dir} holds {episodes_on_disk} episodes but {self.path.name} records "
+                    f"{saved['state']['episodes']}: it was changed by something else than this script; "
+                    "choose another --output"
+                )
+            self.attempts, self.episodes, self.counts = state["attempts"], state["episodes"], Counts(**state["counts"])
+        elif episodes_on_disk:
+            raise ValueError(
+                f"{split_dir} already holds {episodes_on_disk} episodes but no {self.FILE}, so where "
+                "to resume is unknown (written by another tool or an older collect_demos.py); "
+                "choose another --output"
+            )
+
+    def _state(self) -> dict:
+        return {"attempts": self.attempts, "episodes": self.episodes, "counts": asdict(self.counts)}
+
+    def record(self, attempt: Attempt, writes_episode: bool) -> None:
+        """Count an attempt (before its episode, if any, is written) and save the file."""
+        before = self._state() if writes_episode else None
+        self.attempts += 1
+        self.episodes += int(writes_episode)
+        counts = self.counts
+        for task in attempt.successes:
+            counts.successes += 1
+            counts.successes_by_task[task] = counts.successes_by_task.get(task, 0) + 1
+        if attempt.failure is not None:
+            counts.failures += 1
+            counts.failures_by_task[attempt.failure] = counts.failures_by_task.get(attempt.failure, 0) + 1
+        if writes_episode:
+            counts.episodes += 1
+            counts.frames += sum(len(frames) for frames, _, _ in attempt.segments)
+        evaluation.atomic_write_text(self.path, json.dumps(
+            {"config": self.config, "state": self._state(), "before": before}, indent=1))
 
 
 def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args, split_index: int,
-                  progress: tqdm) -> Counts:
-    """Collect (or finish collecting) one split, scene after scene."""
-    counts = Counts()
+                  progress: tqdm, totals: Counts) -> Counts:
+    """Collect (or finish collecting) one split, scene after scene; its counts over all runs."""
     sizes = {"static": (args.static_size, args.static_size), "gripper": (args.gripper_size, args.gripper_size)}
     per_scene = np.array_split(np.arange(episodes), len(scenes))
-    with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress) as writer:
-        # Resume: an episode attempt that wrote nothing leaves no trace, so re-running it is
-        # cheap and deterministic; skip the attempts the finished episodes account for.
-        done = len(writer.episodes)
+    encoder = text_encoder(args.text_encoder)
+    with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress,
+                             lang_folders=lang_folders_of(args)) as writer:
+        state = SplitProgress(writer.path, content_config(args, scenes, episodes), len(writer.episodes))
+        totals.successes += state.counts.successes
+        totals.failures += state.counts.failures
+        progress.update(state.attempts)
         for scene, indices in zip(scenes, per_scene):
+            todo = [int(i) for i in indices if i >= state.attempts]
+            if not todo:
+                continue
             env = gym.make("RFTF-CALVIN-v0", scene=scene, obs_mode="rgb+state", static_size=args.static_size,
                            gripper_size=args.gripper_size)
-            for i in indices:
-                if done > 0:
-                    done -= 1
-                    progress.update(1)
-                    continue
-                seed = int(np.random.SeedSequence([args.seed, split_index, int(i)]).generate_state(1)[0])
-                play_episode(env, writer, scene, seed, args, counts)
+            for i in todo:
+                seed = int(np.random.SeedSequence([args.seed, split_index, i]).generate_state(1)[0])
+                attempt = play_episode(env, seed, args)
+                state.record(attempt, writes_episode=bool(attempt.segments))
+                if attempt.segments:
+                    write_episode(writer, scene, attempt)
+                totals.successes += len(attempt.successes)
+                totals.failures += int(attempt.failure is not None)
                 progress.update(1)
-                progress.set_postfix(ok=counts.successes, failed=counts.failures)
+                progress.set_postfix(ok=totals.successes, failed=totals.failures)
             env.close()
-    return counts
+        finish_split(writer, split, encoder)
+    return state.counts
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def finish_split(writer: CalvinDatasetWriter, split: str, encoder: TextEncoder) -> None:
+    """The files CALVIN's own training and evaluation code read besides the frames.
+
+    ``statistics.yaml`` in every split (normalisation and action bounds, read by
+    ``load_dataset_statistics``) and, in the validation split, ``embeddings.npy`` with the
+    evaluation sentence of each task (read by the official rollouts to condition the policy).
+    Rewritten at the end of every run, so a resumed collection ends with the same files.
+    """
+    if writer.episodes:
+        write_statistics(CalvinDataset(writer.path.parent, split, check_files=False, lang_folder=None))
+    if split == "validation":
+        writer.write_eval_embeddings({
+            task: TaskEmbeddings((sentence,), encoder.encode([sentence])[:, None, :])
+            for task, sentence in EVAL_INSTRUCTIONS.items()
+        })
+
+
+def lang_folders_of(args: Args) -> tuple[str, str]:
+    """The language folders written: CALVIN's default one and one named after the encoder."""
+    return (LANG_FOLDER, f"lang_{text_encoder(args.text_encoder).name}")
+
+
+def splits_of(args: Args) -> list[tuple[str, tuple[str, ...], int]]:
+    """(split, scenes, episodes) of each split to collect."""
+    splits = [("training", tuple(args.train_scenes), args.train_episodes), ("validation", (args.val_scene,), args.val_episodes)]
+    return [split for split in splits if split[2] > 0]
+
+
+def check_args(args: Args) -> None:
+    """Refuse bad arguments, and a dataset collected with other ones, before collecting anything.
+
+    Raises:
+        ValueError: an argument out of range, or a split collected with other arguments.
+        NotADirectoryError: ``--output`` is a file.
+    """
+    cli.check_output_dir(args.output, "--output")
+    text_encoder(args.text_encoder)  # an unknown name raises ValueError
+    if not args.train_scenes:
+        raise ValueError("--train-scenes needs at least one scene")
+    if args.train_episodes < 0 or args.val_episodes < 0:
+        raise ValueError("--train-episodes and --val-episodes must be >= 0")
+    low, high = args.tasks_per_episode
+    if not 1 <= low <= high:
+        raise ValueError(f"--tasks-per-episode must be two numbers 1 <= low <= high, got {low} {high}")
+    if args.noise < 0:
+        raise ValueError(f"--noise must be >= 0, got {args.noise}")
+    for name in ("static_size", "gripper_size"):
+        if not 8 <= getattr(args, name) <= 1024:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [8, 1024], got {getattr(args, name)}")
+    for split, scenes, episodes in splits_of(args):
+        sizes = {"static": (args.static_size,) * 2, "gripper": (args.gripper_size,) * 2}
+        with CalvinDatasetWriter(args.output, split, image_sizes=sizes, compress=args.compress,
+                                 lang_folders=lang_folders_of(args)) as writer:
+            SplitProgress(writer.path, content_config(args, scenes, episodes), len(writer.episodes))
+
+
+def collect(args: Args) -> dict:
+    """Collect (or finish collecting) both splits; the summary, also saved as collection_summary.json."""
     start = time.perf_counter()
-    splits = (("training", args.train_scenes, args.train_episodes), ("validation", (args.val_scene,), args.val_episodes))
-    summary: dict[str, dict] = {}
+    summary: dict = {}
+    totals = Counts()
     with tqdm(total=args.train_episodes + args.val_episodes, desc="episodes") as progress:
-        for index, (split, scenes, episodes) in enumerate(splits):
-            if episodes > 0:
-                summary[split] = vars(collect_split(split, scenes, episodes, args, index, progress))
-    summary["seconds"] = time.perf_counter() - start
-    Path(args.output).mkdir(parents=True, exist_ok=True)
-    (Path(args.output) / "collection_summary.json").write_text(json.dumps(summary, indent=2))
+        for split, scenes, episodes in splits_of(args):
+            index = ("training", "validation").index(split)
+            summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
+    summary["seconds_this_run"] = time.perf_counter() - start
+    evaluation.atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, check it, collect and print the counts."""
+    args = tyro.cli(Args, args=argv)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):
+        check_args(args)
+    summary = collect(args)
     for split in ("training", "validation"):
         if split in summary:
             s = summary[split]
             print(f"{split}: {s['episodes']} episodes, {s['frames']} frames, {s['successes']} demonstrations, "
                   f"{s['failures']} failed attempts (not written) {s['failures_by_task']}")
-    print(f"done in {summary['seconds']:.0f} s")
+    print(f"done in {summary['seconds_this_run']:.0f} s (this run; the counts include earlier interrupted runs)")
+
+
+if __name__ == "__main__":
+    main()

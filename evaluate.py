@@ -37,13 +37,13 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import evaluation, policies, sequences, tasks
-from rftf_gym.backend import BACKENDS, SCENES
-from rftf_gym.env import OBS_MODES
+from rftf_gym import cli, evaluation, policies, sequences, tasks
+from rftf_gym.backends import Backend
+from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
+from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
+from rftf_gym.env import ObsMode
 
-# The official per-instruction budget (evaluate_policy.py, EP_LEN) and chain count (NUM_SEQUENCES).
-EP_LEN = 360
-NUM_SEQUENCES = 1000
+PROG = "evaluate.py"
 
 
 @dataclass
@@ -57,18 +57,26 @@ class Args:
     --chain-file the first num_chains chains of the file (all of them if it has fewer)"""
     chain_file: str | None = None
     """optional JSON file of custom chains: a list of {"initial_state": {...}, "chain": [task, ...]}"""
-    backend: str = "embedded"
+    backend: Backend = "embedded"
     """the simulator: "embedded" (pybullet re-creation) or "calvin" (official calvin_env)"""
-    scene: str = "D"
+    scene: Scene = "D"
     """the CALVIN scene, A-D (the official evaluation uses D)"""
-    obs_mode: str = "rgb+state"
+    obs_mode: ObsMode = "rgb+state"
     """what the policy sees: "rgb", "state" or "rgb+state" ("state" is enough for experts and is fast)"""
     num_workers: int = 1
-    """parallel worker processes on this machine (per torchrun rank)"""
+    """parallel worker processes on this machine (per torchrun rank); with --batch-size > 1 they
+    hold the envs and the policy runs once in the main process"""
+    batch_size: int = 1
+    """chains run in lockstep, with one batched policy call per step (for neural policies, e.g.
+    16-64); 1 runs each chain on its own, whole chains per worker"""
+    instruction_split: Literal["eval", "train"] = "eval"
+    """"eval": the fixed evaluation sentence per task (official); "train": training paraphrases
+    (to measure the language gap)"""
     seed: int = 0
     """seed of the evaluation: chain i's env and policy are seeded from (seed, i)"""
     output_dir: str | None = None
-    """where results.jsonl, metrics.json, metrics.md and videos/ go (default results/<run_name>)"""
+    """where results.jsonl, metrics.json, metrics.md, videos/ and the TensorBoard events (runs/<run_name>)
+    go (default results/<run_name>)"""
     video_chains: int = 0
     """write an animated GIF of each of the first K chains, with the instruction on the frames"""
     bootstrap_samples: int = 2000
@@ -112,8 +120,8 @@ def load_chains(args: Args) -> tuple[list[tuple[dict, tuple[str, ...]]], str]:
         if not isinstance(item.get("chain"), list):
             raise ValueError(f'{where}: expected {{"initial_state": {{...}}, "chain": [task, ...]}}')
         chain = tuple(item["chain"])
-        if not 1 <= len(chain) <= evaluation.MAX_CHAIN_LEN:
-            raise ValueError(f"{where}: a chain has 1 to {evaluation.MAX_CHAIN_LEN} tasks, got {len(chain)}")
+        if not 1 <= len(chain) <= CHAIN_LEN:
+            raise ValueError(f"{where}: a chain has 1 to {CHAIN_LEN} tasks, got {len(chain)}")
         for task in chain:
             try:
                 tasks.validate_task(task)
@@ -127,18 +135,14 @@ def load_chains(args: Args) -> tuple[list[tuple[dict, tuple[str, ...]]], str]:
     return chains, f"chain file {path.name}"
 
 
-def chain_seed(seed: int, index: int) -> int:
-    """The seed of chain ``index``: independent of which worker runs it and when."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
 def make_env(args: Args, render: bool = False) -> gym.Env:
     return gym.make(
         "RFTF-CALVIN-v0",
         backend=args.backend,
         scene=args.scene,
         obs_mode=args.obs_mode,
-        instruction_split="eval",  # the fixed evaluation sentence of every task (SPEC 3)
+        # "eval": the fixed evaluation sentence of every task (evaluate_policy.py, val_annotations)
+        instruction_split=args.instruction_split,
         render_mode="rgb_array" if render else None,
     )
 
@@ -253,13 +257,7 @@ def close_worker() -> None:
 
 def check_args(args: Args) -> None:
     """Reject bad arguments before any process or simulator starts, naming the argument."""
-    if args.backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {BACKENDS}, got {args.backend!r}")
-    if args.scene not in SCENES:
-        raise ValueError(f"--scene must be one of {SCENES}, got {args.scene!r}")
-    if args.obs_mode not in OBS_MODES:
-        raise ValueError(f"--obs-mode must be one of {OBS_MODES}, got {args.obs_mode!r}")
-    for name in ("num_chains", "num_workers", "bootstrap_samples"):
+    for name in ("num_chains", "num_workers", "bootstrap_samples", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.video_chains < 0 or (args.max_chains_this_run is not None and args.max_chains_this_run < 0):
@@ -271,19 +269,23 @@ def check_args(args: Args) -> None:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    check_args(args)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):  # a mistake in the arguments or inputs: one line, exit status 2
+        check_args(args)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world_size > 1:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo")  # CPU collectives; the same code on GPU nodes (SPEC 7)
+        dist.init_process_group("gloo")  # CPU collectives; the same code on GPU nodes
 
-    chains, chain_source = load_chains(args)
+    with cli.usage_errors(PROG):
+        chains, chain_source = load_chains(args)
     policy_tag = args.policy if args.policy in policies.BUILTIN_POLICIES else Path(args.policy).name
     run_name = (
         f"{args.exp_name}__{policy_tag}__{args.backend}-{args.scene}__{args.obs_mode}__{len(chains)}__{args.seed}"
     )
-    output_dir = Path(args.output_dir or Path("results") / run_name)
+    with cli.usage_errors(PROG):
+        output_dir = cli.check_output_dir(args.output_dir or Path("results") / run_name, "--output-dir")
     config = {
         "policy": args.policy,
         "policy_fingerprint": evaluation.policy_fingerprint(args.policy),
@@ -295,21 +297,23 @@ if __name__ == "__main__":
         "chains_sha256": evaluation.chains_digest(chains),
         "seed": args.seed,
         "ep_len": EP_LEN,
-        "instruction_split": "eval",
+        "instruction_split": args.instruction_split,
         "versions": {"rftf_gym": rftf_gym.__version__, "python": sys.version.split()[0]},
     }
 
     # Resume: every results file in the output dir (a plain run's, or torchrun ranks' parts).
     part_name = f"results.rank{rank}.jsonl" if world_size > 1 else "results.jsonl"
     previous = []
-    for path in sorted(output_dir.glob("results*.jsonl")):
-        if path.name != part_name:
-            found, records, _ = evaluation.read_results(path)
-            evaluation.check_config(path, config, found)
-            previous.append(records)
+    with cli.usage_errors(PROG):  # results of another configuration, or a corrupt results file
+        for path in sorted(output_dir.glob("results*.jsonl")):
+            if path.name != part_name:
+                found, records, _ = evaluation.read_results(path)
+                evaluation.check_config(path, config, found)
+                previous.append(records)
     if world_size > 1:
         dist.barrier()  # every rank has read the others' files before any rank creates its own
-    log = evaluation.ResultsLog(output_dir / part_name, config)
+    with cli.usage_errors(PROG):
+        log = evaluation.ResultsLog(output_dir / part_name, config)
     done = evaluation.merge_records([log.records] + previous)
     todo = [i for i in range(len(chains)) if i not in done and i % world_size == rank]
     if args.max_chains_this_run is not None:
@@ -318,10 +322,37 @@ if __name__ == "__main__":
     # Run the chains: in this process, or in a pool of workers that each build env and policy once.
     video_dir = str(output_dir / "videos")
     lengths = [r["num_success"] for r in done.values()]
-    start_time, env_steps = time.time(), 0
+    start_time, counts = time.time(), {"env_steps": 0}
     progress = tqdm(total=len(todo), desc="chains", disable=rank != 0)
     pool = None
-    if not todo:
+
+    def record_done(record: dict[str, Any]) -> None:
+        log.append(record)
+        done[record["index"]] = record
+        lengths.append(record["num_success"])
+        counts["env_steps"] += sum(record["steps"])
+        progress.set_postfix(avg_len=f"{np.mean(lengths):.3f}", finished=f"{len(done)}/{len(chains)}")
+        progress.update(1)
+
+    if args.batch_size > 1 and todo:
+        # Chains in lockstep: one policy call per step, envs in args.num_workers processes;
+        # chains with a video run first on their own (rendering needs the per-chain env).
+        video_todo = [i for i in todo if i < args.video_chains]
+        if video_todo:
+            init_worker(args, chains, video_dir)
+            for index in video_todo:
+                record_done(run_chain(index))
+        run_chains(
+            args.policy,
+            chains,
+            [i for i in todo if i >= args.video_chains],
+            ChainEvalConfig(backend=args.backend, scene=args.scene, obs_mode=args.obs_mode,
+                            instruction_split=args.instruction_split, batch_size=args.batch_size,
+                            num_workers=args.num_workers, seed=args.seed, device=args.device),
+            on_record=record_done,
+        )
+        results = iter(())
+    elif not todo:
         results = iter(())
     elif args.num_workers == 1 or len(todo) == 1:
         init_worker(args, chains, video_dir)
@@ -330,19 +361,14 @@ if __name__ == "__main__":
         pool = multiprocessing.get_context("spawn").Pool(args.num_workers, init_worker, (args, chains, video_dir))
         results = pool.imap_unordered(run_chain, todo)
     for record in results:
-        log.append(record)
-        done[record["index"]] = record
-        lengths.append(record["num_success"])
-        env_steps += sum(record["steps"])
-        progress.set_postfix(avg_len=f"{np.mean(lengths):.3f}", finished=f"{len(done)}/{len(chains)}")
-        progress.update(1)
+        record_done(record)
     progress.close()
     log.close()
     close_worker()
     if pool is not None:
         pool.close()
         pool.join()
-    sps = env_steps / max(time.time() - start_time, 1e-9)
+    sps = counts["env_steps"] / max(time.time() - start_time, 1e-9)
 
     # Gather: rank 0 collects every rank's records and writes the one result.
     if world_size > 1:
@@ -383,7 +409,8 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(f"runs/{run_name}")
+    # With the run's other outputs: evaluations into different --output-dir never share a folder.
+    writer = SummaryWriter(str(output_dir / "runs" / run_name))
     writer.add_text(
         "hyperparameters",
         "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in asdict(args).items()])),

@@ -2,7 +2,7 @@
 
 Measures the `EmbeddedPlayTable` backend directly and, when `rftf_gym.env` registers
 ``RFTF-CALVIN-v0``, the Gymnasium env too, and the time of a physics step and of each camera's
-render. Each figure is the median of 5 runs. Targets on a 2-core CPU (issue 2): >= 150 steps/s
+render. Each figure is the median of 5 runs. The project's targets on a 2-core CPU: >= 150 steps/s
 with both cameras at official sizes (the official calvin_env measured 17.5), >= 1200 steps/s
 without cameras (official ~680). Results are printed and written to BENCHMARKS.md between
 ``<!-- env_throughput -->`` markers (the rest of the file is kept).
@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rftf_gym.backend import DEFAULT_IMAGE_SIZES
+from rftf_gym.conventions import IMAGE_HW
 from rftf_gym.sim.play_table import EmbeddedPlayTable
+
+# Both cameras at the official sizes, as the backend's camera name -> (width, height).
+OFFICIAL_CAMERAS = {name: (width, height) for name, (height, width) in IMAGE_HW.items()}
 
 MARK_BEGIN, MARK_END = "<!-- env_throughput -->", "<!-- /env_throughput -->"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -52,7 +55,7 @@ def backend_steps_per_s(cameras: dict[str, tuple[int, int]], steps: int, runs: i
 
 def phase_ms(steps: int, runs: int) -> dict[str, float]:
     """Median time in ms of one physics step and of each camera's render, both cameras on."""
-    env = EmbeddedPlayTable("D", cameras=dict(DEFAULT_IMAGE_SIZES))
+    env = EmbeddedPlayTable("D", cameras=dict(OFFICIAL_CAMERAS))
     times: dict[str, list[float]] = {"step": [], "static": [], "gripper": []}
     for run in range(runs):
         env.reset(rng=np.random.default_rng(run))
@@ -71,7 +74,7 @@ def phase_ms(steps: int, runs: int) -> dict[str, float]:
 
 def reset_ms(runs: int) -> tuple[float, float]:
     """Median time in ms of a random-layout reset and of an explicit-state reset (+ get_obs)."""
-    env = EmbeddedPlayTable("D", cameras=dict(DEFAULT_IMAGE_SIZES))
+    env = EmbeddedPlayTable("D", cameras=dict(OFFICIAL_CAMERAS))
     env.reset(rng=np.random.default_rng(0))
     state = env.get_obs()
     rand, explicit = [], []
@@ -130,7 +133,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5, help="runs; the median is reported")
     args = parser.parse_args()
 
-    cams = backend_steps_per_s(dict(DEFAULT_IMAGE_SIZES), args.steps, args.runs)
+    cams = backend_steps_per_s(dict(OFFICIAL_CAMERAS), args.steps, args.runs)
     state = backend_steps_per_s({}, args.steps * 4, args.runs)
     phases = phase_ms(args.steps, args.runs)
     reset_random, reset_explicit = reset_ms(args.runs)

@@ -23,6 +23,8 @@ from pathlib import Path
 import tyro
 from markdown_section import write_section
 
+from rftf_gym.conventions import Scene
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "eval_results"
 
@@ -35,7 +37,7 @@ class Args:
     """chains for the random policy"""
     num_workers: int = 2
     """evaluate.py worker processes"""
-    scene: str = "D"
+    scene: Scene = "D"
     """CALVIN scene"""
 
 

@@ -25,6 +25,8 @@ from markdown_section import write_section  # noqa: E402
 
 import evaluate  # noqa: E402  (the script's rollout, so the benchmark measures what it runs)
 from rftf_gym import policies, sequences  # noqa: E402
+from rftf_gym.backends import Backend  # noqa: E402
+from rftf_gym.conventions import Scene  # noqa: E402
 
 SECTION = "eval_throughput"
 
@@ -33,9 +35,9 @@ SECTION = "eval_throughput"
 class Args:
     chains: int = 3
     """chains per observation mode (the random policy fails the first instruction: 360 steps each)"""
-    backend: str = "embedded"
+    backend: Backend = "embedded"
     """simulator backend"""
-    scene: str = "D"
+    scene: Scene = "D"
     """CALVIN scene"""
     benchmarks_file: str = str(ROOT / "BENCHMARKS.md")
     """the Markdown file whose eval_throughput section is (re)written"""
@@ -67,7 +69,7 @@ if __name__ == "__main__":
         print(f"{obs_mode:>10}: {result['sps']:.0f} steps/s wall, {result['cpu_sps']:.0f} per CPU second")
         cells = [f"{result['sps']:.0f}", f"{result['cpu_sps']:.0f}", str(result["steps"]), f"{result['build_s']:.2f}"]
         rows.append(f"| {obs_mode} | " + " | ".join(cells) + " |")
-    # The official chains, generated without the module's cache (issue 4 target: under 10 s).
+    # The official chains, generated without the module's cache (the project's target: under 10 s).
     chain_times = []
     for _ in range(3):
         start = time.perf_counter()

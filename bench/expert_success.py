@@ -1,4 +1,4 @@
-"""Success rate of every scripted expert in every scene (issue 3, SPEC 4).
+"""Success rate of every scripted expert in every scene.
 
 For each (task, scene) the expert runs from ``--episodes`` seeded random start states where the
 task's official condition holds (`rftf_gym.experts.reset_to_task`), with the env's 360-step cap,
@@ -38,7 +38,7 @@ class Args:
     """markdown file whose expert_success section is rewritten (empty: print only)"""
 
 
-def run_pair(task: str, scene: str, episodes: int, seed: int) -> dict:
+def run_pair(task: str, scene: str, episodes: int, seed: int, backend: str = "embedded") -> dict:
     """Run one expert from ``episodes`` start states; successes, steps and wall time."""
     import gymnasium as gym
 
@@ -47,7 +47,7 @@ def run_pair(task: str, scene: str, episodes: int, seed: int) -> dict:
     from rftf_gym.tasks import TASK_NAMES
 
     rng = np.random.default_rng([seed, TASK_NAMES.index(task), ord(scene)])
-    env = gym.make("RFTF-CALVIN-v0", scene=scene, obs_mode="state")
+    env = gym.make("RFTF-CALVIN-v0", backend=backend, scene=scene, obs_mode="state")
     successes, steps, start = 0, [], time.perf_counter()
     for _ in range(episodes):
         obs, _ = reset_to_task(env, task, rng)
@@ -68,7 +68,7 @@ def table(results: list[dict], scenes: tuple[str, ...], episodes: int, wall: flo
     """Markdown section: success per task and scene, means, steps and timing."""
     by = {(r["task"], r["scene"]): r for r in results}
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    lines = ["## Scripted expert success (issue 3)", "",
+    lines = ["## Scripted expert success", "",
              f"`python bench/expert_success.py --episodes {episodes}`: {episodes} seeded valid start states per "
              f"(task, scene), state observations, no action noise, 360-step cap. Wall time {wall / 60:.1f} min.", "",
              "| task | " + " | ".join(scenes) + " | mean steps |", "|---" * (len(scenes) + 2) + "|"]

@@ -1,4 +1,4 @@
-"""The interface every simulator backend implements, and the factory that picks one.
+"""The interface every simulator backend implements (`rftf_gym.backends.make_backend` builds one).
 
 Two backends sit behind `rftf_gym.env.CalvinEnv`:
 
@@ -7,7 +7,7 @@ Two backends sit behind `rftf_gym.env.CalvinEnv`:
 - ``calvin`` (`rftf_gym.calvin_backend.OfficialPlayTable`): an adapter over the official
   ``calvin_env.envs.play_table_env.PlayTableSimEnv``, used when calvin_env is installed.
 
-Both speak CALVIN's conventions (SPEC 2.2) so that the oracle in `rftf_gym.tasks`, the chain
+Both speak CALVIN's conventions (`rftf_gym.conventions`) so that the oracle in `rftf_gym.tasks`, the chain
 evaluation and every script work unchanged on either:
 
 - ``robot_obs`` (15,): tcp pos (3), tcp euler xyz (3), gripper opening width (1), 7 arm joints,
@@ -41,24 +41,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
-
-BACKENDS = ("embedded", "calvin")
-SCENES = ("A", "B", "C", "D")
-CAMERAS = ("static", "gripper")
-# Official image sizes (calvin_env conf/cameras/cameras/{static,gripper}.yaml).
-DEFAULT_IMAGE_SIZES: dict[str, tuple[int, int]] = {"static": (200, 200), "gripper": (84, 84)}
-ROBOT_OBS_DIM = 15
-SCENE_OBS_DIM = 24
-ACTION_DIM = 7
-ACTION_MODES = ("relative", "absolute")
-# Travel of the sliding door per scene, metres (SPEC 2.2, measured on calvin_env): the symbolic
-# state calls the door "left" past half of it.
-SLIDER_RANGE: dict[str, float] = {"A": 0.28, "B": 0.304, "C": 0.24, "D": 0.28}
-# Drawer travel, metres (SPEC 2.2: 0 closed .. 0.22 open, in every scene).
-DRAWER_RANGE = 0.22
-# The table top's slab spans x -0.44..0.44 in every scene (official base_link mesh, scaled 0.8).
-TABLE_TOP_HALF_X = 0.44
-
 
 class PlayTableBackend(Protocol):
     """What `CalvinEnv` needs from a simulator.
@@ -96,42 +78,3 @@ class PlayTableBackend(Protocol):
 
     def close(self) -> None:
         """Free the physics client."""
-
-
-def make_backend(
-    backend: str,
-    scene: str,
-    cameras: dict[str, tuple[int, int]] | None,
-    **kwargs: Any,
-) -> PlayTableBackend:
-    """Build a backend by name.
-
-    Args:
-        backend: ``"embedded"`` or ``"calvin"``.
-        scene: one of ``"A"``, ``"B"``, ``"C"``, ``"D"``.
-        cameras: camera name -> (width, height); None or empty renders nothing.
-        **kwargs: passed to the backend's constructor.
-
-    Returns:
-        A ready backend; call ``reset`` before stepping.
-
-    Raises:
-        ValueError: unknown backend or scene.
-        ImportError: ``"calvin"`` asked for while calvin_env is not installed (the message says
-            how to install it).
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if scene not in SCENES:
-        raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
-    cameras = dict(cameras or {})
-    for name in cameras:
-        if name not in CAMERAS:
-            raise ValueError(f"camera must be one of {CAMERAS}, got {name!r}")
-    if backend == "embedded":
-        from rftf_gym.sim.play_table import EmbeddedPlayTable
-
-        return EmbeddedPlayTable(scene=scene, cameras=cameras, **kwargs)
-    from rftf_gym.calvin_backend import OfficialPlayTable
-
-    return OfficialPlayTable(scene=scene, cameras=cameras, **kwargs)

@@ -1,4 +1,4 @@
-"""`OfficialPlayTable`: the toolkit's backend over the official CALVIN simulator (SPEC 2.1).
+"""`OfficialPlayTable`: the toolkit's backend over the official CALVIN simulator.
 
 This is the only module that imports ``calvin_env``, hydra, omegaconf or the old ``gym``, and it
 does so inside the constructor, so ``import rftf_gym.calvin_backend`` always works and
@@ -24,6 +24,8 @@ on Python 3.11 with numpy 2 and how the adapter handles them:
   the measured TCP pose; ordinary free motion stays inside the band (only saturating all six
   axes at once reaches it), so it acts on blocked motion.
   An absolute action also re-anchors the target, which the official code leaves stale.
+- Random layouts: calvin_env's own random reset leaves every joint and light at 0; the adapter
+  draws them as the embedded backend does and the blocks with calvin_env's own sampler.
 - Reset: ``Robot.reset`` keeps the previous episode's gripper action and ``Button`` keeps its
   previous "pressed" memory; the adapter sets both from the reset state.
 - Git checkout: the constructor logs ``git.Repo(calvin_env).head`` and loads its URDFs from the
@@ -35,8 +37,9 @@ on Python 3.11 with numpy 2 and how the adapter handles them:
 - Explicit-state reset is not an exact restore within one process: pybullet keeps contact caches
   across ``resetBasePositionAndOrientation``, so the same actions from the same reset state
   diverge after different histories (measured: 0.37 after 80 grasping steps). The adapter
-  restores a pybullet snapshot first, which cuts this to <= 0.014 (1e-5 right after the reset);
-  fresh processes replay exactly.
+  first moves the blocks apart from everything, the robot and doors to their initial states and
+  runs collision detection (which drops every stale contact pair), then restores a pybullet
+  snapshot: the same 80 steps then replay exactly after different histories (measured, scene D).
 """
 
 from __future__ import annotations
@@ -52,7 +55,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rftf_gym.backend import ACTION_MODES, CAMERAS, ROBOT_OBS_DIM, SCENE_OBS_DIM, SCENES
+from rftf_gym.conventions import (
+    ACTION_MODES,
+    BLOCKS,
+    CAMERAS,
+    ROBOT_OBS_DIM,
+    SCENE_OBS_DIM,
+    SCENES,
+    wrap_angle,
+)
+from rftf_gym.sim.layout import LAYOUTS, sample_articulation
+from rftf_gym.state_check import overlap_problems
 
 INSTALL_HINT = (
     "the 'calvin' backend needs the official CALVIN simulator calvin_env, installed from a git "
@@ -62,10 +75,9 @@ INSTALL_HINT = (
     "(the tacto submodule is only needed for the tactile sensor, which this backend does not "
     "use). See docs/calvin_backend.md, or use backend='embedded'."
 )
-# The toolkit's scene_obs layout (SPEC 2.2): joint and light names in order, then blocks.
+# The toolkit's scene_obs layout (rftf_gym.conventions): joint and light names in order, then blocks.
 _DOORS = ("base__slide", "base__drawer")
 _LIGHTS = ("lightbulb", "led")
-_BLOCKS = ("block_red", "block_blue", "block_pink")
 # How far the official target pose may lead the measured TCP pose (position norm in m, each
 # euler angle in rad). Free motion leads by up to 0.06 m along one axis at full speed and up to
 # 0.27 m / 0.65 rad when every axis is saturated at once (the IK is velocity limited); 10 steps
@@ -190,10 +202,6 @@ def _configure_cameras(cfg: Any, cameras: dict[str, tuple[int, int]]) -> None:
         cfg.cameras[name].height = int(height)
 
 
-def _wrap_angle(angle: np.ndarray) -> np.ndarray:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
-
-
 class OfficialPlayTable:
     """`rftf_gym.backend.PlayTableBackend` over calvin_env's ``PlayTableSimEnv``.
 
@@ -226,7 +234,7 @@ class OfficialPlayTable:
                 does; None composes calvin_env's own ``conf/``.
             use_egl: render with pybullet's EGL plugin (GPU) instead of the CPU TinyRenderer.
             correct_target_windup: keep the official target pose within a band of the TCP.
-            seed: seed of the official env's own generator (layouts when reset gets no rng).
+            seed: seed of the random layouts drawn when reset gets no rng.
 
         Raises:
             ImportError: calvin_env, hydra-colorlog or another of its dependencies is missing.
@@ -270,15 +278,17 @@ class OfficialPlayTable:
         )
         self._pid = os.getpid()
         OfficialPlayTable._live = weakref.ref(self)
-        # Restoring this snapshot before each reset resets pybullet's contact caches, which
-        # resetBasePositionAndOrientation keeps: replaying 80 grasping steps from the same
-        # explicit state after different histories then differs by <= 0.014 instead of 0.37
-        # (measured, scene D). Not exact: stale contact pairs survive restoreState.
+        # Restoring this snapshot before each reset (after `_flush_contacts`) resets pybullet's
+        # contact caches, which resetBasePositionAndOrientation keeps: replaying 80 grasping
+        # steps from the same explicit state after different histories then gives the same
+        # states (measured, scene D; 0.37 apart without either, <= 0.014 with the snapshot alone).
         self._env.reset()
         self._snapshot = self._env.p.saveState(physicsClientId=self._env.cid)
         self._surfaces = {k: np.asarray(v, dtype=np.float64) for k, v in dict(cfg.scene.surfaces).items()}
         self._scene_perm = self._official_scene_index()
         self._cached_obs: dict[str, Any] | None = None
+        # Joints and lights of random layouts when reset gets no rng.
+        self._rng = np.random.default_rng(seed)
 
     def _official_scene_index(self) -> np.ndarray:
         """Index array: toolkit scene_obs = official scene_obs[index], by object name."""
@@ -286,7 +296,7 @@ class OfficialPlayTable:
         doors = [d.name for d in scene.doors]
         lights = [light.name for light in scene.lights]
         blocks = [obj.name for obj in scene.movable_objects]
-        if sorted(doors) != sorted(_DOORS) or sorted(lights) != sorted(_LIGHTS) or sorted(blocks) != sorted(_BLOCKS):
+        if sorted(doors) != sorted(_DOORS) or sorted(lights) != sorted(_LIGHTS) or sorted(blocks) != sorted(BLOCKS):
             raise RuntimeError(f"unexpected calvin_env scene objects: {doors}, {lights}, {blocks}")
         if len(scene.buttons) != 1 or len(scene.switches) != 1:
             raise RuntimeError("expected one button and one switch in the calvin_env scene")
@@ -295,7 +305,7 @@ class OfficialPlayTable:
         block_start = light_start + len(lights)
         index = [doors.index(name) for name in _DOORS] + [n_doors, n_doors + 1]
         index += [light_start + lights.index(name) for name in _LIGHTS]
-        for name in _BLOCKS:
+        for name in BLOCKS:
             start = block_start + 6 * blocks.index(name)
             index += list(range(start, start + 6))
         return np.asarray(index)
@@ -309,7 +319,12 @@ class OfficialPlayTable:
     ) -> None:
         """Reset to an explicit state, or to the neutral robot and a random layout from rng.
 
-        The official ``PlayTableSimEnv.reset`` runs, followed by its one physics step.
+        The official ``PlayTableSimEnv.reset`` runs, followed by its one physics step. A random
+        layout (no ``scene_obs``) draws the joints and lights too (`_random_scene_obs`).
+
+        Raises:
+            ValueError: an explicit scene_obs puts a block into a table part or another block
+                (`rftf_gym.state_check.overlap_problems`).
         """
         env = self._env
         official_scene_obs = None
@@ -321,22 +336,61 @@ class OfficialPlayTable:
             official_scene_obs[self._scene_perm] = ours
         if robot_obs is not None:
             robot_obs = np.asarray(robot_obs, dtype=np.float64).reshape(ROBOT_OBS_DIM).copy()
-        objects = env.scene.movable_objects
+        self._flush_contacts()
         env.p.restoreState(stateId=self._snapshot, physicsClientId=env.cid)
-        saved = [obj.np_random for obj in objects]
-        try:
-            if rng is not None:
-                for obj in objects:
-                    obj.np_random = rng
-            env.reset(robot_obs=robot_obs, scene_obs=official_scene_obs)
-        finally:
-            for obj, generator in zip(objects, saved):
-                obj.np_random = generator
+        if official_scene_obs is None:
+            official_scene_obs = self._random_scene_obs(rng if rng is not None else self._rng)
+        env.reset(robot_obs=robot_obs, scene_obs=official_scene_obs)
         # Robot.reset leaves the previous gripper action; Button keeps its last "pressed" flag.
         env.robot.gripper_action = 1 if robot_obs is None or robot_obs[14] >= 0 else -1
         for button in env.scene.buttons:
             button.prev_is_pressed = button._is_pressed
         self._cached_obs = None
+        if scene_obs is not None:
+            # The official reset ends with one physics step, too short to push overlapping bodies
+            # apart; the same check as the embedded backend's, on the official bodies.
+            overlaps = overlap_problems(env.cid, env.get_info())
+            if overlaps:
+                raise ValueError("impossible reset state: " + "; ".join(overlaps))
+
+    def _flush_contacts(self) -> None:
+        """Separate the blocks from everything and run collision detection, so that no contact
+        pair of the last episode survives into the next one (restoreState keeps pairs whose
+        bodies still overlap, and they change the solver's warm start)."""
+        env = self._env
+        env.robot.reset()
+        for door in env.scene.doors:
+            door.reset(0.0)
+        for i, obj in enumerate(env.scene.movable_objects):
+            env.p.resetBasePositionAndOrientation(obj.uid, (5.0 + i, 5.0, 5.0), (0, 0, 0, 1), physicsClientId=env.cid)
+        env.p.performCollisionDetection(physicsClientId=env.cid)
+
+    def _random_scene_obs(self, rng: np.random.Generator) -> np.ndarray:
+        """A random layout as an official scene_obs: joints and lights, then the official blocks.
+
+        calvin_env's own random reset leaves every joint and light at its initial state (0), so
+        tasks on an open door or drawer or a lit light could never start from a random layout.
+        The joints and lights are drawn as on the embedded backend
+        (`rftf_gym.sim.layout.sample_articulation`), then the blocks by calvin_env's
+        ``PlayTableScene.reset_movable_objects`` (surfaces of the scene YAML, no two blocks in
+        contact) with ``rng``.
+        """
+        env = self._env
+        ours = np.empty(SCENE_OBS_DIM)
+        ours[:6] = sample_articulation(LAYOUTS[self.scene], rng)
+        objects = env.scene.movable_objects
+        saved = [obj.np_random for obj in objects]
+        try:
+            for obj in objects:
+                obj.np_random = rng
+            env.scene.reset_movable_objects()
+        finally:
+            for obj, generator in zip(objects, saved):
+                obj.np_random = generator
+        official = np.asarray(env.scene.get_obs(), dtype=np.float64)
+        ours[6:] = official[self._scene_perm][6:]
+        official[self._scene_perm] = ours
+        return official
 
     def step(self, action: np.ndarray, action_mode: str = "relative") -> None:
         """One 30 Hz control step through the official ``PlayTableSimEnv.step``."""
@@ -367,7 +421,7 @@ class OfficialPlayTable:
         dist = float(np.linalg.norm(lead))
         if dist > TARGET_POS_BAND:
             robot.target_pos = tcp_pos + lead * (TARGET_POS_BAND / dist)
-        orn_lead = _wrap_angle(robot.target_orn - tcp_orn)
+        orn_lead = wrap_angle(robot.target_orn - tcp_orn)
         excess = orn_lead - np.clip(orn_lead, -TARGET_ORN_BAND, TARGET_ORN_BAND)
         if np.any(excess):
             # Move by the excess only, so the target keeps its own 2*pi branch.

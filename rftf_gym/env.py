@@ -3,7 +3,9 @@
 An episode is one language instruction: it starts from a reset (random layout, an explicit
 ``robot_obs``/``scene_obs``, or the current state when a chain goes on), succeeds as soon as the
 task oracle sees the instruction's task since the episode's start, and is truncated after 360
-control steps (CALVIN's per-instruction budget, SPEC 2.2).
+control steps (CALVIN's per-instruction budget, ``EP_LEN`` of the official evaluate_policy.py).
+`CalvinEnv`'s docstring describes the spaces, the ``robot_obs``/``scene_obs`` layouts, rewards,
+info keys, starting states and arguments.
 
 Example:
     >>> import gymnasium as gym, rftf_gym
@@ -16,34 +18,39 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from rftf_gym import language, sequences, tasks
-from rftf_gym.backend import (
+from rftf_gym import language, state_check, symbolic, tasks
+from rftf_gym.backends import make_backend
+from rftf_gym.conventions import (
     ACTION_DIM,
     ACTION_MODES,
+    BLOCK_OFFSETS,
+    CONTROL_HZ,
     DRAWER_RANGE,
+    EP_LEN,
     ROBOT_OBS_DIM,
     SCENE_OBS_DIM,
     SLIDER_RANGE,
     TABLE_TOP_HALF_X,
-    make_backend,
 )
 
-OBS_MODES = ("rgb", "state", "rgb+state")
+# What the policy sees: the cameras, the state vectors, or both (plus the instruction always).
+ObsMode = Literal["rgb", "state", "rgb+state"]
+OBS_MODES: tuple[str, ...] = get_args(ObsMode)
 REWARD_MODES = ("sparse", "dense")
 INSTRUCTION_SPLITS = ("train", "eval")
-# CALVIN gives each instruction 360 control steps (calvin_agent/evaluation, EP_LEN).
-EPISODE_STEPS = 360
 # Room a door or drawer needs beyond the oracle's threshold for its move to count as applicable.
 _JOINT_SLACK = 0.01
 # How close to the table top's end a pushed block's centre may come (half the smallest block).
 _PUSH_EDGE_MARGIN = 0.02
+# The dimensions of an absolute action: tcp position, tcp euler xyz, gripper.
+_ABSOLUTE_ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 # Tries at drawing a random layout in which a fixed task is applicable before giving up.
 _LAYOUT_TRIES = 200
 
@@ -75,24 +82,122 @@ def _some_block_on_table_top_alone(info: dict[str, Any]) -> bool:
 
 
 class CalvinEnv(gym.Env):
-    """The CALVIN play table as a language-conditioned Gymnasium env.
+    """The CALVIN play table as a language-conditioned Gymnasium env: one instruction per episode.
 
-    Observation: a Dict with ``rgb_static`` / ``rgb_gripper`` (uint8 images) in the ``rgb``
-    modes, ``robot_obs`` (15) / ``scene_obs`` (24) in the ``state`` modes, and always
-    ``instruction`` (text).
+    ## Description
 
-    Step info keys: ``task``, ``instruction``, ``success`` (this instruction's task done),
-    ``completed_tasks`` (sorted tuple of every task the oracle saw since the episode's start),
-    ``sparse_reward``, ``elapsed_steps``, and ``physics_error`` when the simulator produced a
-    non-finite state (the episode is then truncated). Success terminates; the 360-step cap
-    truncates.
+    A Franka Panda at CALVIN's play table (scene A, B, C or D: a table top, a sliding door over a
+    shelf, a drawer, a button that toggles a green LED, a switch that turns on a lightbulb, and
+    a red, a blue and a pink block) is asked in English to do one of the 34 CALVIN tasks ("open
+    the drawer", "lift the red block from the sliding cabinet", ...). The oracle of
+    `rftf_gym.tasks` (the official ``calvin_env/envs/tasks.py`` rules) decides success. Chained
+    evaluation (``evaluate.py``) runs five instructions in a row through ``options["continue"]``.
 
-    Reset options: ``robot_obs`` and ``scene_obs`` (explicit state, both or neither), ``task``
-    (overrides the env's task for this episode), ``continue`` (True: start a new instruction from
-    the current simulator state without touching it, as chained evaluation does).
+    ## Action Space
+
+    ``action_mode="relative"`` (default, what CALVIN policies output): ``Box(-1, 1, (7,), float64)``
+
+    | index | action | unit per 1.0 |
+    |-------|--------|--------------|
+    | 0-2 | tcp target x, y, z delta | 0.02 m (`rftf_gym.conventions.MAX_REL_POS`) |
+    | 3-5 | tcp target roll, pitch, yaw delta | 0.05 rad (`MAX_REL_ORN`) |
+    | 6 | gripper: < 0 close, >= 0 open | binarised to -1 / +1, as calvin_env asserts |
+
+    ``action_mode="absolute"``: ``Box((-1, -1, 0, -pi, -pi, -pi, -1), (1, 1, 1.5, pi, pi, pi, 1))``,
+    the tcp position (m), tcp euler xyz (rad) and gripper. One step is 8 physics substeps at
+    240 Hz (30 Hz control).
+
+    ## Observation Space
+
+    A ``Dict``; which keys are present depends on ``obs_mode``:
+
+    | key | space | modes |
+    |-----|-------|-------|
+    | ``rgb_static`` | ``Box(0, 255, (H, W, 3), uint8)``, fixed camera, official 200 x 200 | rgb, rgb+state |
+    | ``rgb_gripper`` | ``Box(0, 255, (H, W, 3), uint8)``, wrist camera, official 84 x 84 | rgb, rgb+state |
+    | ``robot_obs`` | ``Box(-inf, inf, (15,), float64)`` | state, rgb+state |
+    | ``scene_obs`` | ``Box(-inf, inf, (24,), float64)`` | state, rgb+state |
+    | ``instruction`` | ``Text`` (lower case, at most 96 characters) | all |
+
+    ``robot_obs``:
+
+    | index | meaning | unit |
+    |-------|---------|------|
+    | 0-2 | tcp position x, y, z | m (world) |
+    | 3-5 | tcp orientation, euler x, y, z | rad |
+    | 6 | gripper opening width | m, 0 .. 0.08 |
+    | 7-13 | the 7 arm joint positions | rad |
+    | 14 | last gripper action | -1 closed, +1 open |
+
+    ``scene_obs``:
+
+    | index | meaning | unit |
+    |-------|---------|------|
+    | 0 | sliding door joint (0 = right end; grows to the left) | m, 0 .. 0.24-0.304 by scene |
+    | 1 | drawer joint (0 closed) | m, 0 .. 0.22 |
+    | 2 | button joint | m, 0 .. 0.02 |
+    | 3 | switch joint (lightbulb on above half) | m, 0 .. 0.088 |
+    | 4 | lightbulb on | 0 / 1 |
+    | 5 | LED on | 0 / 1 |
+    | 6-11 | red block position x, y, z and euler x, y, z | m, rad |
+    | 12-17 | blue block pose, as above | m, rad |
+    | 18-23 | pink block pose, as above | m, rad |
+
+    The blocks are always red, blue, pink (the official env orders them by each scene's YAML).
+
+    ## Rewards
+
+    Sparse: 1.0 on the step the instruction's task succeeds, else 0.0 (also in
+    ``info["sparse_reward"]``). Dense RFTF rewards from a value model (paper Eq. 2) come from
+    `rftf_gym.wrappers.ValueRewardWrapper`, which ``gym.make`` applies when ``value_model`` is
+    given; this class only serves ``reward_mode="sparse"``.
+
+    ## Success and info
+
+    ``reset`` returns ``task``, ``instruction`` and ``elapsed_steps`` (0). ``step`` returns:
+
+    - ``task``: the episode's task name; ``instruction``: the sentence shown;
+    - ``success``: the oracle saw the task between the episode's start and now;
+    - ``completed_tasks``: sorted tuple of every task the oracle saw since the episode's start;
+    - ``sparse_reward``: as the reward; ``elapsed_steps``: steps since the reset;
+    - ``physics_error`` (True) and ``physics_error_detail`` (what went wrong): present only when
+      the simulator produced a non-finite state or a block left the play table's workspace.
+
+    ## Starting State
+
+    - no options: the robot at CALVIN's neutral pose with the gripper open; the door and drawer
+      anywhere in their travel, the switch at either end (lightbulb following it), the LED on or
+      off, the blocks on random free spots of the table top and the shelf; redrawn (up to 200
+      times) until the task is applicable. The task is ``task``, or drawn among those whose
+      official condition holds in this state (`applicable_tasks`).
+    - ``options={"robot_obs": ..., "scene_obs": ...}``: exactly that state (both or neither),
+      e.g. an official evaluation reset from `rftf_gym.sequences.get_env_state_for_initial_condition`.
+    - ``options={"continue": True}``: the current simulator state untouched, for the next
+      instruction of a chain. ``options={"task": name}`` fixes this episode's task.
+
+    ## Episode End
+
+    ### Termination
+    The episode terminates on the step the instruction's task succeeds.
+
+    ### Truncation
+    After 360 steps (CALVIN's ``EP_LEN``; ``env.spec.max_episode_steps``), or at once when the
+    simulator produced a non-finite state or a block left the workspace (``info["physics_error"]``).
+
+    ## Arguments
+
+    ``gym.make("RFTF-CALVIN-v0", **kwargs)`` takes the arguments of ``__init__`` below, plus
+    ``value_model``, ``reward_mode`` and ``gamma`` for the reward wrapper::
+
+        env = gym.make("RFTF-CALVIN-v0", backend="embedded", scene="D", obs_mode="rgb+state",
+                       instruction_split="eval")
+
+    ## Version History
+
+    - v0: initial release (embedded and official backends, 34 tasks, official evaluation resets).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30, "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -121,9 +226,10 @@ class CalvinEnv(gym.Env):
             obs_mode: ``"rgb"``, ``"state"`` or ``"rgb+state"``.
             static_size: static camera image size, int or (width, height); official 200.
             gripper_size: gripper camera image size; official 84.
-            value_model: reserved for the value-model reward wrapper; must be None here.
-            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` needs a value model.
-            gamma: discount used by dense reward shaping.
+            value_model: must be None here: value rewards come from `rftf_gym.wrappers`
+                (``gym.make`` applies the wrapper when a value model is given).
+            reward_mode: ``"sparse"`` (1 on success); ``"dense"`` is the wrapper's.
+            gamma: unused here; the wrapper's shaping discount is its own argument.
             instruction_split: ``"train"`` (random paraphrase) or ``"eval"`` (the fixed sentence).
             action_mode: ``"relative"`` (CALVIN's scaled deltas in [-1, 1]) or ``"absolute"``
                 (tcp position, euler xyz, gripper).
@@ -139,8 +245,9 @@ class CalvinEnv(gym.Env):
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
         if reward_mode == "dense" or value_model is not None:
             raise ValueError(
-                "reward_mode='dense' and value_model need the value-model reward wrapper, which "
-                "this env does not provide; use reward_mode='sparse' and value_model=None"
+                "reward_mode='dense' and value_model are served by the value-model reward wrapper: "
+                "gym.make('RFTF-CALVIN-v0', value_model=..., reward_mode='dense') or "
+                "rftf_gym.wrappers.ValueRewardWrapper(CalvinEnv(...), value_model)"
             )
         if instruction_split not in INSTRUCTION_SPLITS:
             raise ValueError(f"instruction_split must be one of {INSTRUCTION_SPLITS}, got {instruction_split!r}")
@@ -197,12 +304,17 @@ class CalvinEnv(gym.Env):
         self._last_obs: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _check_open(self) -> None:
+        if self.sim is None:
+            raise RuntimeError("the env is closed (close() was called); create a new one with gym.make")
+
     def symbolic_state(self) -> dict[str, Any]:
         """The official symbolic state (led, lightbulb, slider, drawer, blocks, grasped) now."""
+        self._check_open()
         return self._symbolic_state(self.sim.get_obs()["scene_obs"], self.sim.get_info())
 
     def _symbolic_state(self, scene_obs: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
-        return sequences.infer_symbolic_state(scene_obs, info, self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2)
+        return symbolic.infer_symbolic_state(scene_obs, info, self.sim.slider_mid_x(), SLIDER_RANGE[self.scene] / 2)
 
     def applicable_tasks(self) -> list[str]:
         """Tasks whose official condition holds in the current state and that can still fire.
@@ -217,8 +329,9 @@ class CalvinEnv(gym.Env):
           the table top (the block must still rest on it at the end);
         - push_into_drawer when no block rests on the table top alone (the rule requires it).
         """
+        self._check_open()
         scene_obs, info = self.sim.get_obs()["scene_obs"], self.sim.get_info()
-        candidates = sequences.applicable_tasks(self._symbolic_state(scene_obs, info))
+        candidates = symbolic.applicable_tasks(self._symbolic_state(scene_obs, info))
         # Per move: the room it has left and the oracle's threshold (rftf_gym.tasks.TASK_SPECS).
         joints = {
             "move_slider_left": SLIDER_RANGE[self.scene] - scene_obs[0],
@@ -228,8 +341,8 @@ class CalvinEnv(gym.Env):
         }
         room = {task: (left, abs(tasks.TASK_SPECS[task].params["threshold"]) + _JOINT_SLACK)
                 for task, left in joints.items()}
-        for i, color in enumerate(("red", "blue", "pink")):
-            x, reach = scene_obs[6 + 6 * i], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
+        for color, offset in BLOCK_OFFSETS.items():
+            x, reach = scene_obs[offset], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
             for direction, left in (("right", reach - x), ("left", reach + x)):
                 task = f"push_{color}_block_{direction}"
                 room[task] = (left, abs(tasks.TASK_SPECS[task].params["x_direction"]))
@@ -254,6 +367,16 @@ class CalvinEnv(gym.Env):
         act = act.copy()
         if self.action_mode == "relative":
             act[:6] = np.clip(act[:6], -1.0, 1.0)
+        else:
+            # A target pose outside the action space cannot be reached; the arm would strain
+            # towards it (or the IK return garbage), so refuse it instead of clipping silently.
+            low, high = self.action_space.low, self.action_space.high
+            for i, name in enumerate(_ABSOLUTE_ACTION_NAMES[:6]):
+                if not low[i] <= act[i] <= high[i]:
+                    raise ValueError(
+                        f"absolute action {name} = {act[i]:.6g} is outside its range "
+                        f"[{low[i]:.6g}, {high[i]:.6g}] (action_space of action_mode='absolute')"
+                    )
         # calvin_env asserts the gripper is exactly +-1 (robot.py apply_action): binarise.
         act[6] = 1.0 if act[6] >= 0.0 else -1.0
         return act
@@ -271,6 +394,7 @@ class CalvinEnv(gym.Env):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open()
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = set(options) - {"robot_obs", "scene_obs", "task", "continue"}
@@ -290,6 +414,10 @@ class CalvinEnv(gym.Env):
         elif has_state:
             robot_obs = _state_vector(options["robot_obs"], "robot_obs", ROBOT_OBS_DIM)
             scene_obs = _state_vector(options["scene_obs"], "scene_obs", SCENE_OBS_DIM)
+            # Values no simulator can hold are refused here for every backend; overlaps need the
+            # geometry, and each backend asks pybullet for them (rftf_gym.state_check).
+            self._start_info = None  # a refused state leaves nothing to step or continue from
+            state_check.check_reset_state(robot_obs, scene_obs, self.scene)
             self.sim.reset(robot_obs=robot_obs, scene_obs=scene_obs)
         else:
             for _ in range(_LAYOUT_TRIES):
@@ -308,6 +436,7 @@ class CalvinEnv(gym.Env):
         return self._last_obs, info
 
     def step(self, action: Any):
+        self._check_open()
         if self._start_info is None:
             raise RuntimeError("call reset() before step()")
         act = self._validated_action(action)
@@ -322,7 +451,15 @@ class CalvinEnv(gym.Env):
         finite = all(np.all(np.isfinite(v)) for k, v in raw.items() if not k.startswith("rgb"))
         if not finite:
             # A physics blow-up: keep the last good observation, end the episode, say why.
-            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True)
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True,
+                        physics_error_detail="the simulator produced a non-finite state")
+            return self._last_obs, 0.0, False, True, info
+        outside = state_check.blocks_outside_workspace(raw["scene_obs"])
+        if outside:
+            # A block fell off the table or was flung away: no task can use it any more.
+            self._last_obs = self._observation(raw)
+            info.update(success=False, completed_tasks=(), sparse_reward=0.0, physics_error=True,
+                        physics_error_detail="; ".join(outside))
             return self._last_obs, 0.0, False, True, info
         end_info = self.sim.get_info()
         completed = tasks.completed_tasks(self._start_info, end_info)
@@ -330,11 +467,12 @@ class CalvinEnv(gym.Env):
         reward = 1.0 if success else 0.0
         info.update(success=success, completed_tasks=tuple(sorted(completed)), sparse_reward=reward)
         self._last_obs = self._observation(raw)
-        return self._last_obs, reward, success, self._elapsed >= EPISODE_STEPS and not success, info
+        return self._last_obs, reward, success, self._elapsed >= EP_LEN and not success, info
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
+        self._check_open()
         return self.sim.render("static")
 
     def close(self) -> None:

@@ -26,8 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-# CALVIN chains have 5 instructions (multistep_sequences.py, seq_len = 5).
-MAX_CHAIN_LEN = 5
+from rftf_gym.conventions import CHAIN_LEN
+
 RESULTS_FORMAT = 1
 # Configuration keys that describe *where* and *how fast* a run happens, not what it measures:
 # they may change between a run and its resumption.
@@ -35,7 +35,7 @@ NON_RESULT_KEYS = frozenset({"output_dir", "num_workers", "video_chains", "track
 
 
 # ---------------------------------------------------------------------------- metrics
-def chain_success_rates(num_success: Sequence[int], max_len: int = MAX_CHAIN_LEN) -> np.ndarray:
+def chain_success_rates(num_success: Sequence[int], max_len: int = CHAIN_LEN) -> np.ndarray:
     """L1..L_max_len: the share of chains with at least i successful instructions in a row.
 
     Same as the official ``count_success``.
@@ -116,7 +116,7 @@ def compute_metrics(
     task_names = list(counts)
 
     # Per-chain indicator matrices, so a resample is one matrix product with its chain weights.
-    reached = np.stack([lengths >= i for i in range(1, MAX_CHAIN_LEN + 1)], axis=1).astype(np.float64)
+    reached = np.stack([lengths >= i for i in range(1, CHAIN_LEN + 1)], axis=1).astype(np.float64)
     attempts = np.zeros((n, len(task_names)))
     successes = np.zeros((n, len(task_names)))
     column = {task: j for j, task in enumerate(task_names)}
@@ -146,13 +146,13 @@ def compute_metrics(
         "avg_len": {"value": float(lengths.mean()), "ci": _interval(boot_avg, confidence)},
         "chain_sr": {
             str(i + 1): {"value": float(chain_sr[i]), "ci": _interval(boot_sr[:, i], confidence)}
-            for i in range(MAX_CHAIN_LEN)
+            for i in range(CHAIN_LEN)
         },
         "tasks": tasks_out,
         "bootstrap": {"samples": int(num_bootstrap), "seed": int(seed), "confidence": confidence, "unit": "chain"},
         "official": {
             "avg_seq_len": float(lengths.mean()),
-            "chain_sr": {str(i + 1): float(chain_sr[i]) for i in range(MAX_CHAIN_LEN)},
+            "chain_sr": {str(i + 1): float(chain_sr[i]) for i in range(CHAIN_LEN)},
             "task_info": {t: {"success": c["success"], "total": c["attempts"]} for t, c in counts.items()},
         },
     }
@@ -262,6 +262,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        # A failed write() (a full disk) names no file: name the one being written.
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -349,9 +353,12 @@ class ResultsLog:
             self._write_line({"kind": "header", "format": RESULTS_FORMAT, "config": self.config})
 
     def _write_line(self, obj: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(obj, sort_keys=True) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(json.dumps(obj, sort_keys=True) + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as err:  # a full disk: name the file (a cut-off line is dropped on resume)
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one finished chain; it is on disk when this returns."""

@@ -1,7 +1,8 @@
 """The project's instruction sentences for the 34 CALVIN tasks.
 
 CALVIN trains on several paraphrases per task and evaluates on one fixed sentence per task that
-training never shows (SPEC 3). This module holds the project's own wording for both splits:
+training never shows (mees/calvin ``calvin_models/conf/annotations/new_playtable.yaml`` and
+``new_playtable_validation.yaml``). This module holds the project's own wording for both splits:
 
 - `TRAIN_INSTRUCTIONS`: task -> several paraphrases (a random one per episode);
 - `EVAL_INSTRUCTIONS`: task -> the one evaluation sentence, distinct from every train paraphrase.
@@ -20,13 +21,12 @@ from types import MappingProxyType
 
 import numpy as np
 
+from rftf_gym.conventions import COLORS
 from rftf_gym.tasks import TASK_NAMES, validate_task
 
 SPLITS = ("train", "eval")
 INSTRUCTION_CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789 ,.'-"
 MAX_INSTRUCTION_LENGTH = 96
-
-COLORS = ("red", "blue", "pink")
 
 # Per-colour templates: (train paraphrases, eval sentence); "{c}" is the block colour.
 _BLOCK_TEMPLATES: dict[str, tuple[tuple[str, ...], str]] = {

@@ -11,7 +11,7 @@ Policies are named by a *spec* string, resolved by `load_policy`:
 - ``"random"``: uniform actions in [-1, 1]^6 and a random gripper sign (`RandomPolicy`);
 - ``"expert"``: the scripted experts of `rftf_gym.experts` (need ``robot_obs``/``scene_obs``);
 - a checkpoint directory: ``config.json`` names a ``policy_type`` registered with
-  `register_policy`, whose loader reads the safetensors weights next to it (SPEC 5).
+  `register_policy`, whose loader reads the safetensors weights next to it.
 
 Example:
     >>> policy = load_policy("random", seed=0)
@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from rftf_gym.backend import ACTION_DIM
+from rftf_gym.conventions import ACTION_DIM
 BUILTIN_POLICIES = ("random", "expert")
 CONFIG_FILE = "config.json"
 # The config.json key naming the registered loader of a checkpoint directory.
@@ -120,7 +120,7 @@ def seed_policy(policy: Policy, seed: int) -> None:
 class RandomPolicy:
     """Uniform random relative actions: 6 arm dimensions in [-1, 1], gripper -1 or +1.
 
-    The baseline of SPEC 3 (Avg. Len. about 0).
+    The floor of the chained evaluation (Avg. Len. about 0, BENCHMARKS.md).
 
     Args:
         seed: seed of the policy's own numpy Generator.

@@ -1,7 +1,7 @@
 """The CALVIN task oracle: which of the 34 tasks happened between two states.
 
-A task is a change between the ``get_info()`` at the start of an instruction and the one now
-(SPEC 2.3). The rules, their parameters and the task order mirror the official
+A task is a change between the ``get_info()`` at the start of an instruction and the one now.
+The rules, their parameters and the task order mirror the official
 ``calvin_env/conf/tasks/new_playtable_tasks.yaml`` and the base rules of
 ``calvin_env/envs/tasks.py`` (class ``Tasks``); each rule below cites the official function it
 re-implements. The module is pure: it reads the info dicts described in `rftf_gym.backend` and
@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-Info = Mapping[str, Any]
+from rftf_gym.conventions import BLOCKS
 
-BLOCKS = ("block_red", "block_blue", "block_pink")
+Info = Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The official calvin_env backend (`rftf_gym.calvin_backend`, issue 5, SPEC 2.1-2.2).
+"""The official calvin_env backend (`rftf_gym.calvin_backend`, docs/calvin_backend.md).
 
 Tests marked ``calvin`` run on the official simulator and are skipped when calvin_env is not
 importable; the others check that the backend fails at once, with install instructions, when it
@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import numpy as np
 import pytest
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym.backend import make_backend
+from rftf_gym import calvin_backend
+from rftf_gym.backends import make_backend
 from rftf_gym.tasks import TASK_NAMES, completed_tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +53,15 @@ DRAWER_XY = {"A": (0.10, -0.32), "D": (0.18, -0.32)}
 
 def test_make_backend_without_calvin_env_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "calvin_env", None)  # makes `import calvin_env` fail
-    start = time.perf_counter()
+
+    def no_further_work(module: str, pip_name: str) -> None:
+        raise AssertionError(f"the backend went on to import {module} after calvin_env was missing")
+
+    # At once: the first check fails, before hydra, omegaconf or gym are looked for.
+    monkeypatch.setattr(calvin_backend, "_require", no_further_work)
     with pytest.raises(ImportError, match="calvin_env") as err:
         make_backend("calvin", "D", {"static": (200, 200)})
     assert "git clone" in str(err.value) and "pip install -e ." in str(err.value)
-    assert time.perf_counter() - start < 1.0
 
 
 def test_gym_make_calvin_without_calvin_env_fails_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,8 +83,6 @@ def test_module_imports_without_calvin_env_or_hydra() -> None:
 
 
 def test_missing_dependency_of_calvin_env_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rftf_gym import calvin_backend
-
     monkeypatch.setitem(sys.modules, "hydra", None)
     with pytest.raises(ImportError, match="pip install hydra-core"):
         calvin_backend._require("hydra", "hydra-core")
@@ -268,9 +270,10 @@ def test_seeded_reset_and_explicit_restore_are_near_exact(make_sim) -> None:
         obs = sim.get_obs()
         return np.concatenate([obs["robot_obs"], obs["scene_obs"]])
 
-    # Same history: exact. Different history: close (pybullet keeps some contact caches).
+    # Same history: exact. Different history: the stale contact pairs are flushed before each
+    # reset (measured exact; without the flush 0.37 apart, with the snapshot alone 0.014).
     np.testing.assert_array_equal(rollout(0), rollout(0))
-    np.testing.assert_allclose(rollout(1), rollout(0), atol=0.05)
+    np.testing.assert_allclose(rollout(1), rollout(0), atol=1e-3)
 
 
 @calvin
@@ -311,7 +314,7 @@ def test_official_target_winds_up_without_the_correction(make_sim) -> None:
     sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=base_scene())
     for _ in range(60):
         sim.step(np.array([0, 0, -1, 0, 0, 0, 1.0]))
-    # SPEC 2.2, measured: target z -0.63 while the TCP stays near 0.32.
+    # Measured (docs/calvin_facts.md): target z -0.63 while the TCP stays near 0.32.
     assert sim._env.robot.target_pos[2] < -0.5 < 0.25 < sim.get_obs()["robot_obs"][2]
 
 
@@ -415,8 +418,6 @@ def test_evaluate_two_chains_on_the_official_backend(tmp_path: Path) -> None:
 @needs_calvin
 def test_clear_errors_for_a_non_git_calvin_env_and_missing_colorlog(monkeypatch: pytest.MonkeyPatch) -> None:
     import git
-
-    from rftf_gym import calvin_backend
 
     def not_a_repo(*args: Any, **kwargs: Any) -> Any:
         raise git.InvalidGitRepositoryError("no .git")

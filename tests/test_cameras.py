@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rftf_gym.sim.cameras import StaticCamera
-from rftf_gym.sim.layout import DRAWER_RANGE, SWITCH_RANGE
+from rftf_gym.conventions import DRAWER_RANGE, SWITCH_RANGE
 from rftf_gym.sim.play_table import EmbeddedPlayTable
 
 

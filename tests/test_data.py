@@ -1,4 +1,4 @@
-"""rftf_gym.data: CALVIN's dataset format, written and read back (SPEC 4, issue 3)."""
+"""rftf_gym.data: CALVIN's dataset format (mees/calvin dataset/README.md), written and read back."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 import torch
 
+from rftf_gym.conventions import IMAGE_HW
 from rftf_gym.data import (
     FRAME_KEYS,
-    OFFICIAL_IMAGE_SIZES,
     CalvinDataset,
     CalvinDatasetWriter,
     DatasetError,
+    DatasetWarning,
     LanguageWindowDataset,
     UnsafePickleError,
     frame_name,
     load_pickled_npy,
     to_relative_actions,
-    wrap_angle,
 )
 
 TINY = {"static": (8, 8), "gripper": (4, 4)}
@@ -99,12 +99,6 @@ def test_to_relative_actions_clips_rotation_and_batches():
     np.testing.assert_allclose(rel[1], [-1, 0, 0.2, 0, 0, -0.2, -1], atol=1e-12)
 
 
-def test_wrap_angle():
-    angles = [np.pi + 0.1, -np.pi - 0.1, 0.3, 4 * np.pi]
-    expected = [-np.pi + 0.1, np.pi - 0.1, 0.3, 0.0]
-    np.testing.assert_allclose(wrap_angle(angles), expected, atol=1e-12)
-
-
 # ----------------------------------------------------------------------------------------------
 # Round trip and resume
 # ----------------------------------------------------------------------------------------------
@@ -165,7 +159,7 @@ def test_official_sizes_round_trip(tmp_path):
     with CalvinDatasetWriter(tmp_path, "training") as w:
         windows = [(0, 2, "rotate the pink block", "rotate_pink_block_left")]
         frames = write_episode(w, rng, "calvin_scene_C", 3, windows, depth=True)
-    ds = CalvinDataset(tmp_path, "training", image_sizes=OFFICIAL_IMAGE_SIZES)
+    ds = CalvinDataset(tmp_path, "training", image_sizes=IMAGE_HW)
     item = LanguageWindowDataset(ds)[0]
     assert item["frames"]["rgb_static"].shape == (3, 200, 200, 3)
     assert item["frames"]["rgb_gripper"].shape == (3, 84, 84, 3)
@@ -192,7 +186,7 @@ def test_interrupted_collection_is_readable_and_resumes(tmp_path):
     w = CalvinDatasetWriter(tmp_path, "training", image_sizes=TINY)
     assert w.next_frame_id == 4
     names = sorted(p.name for p in (tmp_path / "training").iterdir())
-    index = ["ep_start_end_ids.npy", "lang_annotations", "scene_info.npy"]
+    index = ["ep_lens.npy", "ep_start_end_ids.npy", "lang_annotations", "scene_info.npy"]
     assert names == sorted([frame_name(i) for i in range(4)] + index)
     new = write_episode(w, rng, "calvin_scene_A", 2, [(0, 1, "close the drawer", "close_drawer")])
     ds = CalvinDataset(tmp_path, "training")
@@ -209,8 +203,8 @@ def test_resume_repairs_crash_between_annotations_and_commit(tmp_path):
     # As if the process died after auto_lang_ann.npy was written but before the commit of the
     # third episode in ep_start_end_ids.npy.
     np.save(split / "ep_start_end_ids.npy", np.array([[0, 4], [5, 8]]))
-    with pytest.raises(DatasetError, match="auto_lang_ann.npy.*indx\\[2\\]"):
-        CalvinDataset(tmp_path, "training")
+    with pytest.warns(DatasetWarning, match="auto_lang_ann.npy: skipping 1 of 3 .*indx\\[2\\]"):
+        assert len(CalvinDataset(tmp_path, "training").annotations) == 2
     w = CalvinDatasetWriter(tmp_path, "training", image_sizes=TINY)
     assert w.next_frame_id == 9
     ds = CalvinDataset(tmp_path, "training")
@@ -281,12 +275,15 @@ def test_missing_directory_and_index_files(tmp_path):
     with pytest.raises(DatasetError, match="training: dataset directory is missing"):
         CalvinDataset(tmp_path, "training")
     small_dataset(tmp_path)
-    for name in ("ep_start_end_ids.npy", "scene_info.npy", "lang_annotations/auto_lang_ann.npy"):
+    for name in ("ep_start_end_ids.npy", "lang_annotations/auto_lang_ann.npy"):
         shutil.copytree(tmp_path / "training", tmp_path / "copy")
         (tmp_path / "copy" / name).unlink()
         with pytest.raises(DatasetError, match=f"{Path(name).name}: file is missing"):
             CalvinDataset(tmp_path, "copy")
         shutil.rmtree(tmp_path / "copy")
+    # The real validation folders have no scene_info.npy.
+    (tmp_path / "training" / "scene_info.npy").unlink()
+    assert CalvinDataset(tmp_path, "training").scene_info == {}
 
 
 def test_missing_frame_named(tmp_path):
@@ -350,9 +347,13 @@ def rewrite_annotations(split: Path, edit) -> None:
 def test_window_outside_episodes_named(tmp_path, window):
     small_dataset(tmp_path)
     rewrite_annotations(tmp_path / "training", lambda d: d["info"]["indx"].__setitem__(1, window))
-    message = "auto_lang_ann.npy: info.indx\\[1\\] = .* single episode"
-    with pytest.raises(DatasetError, match=message):
-        CalvinDataset(tmp_path, "training")
+    message = "auto_lang_ann.npy: skipping 1 of 3 .* single episode .*info.indx\\[1\\]"
+    with pytest.warns(DatasetWarning, match=message):
+        ds = CalvinDataset(tmp_path, "training")
+    assert [a.ann for a in ds.annotations] == ["open the drawer", "go slide left"]
+    np.testing.assert_array_equal(ds.annotation_ids, [0, 2])
+    assert [(i, (a.start, a.end)) for i, a in ds.dropped_windows] == [(1, window)]
+    assert len(LanguageWindowDataset(ds)) == 2
 
 
 def test_malformed_annotations_named(tmp_path):
@@ -368,7 +369,7 @@ def test_malformed_annotations_named(tmp_path):
 def test_bad_episode_ids_named(tmp_path):
     small_dataset(tmp_path)
     np.save(tmp_path / "training" / "ep_start_end_ids.npy", np.array([[0, 4], [3, 8]]))
-    with pytest.raises(DatasetError, match="ep_start_end_ids.npy: episodes must be"):
+    with pytest.raises(DatasetError, match="ep_start_end_ids.npy: .*\\(0, 4\\) and \\(3, 8\\) do"):
         CalvinDataset(tmp_path, "training")
     np.save(tmp_path / "training" / "ep_start_end_ids.npy", np.array([0.0, 4.0]))
     with pytest.raises(DatasetError, match="ep_start_end_ids.npy: expected an integer array"):
@@ -553,7 +554,7 @@ def test_reads_a_hand_made_official_calvin_split(tmp_path):
     }
     save_like_numpy1(split / "lang_annotations" / "auto_lang_ann.npy", ann)
 
-    ds = CalvinDataset(tmp_path / "task_D_D", "validation", image_sizes=OFFICIAL_IMAGE_SIZES)
+    ds = CalvinDataset(tmp_path / "task_D_D", "validation", image_sizes=IMAGE_HW)
     assert ds.scene_info == {"calvin_scene_D": (53818, 53832)} and ds.num_frames == 7
     ds.validate()
     keys = ("rgb_static", "depth_static", "rgb_tactile", "robot_obs", "rel_actions")

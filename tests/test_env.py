@@ -1,6 +1,8 @@
-"""The Gymnasium contract of RFTF-CALVIN-v0 (SPEC 2.4, issue 2)."""
+"""The Gymnasium contract of RFTF-CALVIN-v0 (as gymnasium's tests/envs/test_envs.py checks its own envs)."""
 
 from __future__ import annotations
+
+import functools
 
 import gymnasium as gym
 import numpy as np
@@ -8,8 +10,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import rftf_gym  # noqa: F401  (registers the env id)
-from rftf_gym import language, tasks
-from rftf_gym.env import EPISODE_STEPS
+from rftf_gym import language, sequences, tasks
+from rftf_gym.conventions import EP_LEN
+from rftf_gym.env import CalvinEnv
 
 SMALL = {"static_size": 32, "gripper_size": 16}
 
@@ -130,15 +133,19 @@ def test_success_terminates_with_reward_one():
     env.close()
 
 
-def test_truncates_after_360_steps():
-    env = make(task="turn_on_led")
+@pytest.mark.parametrize("made", [True, False], ids=["gym.make", "CalvinEnv"])
+def test_truncates_after_360_steps(made: bool):
+    # Through gym.make the spec's TimeLimit shows the limit; the bare env truncates on its own.
+    env = make(task="turn_on_led") if made else CalvinEnv(obs_mode="state", task="turn_on_led")
+    if made:
+        assert env.spec.max_episode_steps == EP_LEN == 360
     env.reset(seed=0)
     still = np.array([0, 0, 0, 0, 0, 0, 1.0])
-    for step in range(1, EPISODE_STEPS + 1):
+    for step in range(1, EP_LEN + 1):
         _, _, terminated, truncated, info = env.step(still)
         assert not terminated
-        assert truncated == (step == EPISODE_STEPS)
-    assert info["elapsed_steps"] == EPISODE_STEPS
+        assert truncated == (step == EP_LEN)
+    assert info["elapsed_steps"] == EP_LEN
     env.close()
 
 
@@ -234,25 +241,66 @@ def test_render_rgb_array_gives_the_static_camera():
     env.close()
 
 
-@pytest.mark.parametrize("vector_cls", [gym.vector.SyncVectorEnv, gym.vector.AsyncVectorEnv])
-def test_vector_envs_run_1000_steps(vector_cls):
-    envs = vector_cls([lambda: make() for _ in range(2)])
+def _assert_batch_equals(batch: dict, singles: list[dict]) -> None:
+    for i, single in enumerate(singles):
+        for key in ("robot_obs", "scene_obs"):
+            np.testing.assert_array_equal(batch[key][i], single[key], err_msg=f"sub-env {i} {key}")
+        assert batch["instruction"][i] == single["instruction"]
+
+
+# gymnasium's AsyncVectorEnv reads a Text observation out of shared memory once, at construction
+# (vector/utils/shared_memory.py), so the instruction needs shared_memory=False.
+@pytest.mark.parametrize("vector_cls", [gym.vector.SyncVectorEnv,
+                                        functools.partial(gym.vector.AsyncVectorEnv, shared_memory=False)],
+                         ids=["sync", "async"])
+def test_vector_envs_equal_single_envs(vector_cls):
+    # 1000 seeded random steps of 2 sub-envs (each truncated and autoreset twice) against 2 single
+    # envs seeded as the vector env seeds them (seed + i), with NEXT_STEP autoreset done by hand.
+    n = 2
+    envs = vector_cls([lambda: make() for _ in range(n)])
     assert envs.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
-    envs.reset(seed=0)
+    singles = [make() for _ in range(n)]
+    obs, _ = envs.reset(seed=0)
+    single_obs = [env.reset(seed=i)[0] for i, env in enumerate(singles)]
+    _assert_batch_equals(obs, single_obs)
     envs.action_space.seed(0)
+    ended, resets = [False] * n, 0
     for _ in range(1000):
-        obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
-    assert obs["robot_obs"].shape == (2, 15) and len(obs["instruction"]) == 2
+        actions = envs.action_space.sample()
+        obs, reward, terminated, truncated, _ = envs.step(actions)
+        for i, env in enumerate(singles):
+            if ended[i]:
+                single_obs[i], _ = env.reset()
+                outcome = (0.0, False, False)
+                resets += 1
+            else:
+                single_obs[i], *outcome, _ = env.step(actions[i])
+            assert (reward[i], terminated[i], truncated[i]) == tuple(outcome)
+            ended[i] = outcome[1] or outcome[2]
+        _assert_batch_equals(obs, single_obs)
+    assert resets >= n
     envs.close()
+    for env in singles:
+        env.close()
 
 
 def test_vector_env_with_images():
+    # Images travel through the worker processes' shared memory unchanged: sub-env 1 renders what a
+    # single env seeded 1 renders after the same actions.
     envs = gym.vector.AsyncVectorEnv([lambda: make(obs_mode="rgb+state", **SMALL) for _ in range(2)])
+    single = make(obs_mode="rgb+state", **SMALL)
     obs, _ = envs.reset(seed=0)
+    single.reset(seed=1)
+    envs.action_space.seed(0)
     for _ in range(5):
-        obs, *_ = envs.step(envs.action_space.sample())
+        actions = envs.action_space.sample()
+        obs, *_ = envs.step(actions)
+        single_obs, *_ = single.step(actions[1])
     assert obs["rgb_static"].shape == (2, 32, 32, 3)
+    for key in ("rgb_static", "rgb_gripper", "robot_obs"):
+        np.testing.assert_array_equal(obs[key][1], single_obs[key])
     envs.close()
+    single.close()
 
 
 def test_door_and_drawer_moves_need_room_to_fire():
@@ -289,4 +337,112 @@ def test_pushes_off_the_table_end_are_not_applicable():
     scene_obs[0] = 0.0
     env.reset(options={"robot_obs": obs["robot_obs"], "scene_obs": scene_obs})
     assert "push_into_drawer" in env.unwrapped.applicable_tasks()
+    env.close()
+
+
+@pytest.mark.parametrize("call", ["step", "reset", "render", "applicable_tasks"])
+def test_calls_after_close_say_the_env_is_closed(call):
+    env = make(render_mode="rgb_array", static_size=32)
+    env.reset(seed=0)
+    env.close()
+    calls = {"step": lambda: env.step(np.zeros(7)), "reset": lambda: env.reset(seed=0),
+             "render": env.render, "applicable_tasks": env.unwrapped.applicable_tasks}
+    with pytest.raises(RuntimeError, match="env is closed"):
+        calls[call]()
+
+
+@pytest.mark.parametrize(
+    "index, value, name",
+    [(0, 1e6, "x"), (1, -1e30, "y"), (2, -0.5, "z"), (3, 4.0, "roll"), (5, -1e6, "yaw")],
+)
+def test_absolute_targets_outside_the_action_space_are_refused(index, value, name):
+    env = make(action_mode="absolute")
+    obs, _ = env.reset(seed=0)
+    action = np.concatenate([obs["robot_obs"][:6], [1.0]])
+    env.step(action)  # the current pose is a valid target
+    action[index] = value
+    with pytest.raises(ValueError, match=rf"absolute action {name} = .* outside its range \["):
+        env.step(action)
+    env.close()
+
+
+def _valid_state():
+    robot_obs, scene_obs = sequences.get_env_state_for_initial_condition(sequences.get_sequences(1)[0][0])
+    return np.array(robot_obs, dtype=float), np.array(scene_obs, dtype=float)
+
+
+def _edit(robot=None, scene=None):
+    robot_obs, scene_obs = _valid_state()
+    for index, value in (robot or {}).items():
+        robot_obs[index] = value
+    for index, value in (scene or {}).items():
+        scene_obs[index] = value
+    return robot_obs, scene_obs
+
+
+# Red block pose: scene_obs[6:12]; blue 12:18; pink 18:24.
+IMPOSSIBLE_STATES = {
+    "block below the table top": (_edit(scene={8: 0.2}), r"block_red z = 0.2 is outside the workspace \[0.3, 1.3\]"),
+    "block 5 m away": (_edit(scene={6: 5.0}), r"block_red x = 5 is outside the workspace \[-0.6, 0.6\]"),
+    "drawer at 3.0": (_edit(scene={1: 3.0}), r"scene_obs\[1\] \(drawer\) = 3 is outside its range \[0, 0.22\]"),
+    "drawer at 5.0": (_edit(scene={1: 5.0}), r"drawer\) = 5 is outside its range \[0, 0.22\]"),
+    "door past its travel": (_edit(scene={0: 0.5}), r"sliding door\) = 0.5 is outside its range \[0, 0.28\]"),
+    "light half on": (_edit(scene={5: 0.5}), r"LED\) = 0.5 must be 0 \(off\) or 1 \(on\)"),
+    "arm joint 4 past its limit": (_edit(robot={10: 0.5}), r"arm joint 4\) = 0.5 is outside its range \[-3.0718, -0.0698\]"),
+    "gripper wider than it opens": (_edit(robot={6: 0.3}), r"gripper width\) = 0.3 is outside its range \[0, 0.08\]"),
+    "two blocks at the same pose": (_edit(scene={12: 0.05, 13: -0.12, 14: 0.46, 6: 0.05, 7: -0.12, 8: 0.46}),
+                                    r"block_red is [\d.]+ cm inside block_blue"),
+    "block inside the table top": (_edit(scene={6: -0.3, 7: -0.1, 8: 0.42}), r"block_red is [\d.]+ cm inside table base_link"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPOSSIBLE_STATES))
+def test_impossible_reset_states_are_refused_naming_the_value_and_range(case):
+    (robot_obs, scene_obs), message = IMPOSSIBLE_STATES[case]
+    env = make()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=message):
+        env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "open_drawer"})
+    with pytest.raises(RuntimeError, match="reset"):  # a refused reset leaves no episode to step
+        env.step(np.zeros(7))
+    env.close()
+
+
+def test_value_checks_run_before_the_backend_sees_the_state():
+    env = make()
+    calls = []
+    env.unwrapped.sim.reset = lambda **kwargs: calls.append(kwargs)
+    robot_obs, scene_obs = _edit(scene={1: 3.0})
+    with pytest.raises(ValueError, match="drawer"):
+        env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "open_drawer"})
+    assert calls == []
+    env.close()
+
+
+def test_blocks_in_the_open_drawer_on_the_shelf_and_stacked_are_accepted():
+    # Drawer open: its tray floor (top z 0.34) spans y -0.38..-0.16 around the drawer's x (0.18 in D).
+    robot_obs, scene_obs = _edit(scene={1: 0.22, 6: 0.18, 7: -0.27, 8: 0.361, 11: 0.0,
+                                        12: 0.05, 13: -0.12, 14: 0.46, 18: 0.05, 19: -0.12, 20: 0.501})
+    env = make()
+    obs, _ = env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "close_drawer"})
+    for _ in range(10):
+        obs, _, _, truncated, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+        assert not truncated and "physics_error" not in info
+    np.testing.assert_allclose(obs["scene_obs"][6:9], [0.18, -0.27, 0.36], atol=0.005)  # still in the drawer
+    assert obs["scene_obs"][20] > 0.49  # pink still stacked on blue
+    env.close()
+
+
+def test_a_block_leaving_the_workspace_is_reported_as_a_physics_error():
+    # Past the table top's end (x 0.44): the block falls, and nothing below catches it.
+    robot_obs, scene_obs = _edit(scene={6: 0.55, 7: -0.1, 8: 0.46})
+    env = make()
+    env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": "open_drawer"})
+    for _ in range(30):
+        obs, reward, terminated, truncated, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+        if truncated:
+            break
+    assert truncated and not terminated and reward == 0.0 and info["physics_error"]
+    assert "block_red z = " in info["physics_error_detail"] and "outside the workspace" in info["physics_error_detail"]
+    assert info["elapsed_steps"] < 30
     env.close()

@@ -153,7 +153,7 @@ def test_chains_digest_and_policy_fingerprint(tmp_path):
 
 # ---------------------------------------------------------------------------- evaluate.py
 def run_evaluate(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run evaluate.py in ``cwd`` (its TensorBoard ``runs/`` lands there, not in the repository)."""
+    """Run evaluate.py in ``cwd``, so that nothing it writes can land in the repository."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), *args],
         cwd=cwd,
@@ -204,7 +204,9 @@ def test_evaluate_random_policy_writes_results(tmp_path):
     assert 0.0 <= metrics["avg_len"]["value"] <= 5.0
     records = chain_records(out)
     assert [r["index"] for r in records] == [0, 1]
-    assert list((tmp_path / "runs").glob("evaluate__random__embedded-D__state__2__0/events.out.tfevents.*"))
+    # TensorBoard events go with the run's other outputs, not into the working directory.
+    assert list((out / "runs").glob("evaluate__random__embedded-D__state__2__0/events.out.tfevents.*"))
+    assert not (tmp_path / "runs").exists()
     for r in records:
         assert len(r["steps"]) == min(r["num_success"] + 1, len(r["chain"]))
         assert all(1 <= s <= 360 for s in r["steps"])
@@ -255,26 +257,52 @@ def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
     assert final_metrics(out) == final_metrics(uninterrupted)
 
 
+def usage_error(result: subprocess.CompletedProcess) -> str:
+    """A user's mistake ends evaluate.py with exit status 2 and its message alone on the last line."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("evaluate.py: error: "), line
+    return line
+
+
 def test_resume_with_other_configuration_is_refused(uninterrupted, tmp_path):
     result = run_evaluate(*base_args(uninterrupted, "--scene", "A", "--seed", "1"), cwd=tmp_path, check=False)
-    assert result.returncode != 0
-    assert "ConfigMismatchError" in result.stderr
-    assert "scene: file has 'D', this run has 'A'" in result.stderr and "seed: file has 0" in result.stderr
+    line = usage_error(result)
+    assert "scene: file has 'D', this run has 'A'" in line and "seed: file has 0" in line
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--policy", "no/such/checkpoint"], "does not exist"),
-        (["--scene", "E"], "--scene must be one of"),
-        (["--backend", "mujoco"], "--backend must be one of"),
+        (["--scene", "E"], "invalid choice 'E' for argument '--scene'"),
+        (["--backend", "mujoco"], "invalid choice 'mujoco' for argument '--backend'"),
         (["--policy", "expert", "--obs-mode", "rgb"], "--obs-mode state"),
+        (["--num-chains", "0"], "--num-chains must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments_fail_clearly(tmp_path, extra, message):
     result = run_evaluate(*base_args(tmp_path / "out"), *extra, cwd=tmp_path, check=False)
-    assert result.returncode != 0 and message in result.stderr
+    if result.returncode == 2 and "invalid choice" in result.stderr:
+        # A closed choice (a Literal in Args) refused by tyro's parser, which lists the choices.
+        assert "Traceback" not in result.stderr and message in " ".join(result.stderr.split())
+    else:
+        assert message in usage_error(result)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_corrupt_checkpoint_or_an_output_dir_that_is_a_file_fail_in_one_line(tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{not json")
+    line = usage_error(run_evaluate(*base_args(tmp_path / "out"), "--policy", str(checkpoint), cwd=tmp_path,
+                                    check=False))
+    assert str(checkpoint) in line
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    line = usage_error(run_evaluate(*base_args(a_file), "--num-chains", "1", cwd=tmp_path, check=False))
+    assert line == (f"evaluate.py: error: --output-dir {a_file}: {a_file} is a file, not a directory; "
+                    "remove or rename it, or give another --output-dir")
 
 
 def test_unknown_task_in_chain_file(tmp_path):
@@ -286,8 +314,8 @@ def test_unknown_task_in_chain_file(tmp_path):
         {"initial_state": state, "chain": ["open_drawer", "fly_to_the_moon"]},
     ]))  # fmt: skip
     result = run_evaluate(*base_args(tmp_path / "out"), "--chain-file", str(chain_file), cwd=tmp_path, check=False)
-    assert result.returncode != 0
-    assert "chain 1" in result.stderr and "unknown task 'fly_to_the_moon'" in result.stderr
+    line = usage_error(result)
+    assert "chain 1" in line and "unknown task 'fly_to_the_moon'" in line
 
 
 def test_chain_result_does_not_depend_on_what_ran_before():
@@ -360,7 +388,7 @@ def test_checkpoint_of_unknown_type_fails_before_writing(tmp_path):
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text(json.dumps({"policy_type": "not_a_model"}))
     result = run_evaluate(*base_args(tmp_path / "out"), "--policy", str(checkpoint), cwd=tmp_path, check=False)
-    assert result.returncode != 0 and "policy_type='not_a_model'" in result.stderr
+    assert "policy_type='not_a_model'" in usage_error(result)
     assert not (tmp_path / "out").exists()
 
 

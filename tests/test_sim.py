@@ -27,9 +27,11 @@ def _go(env: EmbeddedPlayTable, pos, yaw: float, grip: float, steps: int, tol: f
             return
 
 
-def _scene_obs(blocks: dict[str, tuple[float, float, float, float]], **joints: float) -> np.ndarray:
+def _scene_obs(blocks: dict[str, tuple[float, float, float, float]], scene: str = "D", **joints: float) -> np.ndarray:
     """scene_obs with the given block (x, y, z, yaw) and joints; unlisted blocks go on the shelf."""
-    shelf = {"red": (-0.3, 0.09, 0.461, 0.0), "blue": (-0.22, 0.09, 0.461, 0.0), "pink": (0.08, 0.09, 0.461, 0.0)}
+    shift = LAYOUTS[scene].shelf_x[0] - LAYOUTS["D"].shelf_x[0]  # the shelf of B and C is 0.18 m further right
+    shelf = {"red": (-0.3 + shift, 0.09, 0.461, 0.0), "blue": (-0.22 + shift, 0.09, 0.461, 0.0),
+             "pink": (0.08 + shift, 0.09, 0.461, 0.0)}
     obs = [joints.get("slide", 0.0), joints.get("drawer", 0.0), joints.get("button", 0.0),
            joints.get("switch", 0.0), 0.0, joints.get("led", 0.0)]
     for color in ("red", "blue", "pink"):
@@ -164,7 +166,7 @@ def test_scripted_grasp_and_lift(scene):
     lifted = 0
     cases = [(c, x, yaw) for c in ("red", "blue", "pink") for x, yaw in ((0.05, 0.3), (0.2, -1.2))]
     for color, x, yaw in cases:
-        env.reset(scene_obs=_scene_obs({color: (x, -0.1, 0.46, yaw)}))
+        env.reset(scene_obs=_scene_obs({color: (x, -0.1, 0.46, yaw)}, scene))
         k = ("red", "blue", "pink").index(color)
         tcp_yaw = _grasp_yaw(env, yaw)
         _go(env, [x, -0.1, 0.56], tcp_yaw, OPEN, 40)

@@ -1,4 +1,4 @@
-"""The oracle on real simulator contacts (issue 2): the contact-based tasks fire exactly when the
+"""The oracle on real simulator contacts: the contact-based tasks fire exactly when the
 physical state crosses the official rule, step by step, while a scripted expert does the task.
 
 `tests/test_tasks.py` pins every rule on hand-made info dicts; here the contacts come from

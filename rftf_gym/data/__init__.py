@@ -6,16 +6,22 @@ loads (``calvin_models/calvin_agent/datasets/disk_dataset.py``)::
     <root>/<split>/                      split is "training" or "validation" (validation = scene D)
         episode_0000000.npz ...          one file per frame (zero-padded global frame id)
         ep_start_end_ids.npy             int array (N, 2): first and last frame id of each episode,
-                                         both inclusive
+                                         both inclusive; in any order, with gaps between episodes
         scene_info.npy                   pickled dict {"calvin_scene_A": [first, last], ...}: the
-                                         inclusive frame-id range recorded in each scene
+                                         inclusive frame-id range recorded in each scene (absent
+                                         in the real validation folders)
         lang_annotations/auto_lang_ann.npy
                                          pickled dict {"language": {"ann": [str], "task": [str],
-                                         "emb": array (M, ...) optional}, "info": {"episodes": [],
+                                         "emb": array (M, 1, D)}, "info": {"episodes": [],
                                          "indx": [(start, end), ...]}}; windows are inclusive
                                          frame-id ranges inside one episode (the writer caps
                                          them at 64 frames; the official annotator stores
                                          (s, s + 64), so the reader accepts any length)
+        lang_annotations/embeddings.npy  validation only: pickled dict task -> {"ann": [str],
+                                         "emb": array (len(ann), 1, D)}, the evaluation sentences
+        lang_<encoder>/                  the same two files with ``emb`` from another sentence
+                                         encoder (real data: lang_paraphrase-MiniLM-L3-v2,
+                                         lang_clip_resnet50, ...)
 
 A frame file holds ``actions`` (7: absolute tcp pos, euler xyz, gripper -1 close / +1 open),
 ``rel_actions`` (7: see `to_relative_actions`), ``robot_obs`` (15), ``scene_obs`` (24),
@@ -46,22 +52,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from rftf_gym.data.actions import REL_ORN_MAX, REL_POS_MAX, to_relative_actions, wrap_angle
+from rftf_gym.data.actions import to_relative_actions
 from rftf_gym.data.format import (
     DEPTH_KEYS,
     EPISODE_IDS_FILE,
     FRAME_KEYS,
+    EVAL_EMBEDDINGS_FILE,
+    LANG_ANN_FILE,
     LANG_FILE,
+    LANG_FOLDER,
     MAX_WINDOW,
-    OFFICIAL_IMAGE_SIZES,
     SCENE_INFO_FILE,
     VECTOR_DIMS,
     DatasetError,
     UnsafePickleError,
     frame_name,
 )
-from rftf_gym.data.index import Annotation
-from rftf_gym.data.reader import CalvinDataset
+from rftf_gym.data.index import Annotation, TaskEmbeddings
+from rftf_gym.data.reader import CalvinDataset, DatasetWarning
 from rftf_gym.data.safe_pickle import SafeUnpickler, load_pickled_npy
 from rftf_gym.data.writer import CalvinDatasetWriter
 
@@ -69,24 +77,25 @@ __all__ = [
     "DEPTH_KEYS",
     "EPISODE_IDS_FILE",
     "FRAME_KEYS",
+    "EVAL_EMBEDDINGS_FILE",
+    "LANG_ANN_FILE",
     "LANG_FILE",
+    "LANG_FOLDER",
     "MAX_WINDOW",
-    "OFFICIAL_IMAGE_SIZES",
-    "REL_ORN_MAX",
-    "REL_POS_MAX",
     "SCENE_INFO_FILE",
     "VECTOR_DIMS",
     "Annotation",
     "CalvinDataset",
     "CalvinDatasetWriter",
     "DatasetError",
+    "DatasetWarning",
     "LanguageWindowDataset",
     "SafeUnpickler",
+    "TaskEmbeddings",
     "UnsafePickleError",
     "frame_name",
     "load_pickled_npy",
     "to_relative_actions",
-    "wrap_angle",
 ]
 
 

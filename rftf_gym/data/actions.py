@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Clipping of relative actions: calvin_env's to_relative_action uses max_pos=0.02 m and
-# max_orn=0.05 rad, which are the README's scaling factors 50 and 20.
-REL_POS_MAX = 0.02
-REL_ORN_MAX = 0.05
-
-
-def wrap_angle(angle: np.ndarray | float) -> np.ndarray:
-    """Wrap angles to [-pi, pi)."""
-    return (np.asarray(angle, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi
+from rftf_gym.conventions import MAX_REL_ORN, MAX_REL_POS, wrap_angle
 
 
 def to_relative_actions(
@@ -37,7 +29,7 @@ def to_relative_actions(
     obs_t1 = np.asarray(robot_obs_t1, dtype=np.float64)
     if obs_t.shape != obs_t1.shape or obs_t.shape[-1] < 6:
         raise ValueError(f"robot_obs shapes {obs_t.shape} and {obs_t1.shape} must match, >= 6 long")
-    pos = np.clip(obs_t1[..., :3] - obs_t[..., :3], -REL_POS_MAX, REL_POS_MAX) / REL_POS_MAX
-    orn = np.clip(wrap_angle(obs_t1[..., 3:6] - obs_t[..., 3:6]), -REL_ORN_MAX, REL_ORN_MAX)
+    pos = np.clip(obs_t1[..., :3] - obs_t[..., :3], -MAX_REL_POS, MAX_REL_POS) / MAX_REL_POS
+    orn = np.clip(wrap_angle(obs_t1[..., 3:6] - obs_t[..., 3:6]), -MAX_REL_ORN, MAX_REL_ORN)
     grip = np.broadcast_to(np.asarray(gripper, dtype=np.float64), obs_t.shape[:-1])[..., None]
-    return np.concatenate([pos, orn / REL_ORN_MAX, grip], axis=-1)
+    return np.concatenate([pos, orn / MAX_REL_ORN, grip], axis=-1)

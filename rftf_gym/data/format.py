@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from rftf_gym.conventions import ACTION_DIM, IMAGE_HW, ROBOT_OBS_DIM, SCENE_OBS_DIM
+
 FRAME_KEYS: tuple[str, ...] = (
     "actions",
     "rel_actions",
@@ -25,15 +27,27 @@ FRAME_KEYS: tuple[str, ...] = (
 """Keys every frame file holds."""
 DEPTH_KEYS: tuple[str, ...] = ("depth_static", "depth_gripper")
 """Optional depth keys (float32, H x W)."""
-VECTOR_DIMS: dict[str, int] = {"actions": 7, "rel_actions": 7, "robot_obs": 15, "scene_obs": 24}
-OFFICIAL_IMAGE_SIZES: dict[str, tuple[int, int]] = {"static": (200, 200), "gripper": (84, 84)}
-"""Image (height, width) per camera in the official dataset; keys are camera names."""
+VECTOR_DIMS: dict[str, int] = {
+    "actions": ACTION_DIM,
+    "rel_actions": ACTION_DIM,
+    "robot_obs": ROBOT_OBS_DIM,
+    "scene_obs": SCENE_OBS_DIM,
+}
 MAX_WINDOW = 64
 """Longest language window the writer accepts, in frames (CALVIN annotates 64-frame windows)."""
 
 EPISODE_IDS_FILE = "ep_start_end_ids.npy"
 SCENE_INFO_FILE = "scene_info.npy"
-LANG_FILE = Path("lang_annotations") / "auto_lang_ann.npy"
+LANG_FOLDER = "lang_annotations"
+"""Default language folder; the real data has more, named after the sentence encoder
+(``lang_paraphrase-MiniLM-L3-v2``, ``lang_clip_resnet50``, ...), with the same files."""
+LANG_ANN_FILE = "auto_lang_ann.npy"
+EP_LENS_FILE = "ep_lens.npy"
+"""Episode lengths, int (N,), in ``ep_start_end_ids.npy`` order (calvin_env ``datarenderer.py``)."""
+STATISTICS_FILE = "statistics.yaml"
+EVAL_EMBEDDINGS_FILE = "embeddings.npy"
+"""Evaluation sentences and their embeddings, in the validation split's language folders."""
+LANG_FILE = Path(LANG_FOLDER) / LANG_ANN_FILE
 FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
 
 
@@ -60,7 +74,7 @@ def check_frame_array(
             return f"{key} must be float32/float64 ({dims},), got {array.dtype} {array.shape}"
         return None
     kind, _, camera = key.partition("_")
-    if kind not in ("rgb", "depth") or camera not in OFFICIAL_IMAGE_SIZES:
+    if kind not in ("rgb", "depth") or camera not in IMAGE_HW:
         return None  # keys outside the documented set (e.g. tactile) are not checked
     if kind == "rgb" and (array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3):
         return f"{key} must be uint8 (H, W, 3), got {array.dtype} {array.shape}"
@@ -75,9 +89,14 @@ def check_frame_array(
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], sync: bool = False) -> None:
     """Write a file under a hidden temporary name in the same directory, then rename it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        # A failed write() (a full disk) names no file: name the one being written.
+        raise OSError(err.errno, err.strerror, str(path)) from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,21 +14,58 @@ import numpy as np
 from rftf_gym.data.format import (
     EPISODE_IDS_FILE,
     FRAME_KEYS,
+    EVAL_EMBEDDINGS_FILE,
     FRAME_RE,
-    LANG_FILE,
+    LANG_FOLDER,
+    SCENE_INFO_FILE,
     DatasetError,
     check_frame_array,
     frame_name,
 )
-from rftf_gym.data.index import episode_index, read_annotations, read_episode_ids, read_scene_info
+from rftf_gym.data.index import (
+    Annotation,
+    TaskEmbeddings,
+    episode_index,
+    language_file,
+    read_annotations,
+    read_episode_ids,
+    read_eval_embeddings,
+    read_scene_info,
+)
+
+
+class DatasetWarning(UserWarning):
+    """Part of a dataset was skipped; the message names the file and what was skipped."""
 
 
 class CalvinDataset:
     """Validated, lazy view of one split of a CALVIN-format dataset (ours or the official one).
 
-    Construction reads only the three index files and lists the directory; it checks that every
-    frame of every episode exists and that every language window lies inside one episode. Frames
-    are opened on demand (``allow_pickle=False``) and checked for keys, shapes and dtypes.
+    Construction reads only the index files and lists the directory; it checks that every frame
+    of every episode exists. Frames are opened on demand (``allow_pickle=False``) and checked for
+    keys, shapes and dtypes. It opens the real splits as released (``task_D_D``, ``task_ABC_D``,
+    ``task_ABCD_D``): global frame ids that need not start at 0, gaps between episodes, episodes
+    listed in any order, validation folders without ``scene_info.npy``, any of the language
+    folders.
+
+    Language windows that do not lie inside a single episode cannot be served as one clip; they
+    are skipped with a `DatasetWarning` and listed in ``dropped_windows`` (the official loader
+    does not check them and would read across the boundary).
+
+    Attributes:
+        episodes: int64 (N, 2) inclusive (first, last) frame ids, sorted by first frame.
+        scene_info: Scene name -> inclusive frame range from ``scene_info.npy``; empty when the
+            split has none (the real validation folders: in ``task_D_D`` the training split's
+            file covers both splits).
+        annotations: The language windows kept, in file order.
+        annotation_ids: Position in ``info.indx`` of each kept window.
+        dropped_windows: (position in ``info.indx``, window) of each skipped window.
+        language_emb: ``language.emb`` rows of the kept windows (real data: (M, 1, 384) MiniLM),
+            or None when the file has none.
+        language_file: The ``auto_lang_ann.npy`` read, or None without language.
+        eval_embeddings: Task -> evaluation sentences and embeddings from ``embeddings.npy`` next
+            to the language file (or at the split root, where the official rollout code also
+            looks), or None when there is none.
 
     Args:
         root: Dataset root holding the split directories.
@@ -35,11 +73,12 @@ class CalvinDataset:
         image_sizes: (height, width) per camera (``"static"``, ``"gripper"``) that images must
             have; None accepts any size.
         check_files: List the directory to check that every frame file exists.
-        lang_folder: Folder of ``auto_lang_ann.npy`` inside the split.
+        lang_folder: Language folder to read (``"lang_annotations"``, or one named after its
+            sentence encoder such as ``"lang_paraphrase-MiniLM-L3-v2"``); falls back to
+            ``<split>/auto_lang_ann.npy`` as the official loader does. None reads no language.
 
     Raises:
-        DatasetError: Missing directory, index file or frame file, malformed index file, or an
-            annotation window outside the episodes.
+        DatasetError: Missing directory, index file or frame file, or a malformed index file.
     """
 
     def __init__(
@@ -48,24 +87,47 @@ class CalvinDataset:
         split: str,
         image_sizes: Mapping[str, tuple[int, int]] | None = None,
         check_files: bool = True,
-        lang_folder: str = LANG_FILE.parent.name,
+        lang_folder: str | None = LANG_FOLDER,
     ) -> None:
         self.path = Path(root) / split
-        self.lang_file = self.path / lang_folder / LANG_FILE.name
         if not self.path.is_dir():
             raise DatasetError(f"{self.path}: dataset directory is missing")
         self.image_sizes = dict(image_sizes) if image_sizes is not None else None
         self.episodes = read_episode_ids(self.path)
-        self.scene_info = read_scene_info(self.path)
-        self.annotations, self.language_emb = read_annotations(self.path, lang_folder)
-        for i, a in enumerate(self.annotations):
-            if episode_index(self.episodes, a.start, a.end) is None:
-                raise DatasetError(
-                    f"{self.lang_file}: info.indx[{i}] = ({a.start}, {a.end}) does not lie "
-                    f"inside a single episode of {EPISODE_IDS_FILE}"
-                )
+        has_scene_info = (self.path / SCENE_INFO_FILE).is_file()
+        self.scene_info = read_scene_info(self.path) if has_scene_info else {}
+        self.language_file: Path | None = None
+        self.annotations: list[Annotation] = []
+        self.annotation_ids = np.zeros(0, dtype=np.int64)
+        self.dropped_windows: list[tuple[int, Annotation]] = []
+        self.language_emb: np.ndarray | None = None
+        self.eval_embeddings: dict[str, TaskEmbeddings] | None = None
+        if lang_folder is not None:
+            self._read_language(lang_folder)
         if check_files:
             self._check_files_exist()
+
+    def _read_language(self, lang_folder: str) -> None:
+        self.language_file = language_file(self.path, lang_folder)
+        annotations, emb = read_annotations(self.language_file)
+        inside = [episode_index(self.episodes, a.start, a.end) is not None for a in annotations]
+        self.annotation_ids = np.flatnonzero(inside)
+        self.annotations = [annotations[i] for i in self.annotation_ids]
+        self.dropped_windows = [(i, a) for i, a in enumerate(annotations) if not inside[i]]
+        self.language_emb = emb[self.annotation_ids] if emb is not None else None
+        if self.dropped_windows:
+            i, a = self.dropped_windows[0]
+            warnings.warn(
+                f"{self.language_file}: skipping {len(self.dropped_windows)} of "
+                f"{len(annotations)} language windows that do not lie inside a single episode of "
+                f"{EPISODE_IDS_FILE} (first: info.indx[{i}] = ({a.start}, {a.end}))",
+                DatasetWarning,
+                stacklevel=3,
+            )
+        for folder in (self.language_file.parent, self.path):
+            if (folder / EVAL_EMBEDDINGS_FILE).is_file():
+                self.eval_embeddings = read_eval_embeddings(folder / EVAL_EMBEDDINGS_FILE)
+                break
 
     def _check_files_exist(self) -> None:
         present = set()

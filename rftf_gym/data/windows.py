@@ -18,7 +18,7 @@ class LanguageWindowDataset(torch.utils.data.Dataset):
     Item ``i`` is the window of annotation ``i``::
 
         {"frames": {key: array (T, ...)}, "frame_ids": int64 array (T,),
-         "instruction": str, "task": str, "window": (start, end),
+         "instruction": str, "task": str, "window": (start, end),   # task "" if not stored
          "emb": array}                         # only when the split has language.emb
 
     Frames are in time order. With ``num_frames`` every item has exactly that many frames,
@@ -71,7 +71,7 @@ class LanguageWindowDataset(torch.utils.data.Dataset):
             "frames": self.dataset.load_frames(ids.tolist(), self.keys),
             "frame_ids": ids,
             "instruction": a.ann,
-            "task": a.task,
+            "task": a.task if a.task is not None else "",
             "window": (a.start, a.end),
         }
         if self.dataset.language_emb is not None:

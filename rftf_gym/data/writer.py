@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from rftf_gym.conventions import IMAGE_HW
 from rftf_gym.data.format import (
     DEPTH_KEYS,
+    EP_LENS_FILE,
     EPISODE_IDS_FILE,
+    EVAL_EMBEDDINGS_FILE,
     FRAME_RE,
-    LANG_FILE,
+    LANG_ANN_FILE,
+    LANG_FOLDER,
     MAX_WINDOW,
-    OFFICIAL_IMAGE_SIZES,
     SCENE_INFO_FILE,
     VECTOR_DIMS,
     atomic_write,
     check_frame_array,
     frame_name,
 )
-from rftf_gym.data.index import Annotation, read_annotations, read_episode_ids, read_scene_info
+from rftf_gym.data.index import (
+    Annotation,
+    TaskEmbeddings,
+    check_eval_embeddings,
+    read_annotations,
+    read_episode_ids,
+    read_scene_info,
+)
 from rftf_gym.data.safe_pickle import save_pickled_npy
 
 
@@ -36,13 +46,20 @@ class CalvinDatasetWriter:
             first = writer.add_frame(actions=..., rel_actions=..., robot_obs=..., scene_obs=...,
                                      rgb_static=..., rgb_gripper=...)
             ...
-            writer.add_annotation(first, last, "open the drawer", "open_drawer")
+            writer.add_annotation(first, last, "open the drawer", "open_drawer", emb=...)
             writer.end_episode()  # index files rewritten here
+        writer.write_eval_embeddings({"open_drawer": TaskEmbeddings(("open the drawer",), emb)})
 
     Opening a directory that already holds a dataset continues after its last finished episode;
     frames of an unfinished episode (and stray temporary files) are deleted. CALVIN's
     ``scene_info.npy`` gives one frame range per scene, so the episodes of a scene must be
     written one after another.
+
+    Besides the frames it writes ``ep_start_end_ids.npy``, ``ep_lens.npy`` (episode lengths, as
+    calvin_env's ``datarenderer.save_ep_lens``), ``scene_info.npy`` and the same
+    ``auto_lang_ann.npy`` in every folder of ``lang_folders``: CALVIN's loaders read
+    ``lang_annotations`` by default, and the real data also holds copies named after the encoder
+    of ``language.emb`` (``lang_paraphrase-MiniLM-L3-v2``, ...).
 
     Args:
         root: Dataset root; ``root/split`` is created if needed.
@@ -51,6 +68,7 @@ class CalvinDatasetWriter:
             official 200x200 and 84x84.
         compress: Write frames with ``np.savez_compressed`` (as the released files) or uncompressed.
         max_window: Longest language window accepted, in frames.
+        lang_folders: Language folders to write (folder names, the first is read on resume).
     """
 
     def __init__(
@@ -60,14 +78,23 @@ class CalvinDatasetWriter:
         image_sizes: Mapping[str, tuple[int, int]] | None = None,
         compress: bool = True,
         max_window: int = MAX_WINDOW,
+        lang_folders: Sequence[str] = (LANG_FOLDER,),
     ) -> None:
         self.path = Path(root) / split
-        self.image_sizes = dict(image_sizes if image_sizes is not None else OFFICIAL_IMAGE_SIZES)
-        if set(self.image_sizes) != set(OFFICIAL_IMAGE_SIZES):
-            raise ValueError(f"image_sizes needs keys {sorted(OFFICIAL_IMAGE_SIZES)}")
+        self.image_sizes = dict(image_sizes if image_sizes is not None else IMAGE_HW)
+        if set(self.image_sizes) != set(IMAGE_HW):
+            raise ValueError(f"image_sizes needs keys {sorted(IMAGE_HW)}")
         self.compress = compress
         self.max_window = max_window
-        (self.path / LANG_FILE.parent).mkdir(parents=True, exist_ok=True)
+        self.lang_folders = tuple(lang_folders)
+        bad = [f for f in self.lang_folders if not f or Path(f).name != f or f.startswith(".")]
+        if not self.lang_folders or bad or len(set(self.lang_folders)) != len(self.lang_folders):
+            raise ValueError(
+                f"lang_folders must be unique folder names such as 'lang_annotations', got "
+                f"{self.lang_folders}"
+            )
+        for folder in self.lang_folders:
+            (self.path / folder).mkdir(parents=True, exist_ok=True)
         self._episodes: list[tuple[int, int]] = []
         self._scene_info: dict[str, list[int]] = {}
         self._annotations: list[Annotation] = []
@@ -94,14 +121,15 @@ class CalvinDatasetWriter:
             self._episodes = [(int(s), int(e)) for s, e in read_episode_ids(self.path)]
             if (self.path / SCENE_INFO_FILE).is_file():
                 self._scene_info = {s: [a, b] for s, (a, b) in read_scene_info(self.path).items()}
-            if (self.path / LANG_FILE).is_file():
-                annotations, emb = read_annotations(self.path)
+            lang_file = self.path / self.lang_folders[0] / LANG_ANN_FILE
+            if lang_file.is_file():
+                annotations, emb = read_annotations(lang_file)
                 self._annotations = annotations
                 self._embs = list(emb) if emb is not None else None
         last = self._episodes[-1][1] if self._episodes else -1
         # Drop what an interrupted episode left: its frames, temporary files and, if the crash
         # fell between the annotation file and the commit of ep_start_end_ids.npy, its windows.
-        for directory in (self.path, self.path / LANG_FILE.parent):
+        for directory in (self.path, *(self.path / f for f in self.lang_folders)):
             for entry in directory.iterdir():
                 match = FRAME_RE.match(entry.name)
                 if (match and int(match.group(1)) > last) or entry.name.endswith(".tmp"):
@@ -290,11 +318,32 @@ class CalvinDatasetWriter:
             language["emb"] = np.stack(self._embs)
         indx = [(a.start, a.end) for a in self._annotations]
         lang = {"language": language, "info": {"episodes": [], "indx": indx}}
-        save_pickled_npy(self.path / LANG_FILE, lang)
+        for folder in self.lang_folders:
+            save_pickled_npy(self.path / folder / LANG_ANN_FILE, lang)
         save_pickled_npy(self.path / SCENE_INFO_FILE, self._scene_info)
         ids = np.array(self._episodes, dtype=np.int64).reshape(-1, 2)
+        lens = ids[:, 1] - ids[:, 0] + 1
+        atomic_write(self.path / EP_LENS_FILE, lambda f: np.save(f, lens))
         # Written last: the commit point of a finished episode.
         atomic_write(self.path / EPISODE_IDS_FILE, lambda f: np.save(f, ids), sync=True)
+
+    def write_eval_embeddings(self, embeddings: Mapping[str, TaskEmbeddings]) -> None:
+        """Write ``embeddings.npy`` (the evaluation sentences and their embeddings) in every
+        language folder, as the official annotator's ``compute_val_embeddings`` does for the
+        validation split: a dict task -> {"emb": array (len(ann), ...), "ann": [sentence, ...]}.
+
+        Raises:
+            ValueError: A task without sentences, or ``emb`` rows not matching the sentences.
+        """
+        problem = check_eval_embeddings(embeddings)
+        if problem:
+            raise ValueError(problem)
+        content = {
+            task: {"emb": np.asarray(entry.emb), "ann": list(entry.ann)}
+            for task, entry in embeddings.items()
+        }
+        for folder in self.lang_folders:
+            save_pickled_npy(self.path / folder / EVAL_EMBEDDINGS_FILE, content)
 
     # ---- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """Scripted experts for the 34 CALVIN tasks on the embedded play table.
 
 An expert is a closed-loop waypoint script: every control step it reads ``robot_obs`` and
-``scene_obs`` (SPEC 2.2), picks the current waypoint (computed from the block poses, the door and
+``scene_obs`` (layout in `rftf_gym.conventions`), picks the current waypoint (computed from the block poses, the door and
 drawer joints and the scene layout of `rftf_gym.sim.layout`) and outputs CALVIN's *relative*
 7-d action, the same interface a policy uses, so recorded actions are exactly what a policy
 would output (values in [-1, 1], gripper -1 close / +1 open).

@@ -7,13 +7,14 @@ import math
 
 import numpy as np
 
+from rftf_gym.conventions import COLORS, wrap_angle
 from rftf_gym.experts.control import Script
 from rftf_gym.experts.geometry import (
-    BLOCK_Z, BUTTON_HOUSING_R, BUTTON_Y, CABINET_CLEAR_Y, CABINET_FACE_CLEAR_Y, CABINET_SLACK, CLOSE, COLORS,
+    BLOCK_Z, BUTTON_HOUSING_R, BUTTON_Y, CABINET_CLEAR_Y, CABINET_FACE_CLEAR_Y, CABINET_SLACK, CLOSE,
     DOOR_CONTACT_Y, DOOR_HANDLE_HALF_X, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, GRASP_BELOW_CENTRE,
     HAND_HALF_LENGTH, HAND_HALF_WIDTH, NEUTRAL_YAW, OPEN, PUSH_BEHIND_MAX_Y, PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN,
     PUSH_REACH_X, PUSH_START_MAX_X, SWITCH_LEVER_HALF_X, TIP_ABOVE_TCP, YAW_REACH, drawer_grasp_yaw,
-    grasp_yaws, wrap,
+    grasp_yaws,
 )
 from rftf_gym.sim.layout import DOOR_WIDTH
 
@@ -90,7 +91,7 @@ class BlockSkills:
         lo, hi = YAW_REACH
         best, plan = np.inf, (self._grasp_yaw(yaw), sign * wanted)
         for candidate in grasp_yaws(yaw, self.block_size(color)[0]):
-            phi0 = float(wrap(candidate - NEUTRAL_YAW))
+            phi0 = float(wrap_angle(candidate - NEUTRAL_YAW))
             for magnitude, penalty in ((wanted, 0.0), (math.radians(72.0), 0.2)):
                 path = phi0 + sign * np.linspace(0.0, magnitude, 9)
                 outside = max(0.0, lo - path.min()) + max(0.0, path.max() - hi)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from rftf_gym.conventions import DRAWER_RANGE, SWITCH_RANGE
 from rftf_gym.experts.control import Script
 from rftf_gym.experts.geometry import (
     BUTTON_TOP_Z, BUTTON_Y, CLOSE, DOOR_HANDLE_U, DOOR_TIP_GAP, DRAWER_HANDLE_Y, DRAWER_HANDLE_Z, FACE_ORN,
     FACE_STANDOFF_N, FINGER_HALF_WIDTH, MAX_WAYPOINT_STEPS, NEUTRAL_YAW, OPEN, SWITCH_LEVER_HALF_U,
     SWITCH_TIP_GAP, TIP_ABOVE_TCP, slant,
 )
-from rftf_gym.sim.layout import DOOR_WIDTH, DRAWER_RANGE, SWITCH_RANGE, SWITCH_U
+from rftf_gym.sim.layout import DOOR_WIDTH, SWITCH_U
 
 
 class CabinetSkills:

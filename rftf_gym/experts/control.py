@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from rftf_gym.conventions import BLOCK_OFFSETS, COLORS, MAX_REL_ORN, MAX_REL_POS, wrap_angle
 from rftf_gym.experts.geometry import (
-    CLOSE, COLORS, DRAWER_FRONT_Y, GRASP_BELOW_CENTRE, MAX_REL_ORN, MAX_REL_POS, MAX_WAYPOINT_STEPS,
-    NEUTRAL_YAW, OPEN, TARGET_BAND_ORN, TARGET_BAND_POS, TRANSIT_Z, wrap,
+    CLOSE, DRAWER_FRONT_Y, GRASP_BELOW_CENTRE, MAX_WAYPOINT_STEPS, NEUTRAL_YAW, OPEN, TRANSIT_Z,
 )
 from rftf_gym.sim.layout import LAYOUTS, TABLE_TOP_Z, SceneLayout
+from rftf_gym.sim.robot import TARGET_BAND_ORN, TARGET_BAND_POS
 from rftf_gym.tasks import validate_task
 
 Action = np.ndarray
@@ -94,11 +95,11 @@ class ExpertBase:
         return float(self._robot[6])
 
     def block_pos(self, color: str) -> np.ndarray:
-        i = 6 + 6 * COLORS.index(color)
+        i = BLOCK_OFFSETS[color]
         return self._scene[i:i + 3].copy()
 
     def block_yaw(self, color: str) -> float:
-        return float(self._scene[6 + 6 * COLORS.index(color) + 5])
+        return float(self._scene[BLOCK_OFFSETS[color] + 5])
 
     def block_size(self, color: str) -> tuple[float, float, float]:
         return self.layout.block_size(color)
@@ -119,7 +120,8 @@ class ExpertBase:
         target = self._target_pos + action[:3] * MAX_REL_POS
         self._target_pos = pos + np.clip(target - pos, -TARGET_BAND_POS, TARGET_BAND_POS)
         orn = self._target_orn + action[3:6] * MAX_REL_ORN
-        self._target_orn = wrap(euler + np.clip(wrap(orn - euler), -TARGET_BAND_ORN, TARGET_BAND_ORN))
+        lead = np.clip(wrap_angle(orn - euler), -TARGET_BAND_ORN, TARGET_BAND_ORN)
+        self._target_orn = wrap_angle(euler + lead)
         self._gripper = float(action[6])
         return action
 
@@ -137,7 +139,7 @@ class ExpertBase:
         action[:3] = np.clip(delta, -1.0, 1.0)
         # Gripper pointing down: roll pi, pitch 0; yaw as asked (else kept).
         goal_orn = np.array([np.pi, 0.0, self._target_orn[2] if yaw is None else yaw])
-        action[3:6] = np.clip(wrap(goal_orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
+        action[3:6] = np.clip(wrap_angle(goal_orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
         action[6] = gripper
         return action
 
@@ -149,7 +151,7 @@ class ExpertBase:
         goal = np.asarray(goal, dtype=np.float64)
         history: list[np.ndarray] = []
         for _ in range(max_steps):
-            yaw_err = 0.0 if yaw is None else abs(float(wrap(yaw - self._robot[5])))
+            yaw_err = 0.0 if yaw is None else abs(float(wrap_angle(yaw - self._robot[5])))
             if np.linalg.norm(goal - self.tcp) < tol and yaw_err < 0.05:
                 return True
             # Yaw (as metres at a 5 cm lever) counts as progress: a turn in place is no stop.
@@ -171,7 +173,7 @@ class ExpertBase:
     def _pose_action(self, goal: np.ndarray, orn: np.ndarray, gripper: float, speed: float | None = None) -> Action:
         """One relative action towards a TCP position and a full orientation (not only gripper-down)."""
         action = self._action(goal, None, gripper, precise=True, speed=speed)
-        action[3:6] = np.clip(wrap(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
+        action[3:6] = np.clip(wrap_angle(orn - self._target_orn) / MAX_REL_ORN, -1.0, 1.0)
         return action
 
     def _pose_move(self, goal: np.ndarray, orn: np.ndarray, gripper: float, tol: float = 0.005,
@@ -180,7 +182,7 @@ class ExpertBase:
         goal = np.asarray(goal, dtype=np.float64)
         history: list[np.ndarray] = []
         for _ in range(max_steps):
-            orn_err = float(np.max(np.abs(wrap(orn - self._robot[3:6]))))
+            orn_err = float(np.max(np.abs(wrap_angle(orn - self._robot[3:6]))))
             if np.linalg.norm(goal - self.tcp) < tol and orn_err < 0.05:
                 return True
             history.append(self.tcp.copy())

@@ -1,5 +1,5 @@
 """Constants of the hand, the table and the cabinet, and the small pure geometry helpers the
-expert modules share (angle wrapping, rotations, grasp yaws, points on the tilted cabinet face)."""
+expert modules share (rotations, grasp yaws, points on the tilted cabinet face)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,10 @@ import math
 
 import numpy as np
 
+from rftf_gym.conventions import NEUTRAL_ROBOT_OBS
 from rftf_gym.sim.layout import SLANT_DIR, SLANT_FOOT, SLANT_NORMAL, TABLE_TOP_Z
 
-
-# Relative action scaling and the simulator's anti wind-up band (SPEC 2.2, rftf_gym.sim.robot).
-MAX_REL_POS = 0.02
-MAX_REL_ORN = 0.05
-TARGET_BAND_POS = 0.03
-TARGET_BAND_ORN = 0.15
-NEUTRAL_YAW = 1.50  # official neutral TCP euler z (SPEC 2.2)
+NEUTRAL_YAW = round(NEUTRAL_ROBOT_OBS[5], 2)  # the official neutral TCP euler z, 1.50
 # Gripper yaws (minus the neutral one) the arm tracks to within ~3 mm at grasp height over the
 # whole table top; outside, joint 7's limits make the IK drift (measured with the embedded Panda).
 YAW_REACH = (-1.5, 2.5)
@@ -76,8 +71,6 @@ BUTTON_HOUSING_R = 0.038  # the button's housing on the table top (rftf_gym.sim.
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.
 MAX_WAYPOINT_STEPS = 90
 
-COLORS = ("red", "blue", "pink")
-
 # The shelf behind the sliding door (place == "slider"). The Panda hand (pybullet_data collision
 # mesh, measured) is 0.204 m across its finger axis and 0.064 m deep, its body from 0.064 m to
 # 0.176 m above the TCP. Its body must pass the opening left by the door and the side panels, keep
@@ -88,11 +81,6 @@ HAND_LEVER = 0.07  # leaning the hand by a shifts its lower body sideways by abo
 SHELF_MARGIN = 0.012
 MAX_LEAN = 0.5  # rad; beyond this the fingers lose the block's faces
 SHELF_FRONT_Y = 0.0  # pre-grasp y: in front of the tilted face, over the table top's back edge
-
-
-def wrap(angle: float | np.ndarray) -> float | np.ndarray:
-    """Wrap angles to [-pi, pi)."""
-    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 def rot_x(a: float) -> np.ndarray:

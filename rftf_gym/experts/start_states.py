@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from rftf_gym.conventions import BLOCK_OFFSETS, COLORS, DRAWER_RANGE
 from rftf_gym.experts.expert import make_expert
 from rftf_gym.experts.geometry import (
-    BLOCK_Z, COLORS, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, drawer_grasp_yaw,
+    BLOCK_Z, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, drawer_grasp_yaw,
     drawer_hand_reach,
 )
-from rftf_gym.sim.layout import DRAWER_RANGE, LAYOUTS, SHELF_Y, SceneLayout
+from rftf_gym.sim.layout import LAYOUTS, SHELF_Y, SceneLayout
 
 # Tasks whose condition needs the robot to hold a block: reached by running a lift expert first.
 _NEEDS_GRASP = ("place_in_slider", "place_in_drawer", "stack_block")
@@ -32,7 +33,7 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
             lo, hi = DRAWER_INNER_Y[0] - joint + reach, DRAWER_FRONT_Y - reach
             if lo < hi:
                 break
-        i = 6 + 6 * COLORS.index(color)
+        i = BLOCK_OFFSETS[color]
         scene_obs[i:i + 6] = [layout.drawer_x + rng.uniform(-0.1, 0.1), rng.uniform(lo, max(lo, hi)),
                               DRAWER_FLOOR_Z + 0.02, 0.0, 0.0, yaw]
     else:  # unstack_block: one block on another, both on the table
@@ -41,11 +42,11 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
         x, y, yaw = rng.uniform(x0 + 0.05, x1 - 0.05), rng.uniform(y0 + 0.02, y1 - 0.02), rng.uniform(-np.pi, np.pi)
         # Keep the third block out of the way: park it on the shelf's open half if it is on the table.
         for k in range(3):
-            j = 6 + 6 * k
+            j = BLOCK_OFFSETS[COLORS[k]]
             if np.hypot(scene_obs[j] - x, scene_obs[j + 1] - y) < 0.12 and k not in (bottom, top):
                 scene_obs[j:j + 3] = [x + (0.15 if x < 0.5 * (x0 + x1) else -0.15), y, BLOCK_Z]
         for k, z in ((bottom, BLOCK_Z), (top, BLOCK_Z + 0.0398)):
-            j = 6 + 6 * int(k)
+            j = BLOCK_OFFSETS[COLORS[k]]
             scene_obs[j:j + 6] = [x, y, z, 0.0, 0.0, yaw + (0.0 if k == bottom else rng.uniform(-0.2, 0.2))]
     return scene_obs
 

@@ -5,7 +5,7 @@ official files (``mees/calvin_env`` ``data/calvin_table_{A,B,C,D}/urdf/*.urdf`` 
 limits, the extents of the link meshes, ``conf/scene/calvin_scene_*.yaml`` surfaces, and
 ``data/blocks/*.urdf``). Nothing of the official meshes is used: `table_urdf` writes a URDF made
 only of primitives, one multibody whose links carry the official names so that contacts read the
-same on both backends (SPEC 2.1).
+same on both backends.
 
 The table in world coordinates (all scenes):
 
@@ -20,7 +20,11 @@ The table in world coordinates (all scenes):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
+
+from rftf_gym.conventions import BUTTON_RANGE, DRAWER_RANGE, SWITCH_RANGE
 
 # CALVIN conf/scene/calvin_scene_*.yaml and conf/robot/panda.yaml.
 GLOBAL_SCALING = 0.8
@@ -36,9 +40,6 @@ SLANT_DIR = (0.0, 0.5, math.sqrt(3) / 2)
 SLANT_NORMAL = (0.0, -math.sqrt(3) / 2, 0.5)
 SLANT_FOOT = (0.02, 0.44)  # (y, z) where the tilted face meets the table top.
 
-DRAWER_RANGE = 0.22  # 0.275 * 0.8, official base__drawer upper limit.
-BUTTON_RANGE = 0.02  # 0.025 * 0.8, official base__button upper limit.
-SWITCH_RANGE = 0.088  # 0.11 * 0.8, official base__switch upper limit.
 BUTTON_THRESHOLD = BUTTON_RANGE / 2  # Button.trigger_threshold = (lower + upper) / 2.
 SWITCH_THRESHOLD = SWITCH_RANGE / 2  # Switch.trigger_threshold = (lower + upper) / 2.
 DOOR_WIDTH = 0.28  # slide_link mesh x extent, all scenes.
@@ -59,17 +60,11 @@ BLOCK_COLORS: dict[str, tuple[float, float, float, float]] = {
 }
 BLOCK_MASS = 1.0
 BLOCK_FRICTION = 0.7
-BLOCK_NAMES = ("red", "blue", "pink")
-
-# Fixed reset spots of the evaluation (SPEC 3, official get_env_state_for_initial_condition).
-TABLE_SPOTS = ((0.05, -0.12, 0.46), (0.23, -0.12, 0.46))
-SLIDER_LEFT_SPOT = (-0.2409, 0.0924, 0.4610)
-SLIDER_RIGHT_SPOT = (0.0703, 0.0924, 0.4610)
 
 
 @dataclass(frozen=True)
 class SceneLayout:
-    """Everything that differs between scenes A-D (SPEC 2.2 table, official URDFs and YAMLs).
+    """Everything that differs between scenes A-D (official URDFs and scene YAMLs, renders).
 
     Attributes:
         name: scene letter.
@@ -83,7 +78,6 @@ class SceneLayout:
         table_rgb: wood colour of the table, drawer and door.
         block_sizes: block colour -> size name.
         surfaces: CALVIN yaml ``surfaces``: name -> ((x_lo, y_lo), (x_hi, y_hi)) for block sampling.
-        spots: fixed reset positions: ``table`` (two), ``slider_left``, ``slider_right``.
     """
 
     name: str
@@ -97,7 +91,6 @@ class SceneLayout:
     table_rgb: tuple[float, float, float]
     block_sizes: dict[str, str]
     surfaces: dict[str, tuple[tuple[float, float], tuple[float, float]]]
-    spots: dict[str, tuple[tuple[float, float, float], ...]] = field(default_factory=dict)
 
     @property
     def slider_center_x(self) -> float:
@@ -116,14 +109,7 @@ class SceneLayout:
         return BLOCK_SIZES[self.block_sizes[color]]
 
 
-def _spots(shift: float) -> dict[str, tuple[tuple[float, float, float], ...]]:
-    """Reset spots; B and C have the shelf 0.18 m further right than A and D."""
-    left = (SLIDER_LEFT_SPOT[0] + shift, *SLIDER_LEFT_SPOT[1:])
-    right = (SLIDER_RIGHT_SPOT[0] + shift, *SLIDER_RIGHT_SPOT[1:])
-    return {"table": TABLE_SPOTS, "slider_left": (left,), "slider_right": (right,)}
-
-
-# Table colours: mean wood tone of the official renders (SPEC 2.2), as 0..1 rgb.
+# Table colours: mean wood tone of the official renders (measured, docs/calvin_facts.md), as 0..1 rgb.
 LAYOUTS: dict[str, SceneLayout] = {
     "A": SceneLayout(
         name="A",
@@ -141,7 +127,6 @@ LAYOUTS: dict[str, SceneLayout] = {
             "slider_left": ((-0.32, 0.05), (-0.16, 0.12)),
             "slider_right": ((-0.05, 0.05), (0.13, 0.12)),
         },
-        spots=_spots(0.0),
     ),
     "B": SceneLayout(
         name="B",
@@ -159,7 +144,6 @@ LAYOUTS: dict[str, SceneLayout] = {
             "slider_left": ((-0.12, 0.05), (0.06, 0.12)),
             "slider_right": ((0.15, 0.05), (0.33, 0.12)),
         },
-        spots=_spots(0.18),
     ),
     "C": SceneLayout(
         name="C",
@@ -177,7 +161,6 @@ LAYOUTS: dict[str, SceneLayout] = {
             "slider_left": ((-0.12, 0.05), (0.06, 0.12)),
             "slider_right": ((0.15, 0.05), (0.3, 0.12)),
         },
-        spots=_spots(0.18),
     ),
     "D": SceneLayout(
         name="D",
@@ -195,9 +178,31 @@ LAYOUTS: dict[str, SceneLayout] = {
             "slider_left": ((-0.32, 0.05), (-0.16, 0.12)),
             "slider_right": ((-0.05, 0.05), (0.13, 0.12)),
         },
-        spots=_spots(0.0),
     ),
 }
+
+def sample_articulation(layout: SceneLayout, rng: np.random.Generator) -> list[float]:
+    """Random states of the table's joints and lights: the first six entries of a scene_obs.
+
+    Both backends draw random layouts' doors, drawer, switch and lights with this (blocks are
+    drawn separately), so that every task whose condition is about them can start from a random
+    layout, as from the evaluation's initial states (calvin_agent/evaluation/utils.py
+    get_env_state_for_initial_condition: drawer, door, lightbulb and LED each either way). The
+    door and drawer are drawn anywhere in their travel, the switch at either end stop with the
+    lightbulb following it (calvin_env Switch), the button released, the LED on or off.
+
+    Args:
+        layout: the scene.
+        rng: random generator; four draws, in the order door, drawer, switch, LED.
+
+    Returns:
+        [door, drawer, button, switch, lightbulb, led].
+    """
+    door = float(rng.uniform(0, layout.slider_range))
+    drawer = float(rng.uniform(0, DRAWER_RANGE))
+    switch = SWITCH_RANGE * float(rng.integers(2))
+    return [door, drawer, 0.0, switch, float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
+
 
 # ---------------------------------------------------------------------------------------------
 # URDF of the table, written from primitives.

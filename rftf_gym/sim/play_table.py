@@ -1,9 +1,10 @@
 """`EmbeddedPlayTable`: the project's own pybullet re-creation of the CALVIN play table.
 
-It implements `rftf_gym.backend.PlayTableBackend` with CALVIN's conventions (SPEC 2.2): 240 Hz
-physics, 8 substeps per 30 Hz control step, ``robot_obs`` (15), ``scene_obs`` (24, blocks always
-red, blue, pink), the official ``get_info()`` structure, and lights driven by the button (toggle
-on each press edge) and the switch (on while above half its travel).
+It implements `rftf_gym.backend.PlayTableBackend` with CALVIN's conventions
+(`rftf_gym.conventions`): 240 Hz physics, 8 substeps per 30 Hz control step, ``robot_obs`` (15),
+``scene_obs`` (24, blocks always red, blue, pink), the official ``get_info()`` structure, and
+lights driven by the button (toggle on each press edge) and the switch (on while above half its
+travel).
 
 Determinism: the world is built once and its state saved with ``p.saveState``; every reset first
 restores that snapshot (bodies, velocities and pybullet's contact cache) and then applies the
@@ -17,32 +18,39 @@ from typing import Any
 import numpy as np
 import pybullet as p
 
-from rftf_gym.backend import DEFAULT_IMAGE_SIZES, SCENES
+from rftf_gym.conventions import (
+    CAMERAS,
+    COLORS,
+    CONTROL_HZ,
+    EVAL_BLOCK_YAW_BAND,
+    IMAGE_HW,
+    PHYSICS_HZ,
+    SCENES,
+)
 from rftf_gym.sim.cameras import CompositedStaticCamera, GripperCamera
 from rftf_gym.sim.layout import (
     BLOCK_COLORS,
     BLOCK_FRICTION,
     BLOCK_MASS,
-    BLOCK_NAMES,
     BUTTON_THRESHOLD,
     DOOR_WIDTH,
-    DRAWER_RANGE,
     LAYOUTS,
     ROBOT_BASE_POS,
     SHELF_Y,
     SLANT_DIR,
     SLANT_FOOT,
     STATIC_LINKS,
-    SWITCH_RANGE,
     SWITCH_THRESHOLD,
     SceneLayout,
     drawer_tray_boxes,
+    sample_articulation,
     table_urdf,
 )
-from rftf_gym.sim.robot import ARM_JOINTS, FINGER_JOINTS, Panda, _write_cached, panda_urdf_path
+from rftf_gym.sim.robot import ARM_JOINTS, FINGER_JOINTS, Panda, panda_urdf_path
+from rftf_gym.sim.urdf_cache import write_cached_urdf
+from rftf_gym.state_check import overlap_problems
 
-PHYSICS_HZ = 240
-SUBSTEPS = 8  # 240 Hz / 30 Hz control (calvin_env play_table_env: action_repeat via control_freq).
+SUBSTEPS = PHYSICS_HZ // CONTROL_HZ  # calvin_env play_table_env: action_repeat from control_freq.
 SETTLE_SUBSTEPS = SUBSTEPS  # physics substeps run after a reset (see EmbeddedPlayTable.reset).
 SURFACE_Z = 0.46  # z of block centres in the official scene yaml `surfaces`.
 # Passive joints: the button springs back (official Button: position control to 0, force 4); the
@@ -56,11 +64,10 @@ LIGHT_ON = {"lightbulb": (1.0, 1.0, 0.0, 1.0), "led": (0.0, 1.0, 0.0, 1.0)}
 LIGHT_OFF = (0.92, 0.92, 0.92, 1.0)
 # Official block URDFs use a unit inertia tensor; it keeps grasped blocks from swinging.
 BLOCK_INERTIA = (1.0, 1.0, 1.0)
-# Random blocks on the shelf: yaw within pi/2 +- this (the official evaluation band, SPEC 3), and
-# centres at least this far from the edges of the widest opening on their half, a side panel and
+# Random blocks on the shelf: yaw within pi/2 +- EVAL_BLOCK_YAW_BAND (the official evaluation
+# band), and centres at least this far from the edges of the widest opening on their half, a side panel and
 # the door at its end stop (the slider_right evaluation spot is 0.0897 m from its panel in scenes
 # A/D; in C, where the door leaves 0.24 m, grasps of blocks nearer the door's edge fail).
-SHELF_YAW_BAND = np.pi / 8
 SHELF_PANEL_CLEARANCE = 0.085
 # ... and with their whole footprint between the sliding door and the back wall: the door runs on
 # the tilted front face (rftf_gym.sim.layout), at a resting block's top 0.023 m behind the face's
@@ -79,8 +86,8 @@ def _shelf_y_range(size: tuple[float, float, float]) -> tuple[float, float]:
     """
     sx, sy, sz = size
     # Reach of the footprint along y at yaw pi/2 + d: (sx cos d + sy sin d) / 2, which grows with
-    # |d| up to atan(sy / sx) > SHELF_YAW_BAND for every block size, so the band's edge is the worst.
-    half_y = 0.5 * (sx * np.cos(SHELF_YAW_BAND) + sy * np.sin(SHELF_YAW_BAND))
+    # |d| up to atan(sy / sx) > EVAL_BLOCK_YAW_BAND for every block size, so the band's edge is the worst.
+    half_y = 0.5 * (sx * np.cos(EVAL_BLOCK_YAW_BAND) + sy * np.sin(EVAL_BLOCK_YAW_BAND))
     door_y = SLANT_FOOT[0] + (SURFACE_Z + sz / 2 - SLANT_FOOT[1]) * SLANT_DIR[1] / SLANT_DIR[2]
     return float(door_y + half_y + SHELF_WALL_CLEARANCE), float(SHELF_Y[1] - half_y - SHELF_WALL_CLEARANCE)
 
@@ -104,8 +111,8 @@ class EmbeddedPlayTable:
         self.layout: SceneLayout = LAYOUTS[scene]
         self.cameras = dict(cameras or {})
         for name in self.cameras:
-            if name not in DEFAULT_IMAGE_SIZES:
-                raise ValueError(f"camera must be one of {tuple(DEFAULT_IMAGE_SIZES)}, got {name!r}")
+            if name not in CAMERAS:
+                raise ValueError(f"camera must be one of {CAMERAS}, got {name!r}")
         self.client = p.connect(p.DIRECT)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
         p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=self.client)
@@ -128,7 +135,7 @@ class EmbeddedPlayTable:
 
     # ------------------------------------------------------------------ world
     def _build_table(self) -> None:
-        path = _write_cached(f"table_{self.scene}.urdf", table_urdf(self.layout))
+        path = write_cached_urdf(f"table_{self.scene}.urdf", table_urdf(self.layout))
         self.table_uid = p.loadURDF(path, (0, 0, 0), (0, 0, 0, 1), useFixedBase=True, physicsClientId=self.client)
         self.links = {"base_link": -1}
         self.joints: dict[str, int] = {}
@@ -146,7 +153,7 @@ class EmbeddedPlayTable:
 
     def _build_blocks(self) -> None:
         self.blocks: dict[str, int] = {}
-        for i, color in enumerate(BLOCK_NAMES):
+        for i, color in enumerate(COLORS):
             half = [s / 2 for s in self.layout.block_size(color)]
             col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=self.client)
             vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=BLOCK_COLORS[color],
@@ -167,6 +174,10 @@ class EmbeddedPlayTable:
                 action [14]. None: neutral pose, gripper open.
             scene_obs: CALVIN scene_obs (24), blocks red, blue, pink. None: random layout.
             rng: random generator for the layout (a fresh unseeded one when None).
+
+        Raises:
+            ValueError: an explicit scene_obs puts a block into a table part or another block
+                (`rftf_gym.state_check.overlap_problems`).
         """
         self._obs_cache = None
         self._flush_contacts()
@@ -176,9 +187,15 @@ class EmbeddedPlayTable:
         else:
             robot_obs = np.asarray(robot_obs, dtype=float)
             self.robot.reset(robot_obs[7:14], float(robot_obs[6]), float(robot_obs[14]))
+        explicit = scene_obs is not None
         if scene_obs is None:
             scene_obs = self.sample_scene_obs(rng if rng is not None else np.random.default_rng())
         self._apply_scene_obs(np.asarray(scene_obs, dtype=float))
+        if explicit:
+            # Before any physics step: overlapping bodies would be flung apart by the solver.
+            overlaps = overlap_problems(self.client, self.get_info())
+            if overlaps:
+                raise ValueError("impossible reset state: " + "; ".join(overlaps))
         # calvin_env's reset ends with a stepSimulation: contact points (read by the oracle and
         # the symbolic state at an instruction's start) exist only after the solver ran. Our box
         # contacts appear only on touch, and the official evaluation spots put shelf blocks 1 mm
@@ -202,11 +219,11 @@ class EmbeddedPlayTable:
         uid, c = self.table_uid, self.client
         for k, name in enumerate(("base__slide", "base__drawer", "base__button", "base__switch")):
             p.resetJointState(uid, self.joints[name], float(scene_obs[k]), 0.0, physicsClientId=c)
-        # The bulb follows the switch; the LED keeps the toggled state given (SPEC 2.2).
+        # The bulb follows the switch; the LED keeps the toggled state given (calvin_env scene/objects/light.py).
         self.lights["lightbulb"] = int(scene_obs[3] > SWITCH_THRESHOLD)
         self.lights["led"] = int(scene_obs[5] > 0.5)
         self._button_was_pressed = bool(scene_obs[2] > BUTTON_THRESHOLD)
-        for i, color in enumerate(BLOCK_NAMES):
+        for i, color in enumerate(COLORS):
             pose = scene_obs[6 + 6 * i: 12 + 6 * i]
             p.resetBasePositionAndOrientation(self.blocks[color], pose[:3].tolist(),
                                               p.getQuaternionFromEuler(pose[3:6].tolist()), physicsClientId=c)
@@ -224,15 +241,13 @@ class EmbeddedPlayTable:
         """
         lay = self.layout
         shelf_lo, shelf_hi = lay.shelf_x
-        switch = SWITCH_RANGE * float(rng.integers(2))
-        obs = [rng.uniform(0, lay.slider_range), rng.uniform(0, DRAWER_RANGE), 0.0, switch,
-               float(switch > SWITCH_THRESHOLD), float(rng.integers(2))]
+        obs = sample_articulation(lay, rng)
         # The widest opening on each half: the door (it moves -x as its joint grows) at either stop.
         openings = {"slider_left": (shelf_lo, lay.door_x0),
                     "slider_right": (lay.door_x0 - lay.slider_range + DOOR_WIDTH, shelf_hi)}
         placed: list[tuple[float, float, float]] = []  # x, y, radius
         surfaces = list(lay.surfaces)
-        for color in BLOCK_NAMES:
+        for color in COLORS:
             sx, sy, _ = lay.block_size(color)
             radius = 0.5 * float(np.hypot(sx, sy))
             shelf_y = _shelf_y_range(lay.block_size(color))
@@ -241,7 +256,7 @@ class EmbeddedPlayTable:
                 (x0, y0), (x1, y1) = lay.surfaces[surface]
                 if surface.startswith("slider"):
                     # CALVIN's shelf blocks sit front-facing (evaluation resets: yaw pi/2 +- pi/8,
-                    # SPEC 3) and the Panda hand (0.2 m across its fingers) only fits through the
+                    # calvin_agent/evaluation/utils.py) and the Panda hand (0.2 m across its fingers) only fits through the
                     # opening when the block keeps clear of the opening's edges.
                     open_lo, open_hi = openings[surface]
                     x0, x1 = max(x0, open_lo + SHELF_PANEL_CLEARANCE), min(x1, open_hi - SHELF_PANEL_CLEARANCE)
@@ -252,7 +267,7 @@ class EmbeddedPlayTable:
             placed.append((x, y, radius))
             # One yaw draw per block, as before the shelf band: the random stream is unchanged.
             if surface.startswith("slider"):
-                yaw = np.pi / 2 + rng.uniform(-SHELF_YAW_BAND, SHELF_YAW_BAND)
+                yaw = np.pi / 2 + rng.uniform(-EVAL_BLOCK_YAW_BAND, EVAL_BLOCK_YAW_BAND)
             else:
                 yaw = rng.uniform(-np.pi, np.pi)
             obs += [x, y, SURFACE_Z, 0.0, 0.0, yaw]
@@ -305,7 +320,7 @@ class EmbeddedPlayTable:
     def scene_obs(self) -> np.ndarray:
         """CALVIN scene_obs (24): door, drawer, button, switch, lightbulb, LED, red/blue/pink poses."""
         obs = [*self._joint_states(), float(self.lights["lightbulb"]), float(self.lights["led"])]
-        for color in BLOCK_NAMES:
+        for color in COLORS:
             pos, orn = p.getBasePositionAndOrientation(self.blocks[color], physicsClientId=self.client)
             obs += [*pos, *p.getEulerFromQuaternion(orn)]
         return np.asarray(obs, dtype=float)
@@ -331,10 +346,13 @@ class EmbeddedPlayTable:
         Raises:
             ValueError: unknown camera.
         """
-        if camera not in DEFAULT_IMAGE_SIZES:
-            raise ValueError(f"camera must be one of {tuple(DEFAULT_IMAGE_SIZES)}, got {camera!r}")
+        if camera not in CAMERAS:
+            raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         if camera not in self._cams:
-            width, height = self.cameras.get(camera, DEFAULT_IMAGE_SIZES[camera])
+            if camera in self.cameras:
+                width, height = self.cameras[camera]
+            else:
+                height, width = IMAGE_HW[camera]
             if camera == "static":
                 self._cams[camera] = self._make_static_camera(width, height)
             else:
@@ -346,16 +364,16 @@ class EmbeddedPlayTable:
         robot_q = dict(zip(robot_joints, (s[0] for s in p.getJointStates(self.robot.uid, robot_joints,
                                                                          physicsClientId=c))))
         table_q = dict(zip(self._table_joint_ids, self._joint_states()))
-        poses = [p.getBasePositionAndOrientation(self.blocks[color], physicsClientId=c) for color in BLOCK_NAMES]
+        poses = [p.getBasePositionAndOrientation(self.blocks[color], physicsClientId=c) for color in COLORS]
         colors = {self.links[link]: LIGHT_ON[name] if self.lights[name] else LIGHT_OFF
                   for name, link in (("lightbulb", "light_link"), ("led", "led_link"))}
         return self._cams[camera].render(robot_q, table_q, poses, colors)
 
     def _make_static_camera(self, width: int, height: int) -> CompositedStaticCamera:
         moving = frozenset(self.links) - STATIC_LINKS
-        background = _write_cached(f"table_{self.scene}_static.urdf", table_urdf(self.layout, STATIC_LINKS))
-        foreground = _write_cached(f"table_{self.scene}_moving.urdf", table_urdf(self.layout, moving, with_tray=False))
-        blocks = [(tuple(s / 2 for s in self.layout.block_size(color)), BLOCK_COLORS[color]) for color in BLOCK_NAMES]
+        background = write_cached_urdf(f"table_{self.scene}_static.urdf", table_urdf(self.layout, STATIC_LINKS))
+        foreground = write_cached_urdf(f"table_{self.scene}_moving.urdf", table_urdf(self.layout, moving, with_tray=False))
+        blocks = [(tuple(s / 2 for s in self.layout.block_size(color)), BLOCK_COLORS[color]) for color in COLORS]
         drawer = (self.joints["base__drawer"], (self.layout.drawer_x, 0.0, 0.0), (0.0, -1.0, 0.0))
         return CompositedStaticCamera(width, height, background, foreground, panda_urdf_path(), ROBOT_BASE_POS,
                                       blocks, drawer_tray_boxes(self.layout), drawer)
@@ -369,7 +387,7 @@ class EmbeddedPlayTable:
         robot_info = self.robot.get_info()
         robot_info["contacts"] = self._contacts(self.robot.uid)
         movable = {}
-        for color in BLOCK_NAMES:
+        for color in COLORS:
             uid = self.blocks[color]
             pos, orn = p.getBasePositionAndOrientation(uid, physicsClientId=c)
             lin, ang = p.getBaseVelocity(uid, physicsClientId=c)

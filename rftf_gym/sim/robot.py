@@ -1,4 +1,4 @@
-"""The Franka Panda of `pybullet_data`, driven the way CALVIN drives it (SPEC 2.2).
+"""The Franka Panda of `pybullet_data`, driven the way CALVIN drives it.
 
 Official facts (``conf/robot/panda.yaml``, ``calvin_env/robot/robot.py``): arm joints 0-6, finger
 joints 9 and 10 (0..0.04 each), position control with ``max_joint_force`` 200 and
@@ -16,18 +16,17 @@ Kinematics and collision meshes are pybullet_data's own.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pybullet as p
 import pybullet_data
 
+from rftf_gym.conventions import MAX_REL_ORN, MAX_REL_POS, wrap_angle
 from rftf_gym.sim.layout import NEUTRAL_JOINTS, ROBOT_BASE_POS
+from rftf_gym.sim.urdf_cache import write_cached_urdf
 
 ARM_JOINTS = (0, 1, 2, 3, 4, 5, 6)
 FINGER_JOINTS = (9, 10)
@@ -41,9 +40,6 @@ GRIPPER_FORCE = 200.0
 LOWER_LIMITS = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
 UPPER_LIMITS = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
 FINGER_MAX = 0.04
-# calvin_env play_table_env: max_rel_pos 0.02 m, max_rel_orn 0.05 rad per unit action.
-MAX_REL_POS = 0.02
-MAX_REL_ORN = 0.05
 # Anti wind-up band: the target may lead the actual TCP by at most this much. Free motion at full
 # speed lags ~1.5-2.5 cm, so the band barely bites then; a blocked arm stops accumulating at once.
 TARGET_BAND_POS = 0.03
@@ -117,25 +113,7 @@ def panda_urdf_path() -> str:
            f'<origin rpy="0 0 0" xyz="0 0 0"/><mass value="0.0001"/>'
            f'<inertia ixx="1e-6" ixy="0" ixz="0" iyy="1e-6" iyz="0" izz="1e-6"/></inertial></link>')
     text = text.replace("</robot>", f"{tcp}</robot>")
-    return _write_cached("panda_simple.urdf", text)
-
-
-def _write_cached(name: str, text: str) -> str:
-    """Write text to a content-addressed file in the temp dir (atomic; safe across workers)."""
-    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-    folder = Path(tempfile.gettempdir()) / "rftf_gym_urdf"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{digest}_{name}"
-    if not path.exists():
-        tmp = folder / f".{digest}_{name}.{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return str(path)
-
-
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    """Wrap angles to [-pi, pi)."""
-    return (angle + np.pi) % (2 * np.pi) - np.pi
+    return write_cached_urdf("panda_simple.urdf", text)
 
 
 class Panda:
@@ -225,9 +203,10 @@ class Panda:
             euler = np.asarray(p.getEulerFromQuaternion(orn))
             target_pos = self.target_pos + np.clip(action[:3], -1, 1) * MAX_REL_POS
             target_orn = self.target_orn + np.clip(action[3:6], -1, 1) * MAX_REL_ORN
-            # No wind-up: keep the target within a band around the actual TCP (SPEC 2.2).
+            # No wind-up: keep the target within a band around the actual TCP (docs/calvin_facts.md).
             self.target_pos = pos + np.clip(target_pos - pos, -TARGET_BAND_POS, TARGET_BAND_POS)
-            self.target_orn = _wrap(euler + np.clip(_wrap(target_orn - euler), -TARGET_BAND_ORN, TARGET_BAND_ORN))
+            lead = np.clip(wrap_angle(target_orn - euler), -TARGET_BAND_ORN, TARGET_BAND_ORN)
+            self.target_orn = wrap_angle(euler + lead)
         self.gripper_action = 1.0 if action[6] >= 0 else -1.0
         quat = p.getQuaternionFromEuler(self.target_orn)
         q = p.calculateInverseKinematics(

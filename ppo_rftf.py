@@ -1,0 +1,740 @@
+"""RFTF stage 2: PPO fine-tuning of a VLA's action head with value-model rewards.
+
+Shu, Lin and Wang, "RFTF: Reinforcement Fine-tuning for VLA models with Temporal Feedback"
+(https://arxiv.org/abs/2505.19767), section 3.3 and 4.1.4. From a behaviour-cloned VLA, whole
+instruction episodes are rolled out on the chosen training scenes with the training paraphrases
+(the evaluation sentences are never seen). A temporal value model scores every state; per episode
+the raw values are normalised and shaped into rewards (Eq. 2), which GAE and the success signal
+turn into a class-balanced advantage (Eq. 3); the action head alone is trained with the clipped
+surrogate and an adaptive penalty on the exact KL to the starting policy (Eq. 4). The frozen
+body's features are computed once, while acting, and reused by every update epoch.
+
+``--reward-mode sparse`` is the paper's ablation: the same pipeline with the success signal only
+(the env runs without the value model, so every shaped reward is 0).
+
+Examples:
+    python ppo_rftf.py --policy data/bc/state --value-model data/value/state --scenes ABC
+    python ppo_rftf.py --policy data/bc/state --reward-mode sparse --scenes D
+    torchrun --nproc_per_node 2 ppo_rftf.py --policy data/bc/state --value-model data/value/state
+
+Re-running the same command resumes from the last checkpoint in ``<checkpoint-dir>/<run-name>``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.distributed as dist
+import tyro
+from gymnasium.vector import AutoresetMode
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
+from rftf_gym import cli
+from rftf_gym.conventions import EP_LEN, Scene
+from rftf_gym.env import CalvinEnv
+from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
+from rftf_gym.wrappers import ValueRewardVectorWrapper
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (first part of the run name)"""
+    run_name: str | None = None
+    """the run's name (TensorBoard runs/<run_name>, checkpoints <checkpoint_dir>/<run_name>);
+    default <exp_name>__<scenes>__<reward_mode>__<seed>, so re-running a command resumes it"""
+    seed: int = 1
+    """seed of the experiment (rank r uses seed + r)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    torch_threads: int = 0
+    """torch intra-op threads per process (0: torch's default); 1 is faster for small batches on a busy CPU"""
+    device: str = "cpu"
+    """torch device of the policy and value model ("cpu", "cuda", "cuda:1"; under torchrun a bare
+    "cuda" means this rank's local GPU)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "rftf-gym"
+    """the wandb's project name"""
+    wandb_entity: str | None = None
+    """the entity (team) of wandb's project"""
+
+    # Models and environments
+    policy: str = "data/bc/state"
+    """the behaviour-cloned VLA checkpoint to start from (the reference policy of the KL term)"""
+    value_model: str | None = None
+    """the value model checkpoint (train_value.py); needed by --reward-mode dense"""
+    reward_mode: Literal["dense", "sparse"] = "dense"
+    """"dense": value-model rewards (Eq. 2); "sparse": the paper's success-only ablation"""
+    scenes: str = "ABC"
+    """training scenes: "ABC" (generalisation setting) or "D" (adaptation setting), paper 4.1"""
+    num_envs: int = 4
+    """parallel environments per rank"""
+    async_envs: bool = False
+    """if toggled, run the environments in worker processes (AsyncVectorEnv)"""
+    max_episode_steps: int = EP_LEN
+    """steps before an instruction episode is truncated (CALVIN's 360; smaller for quick runs)"""
+    static_size: int = 200
+    """rendered static camera size for image policies (official 200)"""
+    gripper_size: int = 84
+    """rendered gripper camera size for image policies (official 84)"""
+
+    # Algorithm specific arguments
+    total_episodes: int = 1000
+    """instruction episodes to train on, all ranks together (the paper: roughly 1000)"""
+    episodes_per_iteration: int = 16
+    """finished episodes per policy update, all ranks together"""
+    learning_rate: float = 1e-5
+    """the learning rate of the action head (the paper's 1e-7 suits its much larger VLAs)"""
+    gamma: float = 0.99
+    """the discount factor of the shaped reward (Eq. 2) and of GAE (Eq. 3)"""
+    gae_lambda: float = 0.95
+    """the lambda of GAE (Eq. 3)"""
+    eta_success: float = 0.25
+    """the advantage scale of successful episodes (Eq. 3; paper 0.25)"""
+    eta_failure: float = 1.0
+    """the advantage scale of failed episodes (Eq. 3; paper 1)"""
+    value_norm: Literal["minmax", "zscore", "none"] = "minmax"
+    """per-episode normalisation of the raw values before shaping (section 3.3)"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    num_minibatches: int = 4
+    """the number of mini-batches per epoch (per rank)"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient epsilon (Eq. 4)"""
+    init_beta: float = 0.05
+    """the initial coefficient beta of the KL(pi_theta || pi_ref) penalty (Eq. 4)"""
+    target_kl: float = 0.05
+    """the KL to the starting policy that the adaptive beta aims at (nats per state, 7 dims summed)"""
+    max_grad_norm: float = 1.0
+    """the maximum norm for the gradient clipping"""
+    norm_adv: bool = False
+    """if toggled, standardise advantages per minibatch (off: it would erase Eq. 3's success term)"""
+
+    # Evaluation and checkpoints
+    checkpoint_dir: str = "checkpoints"
+    """checkpoints go to <checkpoint_dir>/<run_name>/iter_XXXXXX (policy + trainer state)"""
+    save_every: int = 1
+    """save a checkpoint every N iterations (and at the end)"""
+    keep_checkpoints: int = 2
+    """how many of the latest checkpoints to keep"""
+    eval_every: int = 0
+    """run the chained evaluation (evaluate.py) every N iterations; 0: only at the end"""
+    eval_chains: int = 0
+    """chains per evaluation (the official ones, first N); 0: no evaluation"""
+    eval_scene: Scene = "D"
+    """scene of the chained evaluation"""
+    eval_workers: int = 1
+    """worker processes of the chained evaluation"""
+
+    # to be filled in runtime
+    world_size: int = 1
+    """the number of processes (torchrun)"""
+    num_iterations: int = 0
+    """the number of policy updates (total_episodes // episodes_per_iteration)"""
+    episodes_per_rank: int = 0
+    """finished episodes per rank per iteration"""
+
+
+# ALGO LOGIC: per-episode rewards and advantages (paper section 3.3)
+def normalize_episode_values(values: np.ndarray, mode: str) -> np.ndarray:
+    """Normalise the raw values of one episode (section 3.3: the value model's range varies across
+    tasks).
+
+    Args:
+        values: raw values of the episode's states, shape (T,).
+        mode: ``"minmax"`` (to [0, 1]), ``"zscore"`` (zero mean, unit std) or ``"none"``.
+
+    Returns:
+        float64 array (T,); all zeros when the values are constant (no progress signal).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if mode == "none":
+        return v.copy()
+    if mode == "minmax":
+        span = v.max() - v.min()
+        return (v - v.min()) / span if span > 1e-12 else np.zeros_like(v)
+    if mode == "zscore":
+        std = v.std()
+        return (v - v.mean()) / std if std > 1e-12 else np.zeros_like(v)
+    raise ValueError(f"value normalisation must be 'minmax', 'zscore' or 'none', got {mode!r}")
+
+
+def shaped_rewards(values: np.ndarray, gamma: float) -> np.ndarray:
+    """Eq. 2: ``R_t = gamma * V(s_{t+1}) - V(s_t)`` for every step but the last, ``R_T = 0``.
+
+    Args:
+        values: (normalised) values of the states the policy acted in, s_0 .. s_T, shape (T+1,).
+        gamma: the discount.
+
+    Returns:
+        float64 rewards (T+1,), one per action.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    rewards = np.zeros_like(v)
+    rewards[:-1] = gamma * v[1:] - v[:-1]  # Eq. 2; the end step keeps R_T = 0
+    return rewards
+
+
+def balanced_advantages(
+    rewards: np.ndarray, success: bool, gamma: float, gae_lambda: float, eta_success: float, eta_failure: float
+) -> np.ndarray:
+    """Eq. 3: ``A_t = eta * [I(success) + sum_{n>=t} (gamma*lambda)^(n-t) R_n]``.
+
+    Args:
+        rewards: the episode's shaped rewards (Eq. 2), shape (T+1,).
+        success: whether the episode's task was done; I = +1 on success, -1 on failure.
+        gamma, gae_lambda: GAE's discount and lambda.
+        eta_success, eta_failure: the balancing coefficient eta (paper 0.25 and 1).
+
+    Returns:
+        float64 advantages (T+1,).
+    """
+    eta, indicator = (eta_success, 1.0) if success else (eta_failure, -1.0)
+    advantages = np.zeros(len(rewards), dtype=np.float64)
+    lastgaelam = 0.0
+    for t in reversed(range(len(rewards))):
+        lastgaelam = rewards[t] + gamma * gae_lambda * lastgaelam
+        advantages[t] = eta * (indicator + lastgaelam)  # Eq. 3
+    return advantages
+
+
+def ppo_loss(
+    newlogprob: torch.Tensor,
+    oldlogprob: torch.Tensor,
+    advantages: torch.Tensor,
+    kl_ref: torch.Tensor,
+    beta: float,
+    clip_coef: float,
+) -> dict[str, torch.Tensor]:
+    """Eq. 4: the clipped surrogate minus beta times KL(pi_theta || pi_ref), as a loss to minimise.
+
+    Args:
+        newlogprob: log pi_theta(a_t | s_t), summed over the 7 dimensions, (B,).
+        oldlogprob: log-probability under the policy that collected the step, (B,).
+        advantages: Eq. 3's advantages, (B,).
+        kl_ref: exact KL(pi_theta(.|s_t) || pi_ref(.|s_t)) per state, (B,).
+        beta: the KL coefficient.
+        clip_coef: epsilon.
+
+    Returns:
+        ``loss``, ``pg_loss``, ``kl_ref`` (means), ``approx_kl`` (k3 estimate of
+        KL(pi_old || pi_theta)) and ``clipfrac`` (share of clipped ratios); all but ``loss`` detached.
+    """
+    logratio = newlogprob - oldlogprob
+    ratio = logratio.exp()
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+    kl = kl_ref.mean()
+    loss = pg_loss + beta * kl  # Eq. 4
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
+    return {"loss": loss, "pg_loss": pg_loss.detach(), "kl_ref": kl.detach(), "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
+    """The adaptive KL coefficient of PPO (Schulman et al. 2017, arXiv 1707.06347, section 4):
+    halve beta when the KL is below target/1.5, double it above target*1.5."""
+    if kl < target_kl / 1.5:
+        return beta / 2.0
+    if kl > target_kl * 1.5:
+        return beta * 2.0
+    return beta
+
+
+# Rollout storage: whole episodes, each with the frozen body's features of every state.
+@dataclass
+class Episode:
+    task: str
+    scene: str
+    features: list[torch.Tensor] = field(default_factory=list)
+    bins: list[torch.Tensor] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    values: np.ndarray | None = None  # raw V(s_0..s_T, s_final) from the reward wrapper
+    success: bool = False
+
+    def __len__(self) -> int:
+        return len(self.logprobs)
+
+
+class TimedValue:
+    """A value model callable that adds up the seconds spent in it."""
+
+    def __init__(self, value_fn: Any) -> None:
+        self.value_fn = value_fn
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+
+    def __call__(self, obs: dict[str, np.ndarray], instructions: list[str]) -> np.ndarray:
+        start, cpu = time.perf_counter(), time.process_time()
+        values = self.value_fn(obs, instructions)
+        self.seconds += time.perf_counter() - start
+        self.cpu_seconds += time.process_time() - cpu
+        return values
+
+
+def load_value_fn(path: str, device: torch.device) -> tuple[Any, str]:
+    """The value model's batched predict function and the observation mode it reads."""
+    from rftf_gym.value_model import load_value_model
+
+    model = load_value_model(path, device=device).eval()
+    return model.predict, model.config.obs_mode
+
+
+def env_obs_mode(*model_obs_modes: str) -> str:
+    """The env observation mode that feeds every model (image models also read robot_obs)."""
+    return "rgb+state" if any(mode != "state" for mode in model_obs_modes) else "state"
+
+
+def make_env(args: Args, scene: str, obs_mode: str):
+    def thunk() -> gym.Env:
+        env = CalvinEnv(
+            scene=scene,
+            obs_mode=obs_mode,
+            static_size=args.static_size,
+            gripper_size=args.gripper_size,
+            instruction_split="train",  # paper 4.1.4: fine-tuning never sees the test sentences
+        )
+        if args.max_episode_steps < EP_LEN:
+            env = gym.wrappers.TimeLimit(env, args.max_episode_steps)
+        return env
+
+    return thunk
+
+
+def head_checksum(head: torch.nn.Module) -> float:
+    """A float fingerprint of the head's weights (compared across ranks)."""
+    return float(sum((p.detach().double() * (i + 1)).sum().item() for i, p in enumerate(head.parameters())))
+
+
+def all_reduce_mean(values: list[float], world_size: int) -> list[float]:
+    if world_size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return (tensor / world_size).tolist()
+
+
+def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
+    if world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# Checkpoints: <checkpoint_dir>/<run_name>/iter_XXXXXX/{config.json, model.safetensors,
+# trainer.safetensors, trainer.json} and latest.json naming the newest complete one.
+# States on which the exact KL between the policies before and after an update is logged.
+KL_PROBE = 512
+# Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
+RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_trainer(run_dir: Path, iteration: int, vla, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> Path:
+    """Write one checkpoint directory, then point latest.json at it (atomic); prune old ones."""
+    from safetensors.torch import save
+
+    directory = run_dir / f"iter_{iteration:06d}"
+    save_checkpoint(directory, vla, metadata={"rftf": state})
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entries in opt["state"].items():
+        for name, value in entries.items():
+            if torch.is_tensor(value) and value.ndim > 0:
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = float(value)
+    _atomic_write(directory / "trainer.safetensors", save(tensors))
+    trainer = {"state": state, "optimizer_scalars": scalars, "param_groups": opt["param_groups"]}
+    _atomic_write(directory / "trainer.json", (json.dumps(trainer, indent=2, sort_keys=True) + "\n").encode())
+    _atomic_write(run_dir / "latest.json", (json.dumps({"checkpoint": directory.name}) + "\n").encode())
+    done = sorted(p for p in run_dir.glob("iter_*") if p.is_dir() and p != directory)
+    for old in done[: max(0, len(done) - (keep - 1))]:
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    return directory
+
+
+def load_trainer(run_dir: Path, args: Args, optimizer: torch.optim.Optimizer) -> tuple[Path, dict[str, Any]] | None:
+    """The latest checkpoint of a run and its trainer state, or None for a fresh run.
+
+    Raises:
+        ValueError: the checkpoint was made with other settings (names each that differs).
+    """
+    from safetensors.torch import load_file
+
+    latest = run_dir / "latest.json"
+    if not latest.is_file():
+        return None
+    directory = run_dir / json.loads(latest.read_text())["checkpoint"]
+    trainer = json.loads((directory / "trainer.json").read_text())
+    saved = trainer["state"]["args"]
+    differ = [f"{k}: checkpoint {saved.get(k)!r} vs now {getattr(args, k)!r}" for k in RESUME_FIELDS if saved.get(k) != getattr(args, k)]
+    if differ:
+        raise ValueError(
+            f"cannot resume {directory}: it was made with other settings ({'; '.join(differ)}); "
+            "use another --run-name or the same settings"
+        )
+    tensors = load_file(str(directory / "trainer.safetensors"))
+    state: dict[int, dict[str, Any]] = defaultdict(dict)
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state[int(index)][name] = value
+    for key, value in trainer["optimizer_scalars"].items():
+        index, name = key.split(".", 1)
+        state[int(index)][name] = torch.tensor(value)
+    optimizer.load_state_dict({"state": dict(state), "param_groups": trainer["param_groups"]})
+    return directory, trainer["state"]
+
+
+def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) -> dict[str, Any]:
+    """The chained evaluation of a checkpoint through evaluate.py; returns its metrics.json."""
+    out = checkpoint.parent / "eval" / f"iter_{iteration:06d}"
+    command = [
+        sys.executable, str(Path(__file__).with_name("evaluate.py")),
+        "--policy", str(checkpoint), "--num-chains", str(args.eval_chains), "--scene", args.eval_scene,
+        "--obs-mode", obs_mode, "--num-workers", str(args.eval_workers), "--output-dir", str(out),
+        "--seed", str(args.seed), "--device", "cpu",
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def check_args(args: Args) -> None:
+    """Raises ValueError naming the first bad argument."""
+    if not args.scenes or not set(args.scenes) <= set("ABCD"):
+        raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
+    if args.reward_mode == "dense" and args.value_model is None:
+        raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
+    if not 1 <= args.max_episode_steps <= EP_LEN:
+        raise ValueError(f"--max-episode-steps must be in [1, {EP_LEN}], got {args.max_episode_steps}")
+    for name in ("num_envs", "episodes_per_iteration", "update_epochs", "num_minibatches", "save_every", "keep_checkpoints"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.learning_rate < 0 or args.clip_coef <= 0 or args.target_kl <= 0 or args.init_beta < 0:
+        raise ValueError("--learning-rate and --init-beta must be >= 0, --clip-coef and --target-kl > 0")
+    if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ValueError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+
+
+PROG = "ppo_rftf.py"
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    cli.report_disk_errors(PROG)
+    with cli.usage_errors(PROG):  # a mistake in the arguments: one line, exit status 2
+        check_args(args)
+
+    # Multi-process set-up as cleanrl/ppo_atari_multigpu.py: gloo on CPU, NCCL on GPU.
+    local_rank = int(os.getenv("LOCAL_RANK", "0"))
+    args.world_size = int(os.getenv("WORLD_SIZE", "1"))
+    if args.world_size > 1:
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    rank = dist.get_rank() if args.world_size > 1 else 0
+    with cli.usage_errors(PROG):
+        if args.episodes_per_iteration % args.world_size:
+            raise ValueError(f"--episodes-per-iteration ({args.episodes_per_iteration}) must divide among {args.world_size} ranks")
+        if args.total_episodes < args.episodes_per_iteration:
+            raise ValueError("--total-episodes must be at least --episodes-per-iteration")
+    args.episodes_per_rank = args.episodes_per_iteration // args.world_size
+    args.num_iterations = args.total_episodes // args.episodes_per_iteration
+    scenes_tag = "".join(sorted(args.scenes))
+    run_name = args.run_name or f"{args.exp_name}__{scenes_tag}__{args.reward_mode}__{args.seed}"
+    run_dir = Path(args.checkpoint_dir) / run_name
+    device = torch.device(f"cuda:{local_rank}" if args.device == "cuda" and args.world_size > 1 else args.device)
+
+    # TRY NOT TO MODIFY: seeding (rank r gets seed + r, as cleanrl/ppo_atari_multigpu.py)
+    seed = args.seed + rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    with cli.usage_errors(PROG):  # a missing or broken --policy checkpoint
+        vla = load_vla(args.policy, device=device)
+    freeze_body(vla)
+    head = vla.action_head
+    ref_head = copy.deepcopy(head).requires_grad_(False)  # pi_ref: the starting policy (Eq. 4)
+    optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    start_iteration, global_step, episodes_done, beta = 1, 0, 0, args.init_beta
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with cli.usage_errors(PROG):  # a checkpoint of other settings
+        resumed = load_trainer(run_dir, args, optimizer)
+    if resumed is not None:
+        directory, state = resumed
+        head.load_state_dict({k[len("action_head."):]: v for k, v in load_vla(directory, device=device).state_dict().items()
+                              if k.startswith("action_head.")})
+        start_iteration = state["iteration"] + 1
+        global_step, episodes_done, beta = state["global_step"], state["episodes"], state["beta"]
+        # A fresh, iteration-dependent stream, so a resumed run does not replay its first rollouts.
+        generator.manual_seed(seed + 7919 * state["iteration"])
+        if rank == 0:
+            print(f"resumed from {directory} (iteration {state['iteration']}, {episodes_done} episodes)")
+
+    if rank == 0:
+        if args.track:
+            import wandb
+
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=run_name, save_code=True, resume="allow", id=run_name)
+        writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step if resumed else None)
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]
+    value_fn, value_obs_mode = None, "state"
+    if args.value_model is not None:
+        with cli.usage_errors(PROG):
+            raw_value_fn, value_obs_mode = load_value_fn(args.value_model, device)
+        value_fn = TimedValue(raw_value_fn)
+    obs_mode = env_obs_mode(vla.config.obs_mode, value_obs_mode)
+    scene_of = [args.scenes[(rank * args.num_envs + i) % len(args.scenes)] for i in range(args.num_envs)]
+    thunks = [make_env(args, scene, obs_mode) for scene in scene_of]
+    if args.async_envs:
+        envs = gym.vector.AsyncVectorEnv(thunks, shared_memory=False, autoreset_mode=AutoresetMode.SAME_STEP)
+    else:
+        envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=AutoresetMode.SAME_STEP)
+    if args.reward_mode == "dense":
+        envs = ValueRewardVectorWrapper(envs, value_fn, reward_mode="dense", gamma=args.gamma)
+    env_seed = int(np.random.SeedSequence([args.seed, rank, start_iteration]).generate_state(1)[0] % 2**31)
+    next_obs, info = envs.reset(seed=[env_seed + i for i in range(args.num_envs)])
+    current = [Episode(task=str(info["task"][i]), scene=scene_of[i]) for i in range(args.num_envs)]
+    backlog: list[Episode] = []
+
+    progress = tqdm(total=args.total_episodes, initial=episodes_done, desc="episodes", disable=rank != 0)
+    start_time = time.time()
+    step_at_start = global_step
+    for iteration in range(start_iteration, args.num_iterations + 1):
+        iteration_start, iteration_cpu = time.time(), time.process_time()
+        value_before = (value_fn.seconds, value_fn.cpu_seconds) if value_fn is not None else (0.0, 0.0)
+        finished, backlog = backlog, []
+        rollout_steps = 0
+        vla.eval()
+        # ROLLOUT: sample from pi_theta until this rank has its share of finished episodes.
+        # An episode still running at the end carries over: its stored log-probs are those of
+        # the policy that acted, which is what the ratio of Eq. 4 divides by.
+        while len(finished) < args.episodes_per_rank:
+            with torch.no_grad():
+                batch = vla.preprocess(next_obs, list(next_obs["instruction"]))
+                features = vla.features(batch)
+                action_dist = vla.distribution(features)
+                bins = action_dist.sample(generator)
+                logprob = action_dist.log_prob(bins)
+            actions = bins_to_actions(bins.cpu(), vla.config.num_bins).numpy()
+            next_obs, reward, terminations, truncations, info = envs.step(actions)
+            rollout_steps += args.num_envs
+            features, bins, logprob = features.cpu(), bins.cpu(), logprob.cpu()
+            for i in range(args.num_envs):
+                episode = current[i]
+                episode.features.append(features[i])
+                episode.bins.append(bins[i])
+                episode.logprobs.append(float(logprob[i]))
+                if terminations[i] or truncations[i]:
+                    # CalvinEnv terminates exactly when the instruction's task is done.
+                    episode.success = bool(terminations[i])
+                    if "episode_values" in info:
+                        episode.values = info["episode_values"][i]
+                    finished.append(episode)
+                    # SAME_STEP autoreset: info now describes the new episode's reset.
+                    current[i] = Episode(task=str(info["task"][i]), scene=scene_of[i])
+        global_step += rollout_steps * args.world_size
+        rollout_time, rollout_cpu = time.time() - iteration_start, time.process_time() - iteration_cpu
+        value_time, value_cpu = ((value_fn.seconds - value_before[0], value_fn.cpu_seconds - value_before[1])
+                                 if value_fn is not None else (0.0, 0.0))
+        # Episodes that ended on the last step beyond this rank's share wait for the next update.
+        finished, backlog = finished[: args.episodes_per_rank], finished[args.episodes_per_rank:]
+
+        # ALGO LOGIC: rewards (Eq. 2) and balanced advantages (Eq. 3), per episode
+        update_start, update_cpu = time.time(), time.process_time()
+        b_advantages, shaped_sum, shaped_steps, raw_values = [], 0.0, 0, []
+        for episode in finished:
+            if episode.values is not None:
+                # The wrapper's values cover s_0 .. s_T and the final state; the policy acted in s_0 .. s_T.
+                acted = np.asarray(episode.values[: len(episode)], dtype=np.float64)
+                raw_values.append(acted)
+                values = normalize_episode_values(acted, args.value_norm)
+            else:  # sparse ablation: no value model, no shaping
+                values = np.zeros(len(episode))
+            rewards = shaped_rewards(values, args.gamma)  # Eq. 2
+            shaped_sum += float(rewards.sum())
+            shaped_steps += len(rewards)
+            b_advantages.append(balanced_advantages(rewards, episode.success, args.gamma, args.gae_lambda,
+                                                    args.eta_success, args.eta_failure))  # Eq. 3
+        b_features = torch.stack([f for e in finished for f in e.features]).to(device)
+        b_bins = torch.stack([b for e in finished for b in e.bins]).to(device)
+        b_logprobs = torch.tensor([lp for e in finished for lp in e.logprobs], dtype=torch.float32, device=device)
+        b_advantages = torch.as_tensor(np.concatenate(b_advantages), dtype=torch.float32, device=device)
+        b_success = torch.tensor([e.success for e in finished for _ in range(len(e))], device=device)
+
+        # ALGO LOGIC: PPO update of the action head (Eq. 4)
+        num_samples = len(b_logprobs)
+        with torch.no_grad():
+            # pi_ref is frozen: its log-probabilities over all bins are computed once per update.
+            b_ref_logprobs = torch.log_softmax(ref_head(b_features).view(num_samples, *b_bins.shape[1:], -1).float(), -1)
+            probe = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + iteration))[:KL_PROBE]
+            probe_old_logits = vla.logits(b_features[probe])
+        head.train()
+        stats = defaultdict(list)
+        kl_ref_last_epoch = torch.zeros((), dtype=torch.float64)
+        for epoch in range(args.update_epochs):
+            permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1000 + iteration * 10 + epoch))
+            for mb_inds in np.array_split(permutation.numpy(), args.num_minibatches):
+                optimizer.zero_grad()
+                if len(mb_inds):
+                    new_dist = vla.distribution(b_features[mb_inds])
+                    newlogprob = new_dist.log_prob(b_bins[mb_inds])
+                    # The exact KL(pi_theta || pi_ref) over the 1000-bin categoricals, summed over dims.
+                    kl_ref = new_dist.kl(BinnedActionDistribution(b_ref_logprobs[mb_inds]))
+                    mb_advantages = b_advantages[mb_inds]
+                    if args.norm_adv and len(mb_inds) > 1:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                    out = ppo_loss(newlogprob, b_logprobs[mb_inds], mb_advantages, kl_ref, beta, args.clip_coef)
+                    out["loss"].backward()
+                    for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
+                        stats[key].append(float(out[key]))
+                    stats["entropy"].append(float(new_dist.entropy().mean().detach()))
+                    if epoch == args.update_epochs - 1:
+                        kl_ref_last_epoch += kl_ref.detach().double().sum()
+                if args.world_size > 1:
+                    # Gradients of the head averaged over ranks (cleanrl/ppo_atari_multigpu.py).
+                    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in head.parameters()]
+                    flat = torch.cat([g.reshape(-1) for g in grads])
+                    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                    flat /= args.world_size
+                    offset = 0
+                    for p in head.parameters():
+                        p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
+                        offset += p.numel()
+                torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+                optimizer.step()
+        head.eval()
+
+        # The exact KL to pi_ref of every sample, as the last epoch met it, drives beta; the exact
+        # KL(pi_old || pi_theta) of this update is measured on a probe of the batch.
+        with torch.no_grad():
+            kl_old_new = float(BinnedActionDistribution(probe_old_logits).kl(vla.distribution(b_features[probe])).mean())
+        kl_ref_after = float(kl_ref_last_epoch) / num_samples
+        kl_ref_after, kl_old_new = all_reduce_mean([kl_ref_after, kl_old_new], args.world_size)
+        beta_used = beta
+        beta = adapt_beta(beta, kl_ref_after, args.target_kl)  # once per iteration, same on every rank
+        update_time, update_cpu = time.time() - update_start, time.process_time() - update_cpu
+
+        # Logging: everything gathered to rank 0.
+        local = {
+            "episodes": [(e.task, e.scene, e.success, len(e)) for e in finished],
+            "adv": b_advantages.cpu().numpy(), "adv_success": b_success.cpu().numpy(),
+            "shaped": (shaped_sum, shaped_steps), "raw_values": [float(v.mean()) for v in raw_values],
+            "stats": {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()},
+            "times": (rollout_time, value_time, update_time, rollout_cpu, update_cpu, value_cpu), "checksum": head_checksum(head),
+        }
+        gathered = all_gather_objects(local, args.world_size)
+        checksums = [g["checksum"] for g in gathered]
+        if max(checksums) - min(checksums) > 1e-6 * max(1.0, abs(checksums[0])):
+            raise RuntimeError(f"action-head weights differ across ranks after iteration {iteration}: {checksums}")
+        episodes_done += args.episodes_per_iteration
+        if rank == 0:
+            progress.update(args.episodes_per_iteration)
+            eps = [e for g in gathered for e in g["episodes"]]
+            adv = np.concatenate([g["adv"] for g in gathered])
+            adv_success = np.concatenate([g["adv_success"] for g in gathered]).astype(bool)
+            successes = np.array([s for _, _, s, _ in eps], dtype=np.float64)
+            writer.add_scalar("rftf/train_success", successes.mean(), global_step)
+            writer.add_scalar("rftf/episode_length", np.mean([n for *_, n in eps]), global_step)
+            per_task: dict[str, list[bool]] = defaultdict(list)
+            for task, scene, success, _ in eps:
+                per_task[task].append(success)
+            for task, outcomes in per_task.items():
+                writer.add_scalar(f"rftf/task_success/{task}", np.mean(outcomes), global_step)
+            shaped_total = sum(g["shaped"][0] for g in gathered)
+            shaped_count = max(1, sum(g["shaped"][1] for g in gathered))
+            writer.add_scalar("rftf/reward_shaped_mean", shaped_total / shaped_count, global_step)
+            writer.add_scalar("rftf/reward_shaped_per_episode", shaped_total / len(eps), global_step)
+            writer.add_scalar("rftf/reward_success_per_episode", successes.mean(), global_step)
+            raw = [v for g in gathered for v in g["raw_values"]]
+            if raw:
+                writer.add_scalar("rftf/value_raw_mean", np.mean(raw), global_step)
+            writer.add_scalar("rftf/adv_mean", adv.mean(), global_step)
+            writer.add_scalar("rftf/adv_std", adv.std(), global_step)
+            writer.add_scalar("rftf/adv_min", adv.min(), global_step)
+            writer.add_scalar("rftf/adv_max", adv.max(), global_step)
+            if adv_success.any():
+                writer.add_scalar("rftf/adv_success_mean", adv[adv_success].mean(), global_step)
+            if (~adv_success).any():
+                writer.add_scalar("rftf/adv_failure_mean", adv[~adv_success].mean(), global_step)
+            mean_stats = {k: np.mean([g["stats"].get(k, 0.0) for g in gathered]) for k in gathered[0]["stats"]}
+            for key in ("pg_loss", "approx_kl", "clipfrac", "entropy"):
+                writer.add_scalar(f"losses/{key}", mean_stats.get(key, 0.0), global_step)
+            writer.add_scalar("losses/kl_ref_minibatch", mean_stats.get("kl_ref", 0.0), global_step)
+            writer.add_scalar("rftf/kl_ref", kl_ref_after, global_step)
+            writer.add_scalar("losses/exact_kl_old_new", kl_old_new, global_step)
+            writer.add_scalar("rftf/beta", beta_used, global_step)
+            rollout_t = max(g["times"][0] for g in gathered)
+            value_t = max(g["times"][1] for g in gathered)
+            update_t = max(g["times"][2] for g in gathered)
+            writer.add_scalar("charts/rollout_time", rollout_t, global_step)
+            writer.add_scalar("charts/value_time", value_t, global_step)
+            writer.add_scalar("charts/update_time", update_t, global_step)
+            writer.add_scalar("charts/update_fraction", update_t / (rollout_t + update_t), global_step)
+            rollout_c, update_c = max(g["times"][3] for g in gathered), max(g["times"][4] for g in gathered)
+            writer.add_scalar("charts/rollout_cpu_time", rollout_c, global_step)
+            writer.add_scalar("charts/update_cpu_time", update_c, global_step)
+            writer.add_scalar("charts/value_cpu_time", max(g["times"][5] for g in gathered), global_step)
+            writer.add_scalar("charts/rollout_steps", rollout_steps * args.world_size, global_step)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/episodes", episodes_done, global_step)
+            writer.add_scalar("charts/SPS", int((global_step - step_at_start) / (time.time() - start_time)), global_step)
+            progress.set_postfix(success=f"{successes.mean():.2f}", kl=f"{kl_ref_after:.4f}", beta=f"{beta_used:.3g}")
+
+        state = {"iteration": iteration, "global_step": global_step, "episodes": episodes_done, "beta": beta,
+                 "kl_ref": kl_ref_after, "head_checksums": checksums, "args": asdict(args)}
+        last = iteration == args.num_iterations
+        checkpoint = None
+        if rank == 0 and (iteration % args.save_every == 0 or last):
+            checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints)
+        if rank == 0 and args.eval_chains > 0 and ((args.eval_every and iteration % args.eval_every == 0) or last):
+            if checkpoint is None:
+                checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints)
+            metrics = run_evaluation(args, checkpoint, env_obs_mode(vla.config.obs_mode), iteration)
+            writer.add_scalar("eval/avg_len", metrics["avg_len"]["value"], global_step)
+            for i, entry in metrics["chain_sr"].items():
+                writer.add_scalar(f"eval/chain_sr_{i}", entry["value"], global_step)
+        if args.world_size > 1:
+            dist.barrier()
+
+    progress.close()
+    envs.close()
+    if rank == 0:
+        writer.close()
+    if args.world_size > 1:
+        dist.destroy_process_group()

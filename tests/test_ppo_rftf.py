@@ -1,0 +1,212 @@
+"""RFTF's PPO (ppo_rftf.py): Eqs. 2-4 against hand-computed numbers, the exact KL, and tiny runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ppo_rftf import adapt_beta, balanced_advantages, normalize_episode_values, ppo_loss, shaped_rewards
+from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+GAMMA, LAM = 0.9, 0.5
+
+
+def test_successful_episode_by_hand():
+    values = normalize_episode_values(np.array([0.0, 1.0, 3.0, 2.0, 4.0]), "minmax")
+    np.testing.assert_allclose(values, [0.0, 0.25, 0.75, 0.5, 1.0])
+    rewards = shaped_rewards(values, GAMMA)
+    # Eq. 2: 0.9*0.25 - 0, 0.9*0.75 - 0.25, 0.9*0.5 - 0.75, 0.9*1 - 0.5, and 0 at the end step.
+    np.testing.assert_allclose(rewards, [0.225, 0.425, -0.3, 0.4, 0.0])
+    advantages = balanced_advantages(rewards, True, GAMMA, LAM, eta_success=0.25, eta_failure=1.0)
+    # Eq. 3 with gamma*lambda = 0.45, eta = 0.25, I = +1, GAE sums from the end:
+    # 0, 0.4, -0.3 + 0.45*0.4 = -0.12, 0.425 - 0.054 = 0.371, 0.225 + 0.16695 = 0.39195.
+    np.testing.assert_allclose(advantages, 0.25 * (1 + np.array([0.39195, 0.371, -0.12, 0.4, 0.0])))
+    np.testing.assert_allclose(advantages, [0.3479875, 0.34275, 0.22, 0.35, 0.25])
+
+
+def test_failed_episode_by_hand():
+    values = normalize_episode_values(np.array([2.0, 2.0, 1.0]), "minmax")
+    np.testing.assert_allclose(values, [1.0, 1.0, 0.0])
+    rewards = shaped_rewards(values, GAMMA)
+    np.testing.assert_allclose(rewards, [-0.1, -1.0, 0.0])
+    advantages = balanced_advantages(rewards, False, GAMMA, LAM, eta_success=0.25, eta_failure=1.0)
+    # eta = 1, I = -1: GAE 0, -1, -0.1 - 0.45 = -0.55.
+    np.testing.assert_allclose(advantages, [-1.55, -2.0, -1.0])
+
+
+def test_sparse_ablation_is_the_success_signal_alone():
+    rewards = shaped_rewards(np.zeros(4), GAMMA)
+    np.testing.assert_array_equal(balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0), [0.25] * 4)
+    np.testing.assert_array_equal(balanced_advantages(rewards, False, GAMMA, LAM, 0.25, 1.0), [-1.0] * 4)
+
+
+def test_value_normalisation_modes():
+    v = np.array([1.0, 3.0, 5.0])
+    np.testing.assert_allclose(normalize_episode_values(v, "zscore"), (v - 3.0) / np.sqrt(8 / 3))
+    np.testing.assert_array_equal(normalize_episode_values(v, "none"), v)
+    np.testing.assert_array_equal(normalize_episode_values(np.full(3, 7.0), "minmax"), np.zeros(3))
+    with pytest.raises(ValueError, match="normalisation"):
+        normalize_episode_values(v, "rank")
+
+
+def test_exact_kl_equals_a_brute_force_sum_over_joint_actions():
+    torch.manual_seed(0)
+    bins = 3
+    p_logits, q_logits = torch.randn(2, 7, bins), torch.randn(2, 7, bins)
+    kl = BinnedActionDistribution(p_logits).kl(BinnedActionDistribution(q_logits))
+    p, q = p_logits.double().softmax(-1), q_logits.double().softmax(-1)
+    for b in range(2):
+        brute = 0.0
+        for action in itertools.product(range(bins), repeat=7):  # every joint action, 3^7 of them
+            pa = float(np.prod([p[b, d, a] for d, a in enumerate(action)]))
+            qa = float(np.prod([q[b, d, a] for d, a in enumerate(action)]))
+            brute += pa * np.log(pa / qa)
+        assert float(kl[b]) == pytest.approx(brute, rel=1e-4)
+
+
+def test_exact_kl_on_1000_bins_equals_a_loop():
+    torch.manual_seed(1)
+    p_logits, q_logits = 3 * torch.randn(3, 7, 1000), 3 * torch.randn(3, 7, 1000)
+    kl = BinnedActionDistribution(p_logits).kl(BinnedActionDistribution(q_logits))
+    p, q = p_logits.double().softmax(-1).numpy(), q_logits.double().softmax(-1).numpy()
+    for b in range(3):
+        brute = sum(p[b, d, k] * np.log(p[b, d, k] / q[b, d, k]) for d in range(7) for k in range(1000))
+        assert float(kl[b]) == pytest.approx(brute, rel=1e-4)
+    assert torch.allclose(BinnedActionDistribution(p_logits).kl(BinnedActionDistribution(p_logits)), torch.zeros(3), atol=1e-6)
+
+
+def test_clipped_loss_on_a_toy_batch():
+    ratios = torch.tensor([1.5, 0.5, 1.1, 0.7], dtype=torch.float64)
+    oldlogprob = torch.tensor([-3.0, -2.0, -1.0, -4.0], dtype=torch.float64)
+    newlogprob = (oldlogprob + ratios.log()).requires_grad_(True)
+    advantages = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)
+    kl_ref = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    out = ppo_loss(newlogprob, oldlogprob, advantages, kl_ref, beta=0.5, clip_coef=0.2)
+    # min(r A, clip(r) A): 1.2, 0.5, -1.1, -0.8 -> pg_loss = -(1.2 + 0.5 - 1.1 - 0.8) / 4 = 0.05
+    assert float(out["pg_loss"]) == pytest.approx(0.05)
+    assert float(out["kl_ref"]) == pytest.approx(0.25)
+    assert float(out["loss"].detach()) == pytest.approx(0.05 + 0.5 * 0.25)
+    assert float(out["clipfrac"]) == pytest.approx(0.75)
+    expected_approx = float(((ratios - 1) - ratios.log()).mean())
+    assert float(out["approx_kl"]) == pytest.approx(expected_approx)
+    out["loss"].backward()
+    # Clipped terms pass no gradient; unclipped ones pass -A r / B.
+    np.testing.assert_allclose(newlogprob.grad.numpy(), [0.0, -0.5 / 4, 1.1 / 4, 0.0])
+
+
+def test_adaptive_beta():
+    assert adapt_beta(0.1, kl=0.001, target_kl=0.01) == pytest.approx(0.05)
+    assert adapt_beta(0.1, kl=0.1, target_kl=0.01) == pytest.approx(0.2)
+    assert adapt_beta(0.1, kl=0.012, target_kl=0.01) == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------- tiny runs
+TINY = ["--num-envs", "2", "--max-episode-steps", "12", "--episodes-per-iteration", "4", "--num-minibatches", "2",
+        "--update-epochs", "2", "--learning-rate", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_vla(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("bc") / "tiny_vla"
+    vla = VLA(VLAConfig(obs_mode="state", d_model=16, n_layers=1, n_heads=2, head_hidden=16))
+    save_checkpoint(directory, vla, {"note": "random weights for tests"})
+    return directory
+
+
+def _command(policy: Path, *extra: str, launcher: list[str] | None = None) -> list[str]:
+    return [*(launcher or [sys.executable]), str(ROOT / "ppo_rftf.py"), "--policy", str(policy), *TINY, *extra]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _final_state(run_dir: Path) -> dict:
+    latest = json.loads((run_dir / "latest.json").read_text())["checkpoint"]
+    return json.loads((run_dir / latest / "trainer.json").read_text())["state"]
+
+
+@pytest.mark.slow
+def test_tiny_sparse_run_trains_the_head_only_and_saves_a_loadable_policy(tiny_vla, tmp_path):
+    from rftf_gym.models import load_vla
+
+    subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
+                            "--checkpoint-dir", "ckpt"), cwd=tmp_path, env=_env(), check=True, timeout=300)
+    state = _final_state(tmp_path / "ckpt" / "tiny")
+    assert state["iteration"] == 2 and state["episodes"] == 8 and state["kl_ref"] > 0
+    start, tuned = load_vla(tiny_vla), load_vla(tmp_path / "ckpt" / "tiny" / "iter_000002")
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
+        assert torch.equal(a, b) == (not name.startswith("action_head.")), name
+    assert list((tmp_path / "runs" / "tiny").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_keep_identical_heads(tiny_vla, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "ddp",
+                            "--checkpoint-dir", "ckpt", launcher=launcher), cwd=tmp_path, env=_env(), check=True, timeout=400)
+    state = _final_state(tmp_path / "ckpt" / "ddp")
+    assert state["args"]["world_size"] == 2 and state["episodes"] == 8
+    first, second = state["head_checksums"]
+    assert first == second
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tiny_vla, tmp_path):
+    run_dir = tmp_path / "ckpt" / "resume"
+    args = ("--reward-mode", "sparse", "--run-name", "resume", "--checkpoint-dir", "ckpt")
+    proc = subprocess.Popen(_command(tiny_vla, *args, "--total-episodes", "400"), cwd=tmp_path, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "latest.json").exists():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = _final_state(run_dir)["iteration"]
+    assert killed_at < 100
+    done = subprocess.run(_command(tiny_vla, *args, "--total-episodes", str(4 * (killed_at + 1))), cwd=tmp_path,
+                          env=_env(), check=True, timeout=300, capture_output=True, text=True)
+    assert f"resumed from ckpt/resume/iter_{killed_at:06d}" in done.stdout
+    state = _final_state(run_dir)
+    assert state["iteration"] == killed_at + 1 and state["episodes"] == 4 * (killed_at + 1)
+    # Other settings than the checkpoint's are refused with the field named.
+    refused = subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--run-name", "resume", "--checkpoint-dir",
+                                      "ckpt", "--scenes", "D", "--total-episodes", "400"),
+                             cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "ppo_rftf.py: error:" in refused.stderr and "scenes" in refused.stderr
+
+
+@pytest.mark.slow
+def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rftf_gym.models import load_vla
+
+    value_model = pytest.importorskip("rftf_gym.value_model")  # lands with train_value.py
+    torch.manual_seed(1)
+    value_model.save_value_model(tmp_path / "value", value_model.ValueModel.from_vla(load_vla(tiny_vla), head_hidden=8))
+    subprocess.run(_command(tiny_vla, "--value-model", str(tmp_path / "value"), "--total-episodes", "4",
+                            "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none"),
+                   cwd=tmp_path, env=_env(), check=True, timeout=300)
+    events = EventAccumulator(str(tmp_path / "runs" / "dense"))
+    events.Reload()
+    scalar = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+    assert scalar["charts/value_time"] > 0 and scalar["rftf/reward_shaped_mean"] != 0.0
+    # Every episode failed (12 steps of a random head), so A = -(1 + GAE of shaped rewards).
+    assert scalar["rftf/train_success"] == 0.0 and scalar["rftf/adv_mean"] != -1.0
