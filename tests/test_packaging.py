@@ -21,7 +21,7 @@ DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml"}
 # The official simulator and its own dependencies: the user installs them (docs/calvin_backend.md)
 # and the tests that need them are marked ``calvin`` and skipped without them.
 CALVIN_BACKEND = {"calvin_env", "hydra", "omegaconf", "git", "gym"}
-LOCAL = {"rftf_gym", "evaluate", "collect_demos", "ppo_rftf", "conftest", "tests"}
+LOCAL = {"rftf_gym", "evaluate", "collect_demos", "ppo_rftf", "train_value", "conftest", "tests"}
 
 
 def _test_imports() -> dict[str, set[str]]:
