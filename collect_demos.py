@@ -26,7 +26,9 @@ Frames: ``rel_actions`` is the expert's relative action exactly as sent to the e
 outputs); ``actions`` is the absolute pose it aims at (tcp + 0.02 m * rel_pos, euler + 0.05 rad *
 rel_orn), so calvin's ``to_relative_action(actions, robot_obs)`` gives ``rel_actions`` back.
 
-Usage: ``python collect_demos.py --output demos`` (small: ``--train-episodes 3 --val-episodes 1``).
+Usage: ``python collect_demos.py --output demos`` (small: ``--train-episodes 3 --val-episodes 1``);
+``--backend calvin`` writes the same from the official simulator when calvin_env is installed
+(docs/calvin_backend.md), one scene's env at a time (calvin_env allows one per process).
 """
 
 from __future__ import annotations
@@ -43,11 +45,19 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import cli, evaluation
+from rftf_gym import cli
+from rftf_gym.backends import Backend
 from rftf_gym.conventions import EP_LEN, MAX_REL_ORN, MAX_REL_POS, Scene, wrap_angle
-from rftf_gym.data import LANG_FOLDER, MAX_WINDOW, CalvinDataset, CalvinDatasetWriter, TaskEmbeddings
+from rftf_gym.data import (
+    LANG_FOLDER,
+    MAX_WINDOW,
+    CalvinDataset,
+    CalvinDatasetWriter,
+    TaskEmbeddings,
+)
 from rftf_gym.data.statistics import write_statistics
 from rftf_gym.experts import make_expert
+from rftf_gym.files import atomic_write_text
 from rftf_gym.language import EVAL_INSTRUCTIONS, instruction_for
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
@@ -58,6 +68,8 @@ PROG = "collect_demos.py"
 class Args:
     output: str = "demos"
     """dataset root; training/ and validation/ are written below it"""
+    backend: Backend = "embedded"
+    """simulator: the embedded play table, or the official calvin_env (docs/calvin_backend.md)"""
     train_episodes: int = 60
     """play episodes in training/, split evenly over --train-scenes"""
     val_episodes: int = 20
@@ -185,7 +197,10 @@ def write_episode(writer: CalvinDatasetWriter, scene: str, attempt: Attempt) -> 
 
 def content_config(args: Args, scenes: tuple[str, ...], episodes: int) -> dict:
     """The arguments that decide a split's content: a resume must use the same ones."""
-    return {"scenes": list(scenes), "episodes": episodes, "seed": args.seed, "noise": args.noise,
+    # The backend is recorded only when it is not the embedded default, so collections written
+    # before the option existed still resume.
+    backend = {} if args.backend == "embedded" else {"backend": args.backend}
+    return {**backend, "scenes": list(scenes), "episodes": episodes, "seed": args.seed, "noise": args.noise,
             "tasks_per_episode": list(args.tasks_per_episode), "static_size": args.static_size,
             "gripper_size": args.gripper_size, "compress": args.compress, "text_encoder": args.text_encoder}
 
@@ -249,7 +264,7 @@ class SplitProgress:
         if writes_episode:
             counts.episodes += 1
             counts.frames += sum(len(frames) for frames, _, _ in attempt.segments)
-        evaluation.atomic_write_text(self.path, json.dumps(
+        atomic_write_text(self.path, json.dumps(
             {"config": self.config, "state": self._state(), "before": before}, indent=1))
 
 
@@ -269,8 +284,8 @@ def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args
             todo = [int(i) for i in indices if i >= state.attempts]
             if not todo:
                 continue
-            env = gym.make("RFTF-CALVIN-v0", scene=scene, obs_mode="rgb+state", static_size=args.static_size,
-                           gripper_size=args.gripper_size)
+            env = gym.make("RFTF-CALVIN-v0", backend=args.backend, scene=scene, obs_mode="rgb+state",
+                           static_size=args.static_size, gripper_size=args.gripper_size)
             for i in todo:
                 seed = int(np.random.SeedSequence([args.seed, split_index, i]).generate_state(1)[0])
                 attempt = play_episode(env, seed, args)
@@ -352,7 +367,7 @@ def collect(args: Args) -> dict:
             index = ("training", "validation").index(split)
             summary[split] = asdict(collect_split(split, scenes, episodes, args, index, progress, totals))
     summary["seconds_this_run"] = time.perf_counter() - start
-    evaluation.atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(Path(args.output) / "collection_summary.json", json.dumps(summary, indent=2))
     return summary
 
 

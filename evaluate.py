@@ -37,11 +37,12 @@ import tyro
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import cli, evaluation, policies, sequences, tasks
+from rftf_gym import chain_eval, cli, evaluation, policies, sequences, tasks
 from rftf_gym.backends import Backend
 from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
 from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
 from rftf_gym.env import ObsMode
+from rftf_gym.files import atomic_write, atomic_write_text
 
 PROG = "evaluate.py"
 
@@ -135,16 +136,44 @@ def load_chains(args: Args) -> tuple[list[tuple[dict, tuple[str, ...]]], str]:
     return chains, f"chain file {path.name}"
 
 
+def chain_config(args: Args) -> ChainEvalConfig:
+    """The chain runner's settings from the command line."""
+    return ChainEvalConfig(backend=args.backend, scene=args.scene, obs_mode=args.obs_mode,
+                           instruction_split=args.instruction_split, batch_size=args.batch_size,
+                           num_workers=args.num_workers, seed=args.seed, device=args.device)
+
+
 def make_env(args: Args, render: bool = False) -> gym.Env:
-    return gym.make(
-        "RFTF-CALVIN-v0",
-        backend=args.backend,
-        scene=args.scene,
-        obs_mode=args.obs_mode,
-        # "eval": the fixed evaluation sentence of every task (evaluate_policy.py, val_annotations)
-        instruction_split=args.instruction_split,
-        render_mode="rgb_array" if render else None,
-    )
+    """The env of one chain, as the chain runner makes it (`rftf_gym.chain_eval.make_env`)."""
+    return chain_eval.make_env(chain_config(args), render=render)
+
+
+def check_reset_states(args: Args, chains: list[tuple[dict, tuple[str, ...]]]) -> None:
+    """Refuse chains whose reset state the scene cannot hold, before any chain runs.
+
+    The official reset states put shelf blocks at scene D's shelf spots and the open door at 0.28
+    (calvin_agent/evaluation/utils.py, get_env_state_for_initial_condition): in scenes B and C,
+    whose shelf sits 0.18 m further right and whose door travels 0.304 / 0.24, some of them put a
+    block inside the cabinet or the door past its end (`rftf_gym.state_check`).
+
+    Raises:
+        ValueError: naming the first such chain and what is wrong with its state.
+    """
+    env = gym.make("RFTF-CALVIN-v0", backend=args.backend, scene=args.scene, obs_mode="state")
+    seen: set[str] = set()
+    try:
+        for i, (initial_state, chain) in enumerate(chains):
+            key = json.dumps(initial_state, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            robot_obs, scene_obs = sequences.get_env_state_for_initial_condition(initial_state)
+            try:
+                env.reset(options={"robot_obs": robot_obs, "scene_obs": scene_obs, "task": chain[0]})
+            except ValueError as err:
+                raise ValueError(f"chain {i}'s initial state cannot be set up in scene {args.scene}: {err}") from err
+    finally:
+        env.close()
 
 
 # ALGO LOGIC: the official rollout rules (evaluate_policy.py: evaluate_sequence, rollout)
@@ -211,10 +240,9 @@ def save_video(path: Path, segments: list[tuple[str, list[np.ndarray], bool]]) -
                 draw.text((3, height + 3 + 12 * k), line, fill=color)
             images.append(canvas)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.gif")
     durations = [33] * (len(images) - 1) + [1000]  # 30 Hz control, hold the last frame
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=durations, loop=0)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                duration=durations, loop=0))
 
 
 # Worker processes: each builds its env(s) and policy once, then runs chains by index.
@@ -280,6 +308,7 @@ if __name__ == "__main__":
 
     with cli.usage_errors(PROG):
         chains, chain_source = load_chains(args)
+        check_reset_states(args, chains)
     policy_tag = args.policy if args.policy in policies.BUILTIN_POLICIES else Path(args.policy).name
     run_name = (
         f"{args.exp_name}__{policy_tag}__{args.backend}-{args.scene}__{args.obs_mode}__{len(chains)}__{args.seed}"
@@ -346,9 +375,7 @@ if __name__ == "__main__":
             args.policy,
             chains,
             [i for i in todo if i >= args.video_chains],
-            ChainEvalConfig(backend=args.backend, scene=args.scene, obs_mode=args.obs_mode,
-                            instruction_split=args.instruction_split, batch_size=args.batch_size,
-                            num_workers=args.num_workers, seed=args.seed, device=args.device),
+            chain_config(args),
             on_record=record_done,
         )
         results = iter(())
@@ -392,8 +419,8 @@ if __name__ == "__main__":
     )
     metrics["config"] = config
     print(evaluation.format_table(metrics))
-    evaluation.atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    evaluation.atomic_write_text(output_dir / "metrics.md", evaluation.format_markdown(metrics, config))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(output_dir / "metrics.md", evaluation.format_markdown(metrics, config))
     print(f"results in {output_dir}")
 
     from torch.utils.tensorboard import SummaryWriter

@@ -40,7 +40,9 @@ from safetensors.torch import save as save_safetensors
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from rftf_gym import cli
 from rftf_gym.data import CalvinDataset
+from rftf_gym.files import atomic_write_bytes
 from rftf_gym.language import TRAIN_INSTRUCTIONS
 from rftf_gym.models import (
     ACTION_DIM,
@@ -55,6 +57,9 @@ from rftf_gym.models import (
     save_checkpoint,
 )
 from rftf_gym.text_encoder import HashedNgramEncoder
+
+
+PROG = "train_bc.py"
 
 
 @dataclass
@@ -86,6 +91,9 @@ class Args:
     """use only the first N language windows of the training data (to measure the effect of the demonstration count)"""
     paraphrase_prob: float = 0.5
     """probability of replacing a window's sentence by another training paraphrase of its task (language augmentation; never an evaluation sentence)"""
+    drop_still_frames: bool = False
+    """train only on frames whose arm action is not all zero (the experts pause, e.g. while the
+    gripper closes; a one-frame policy that learns the pauses can stall in them for good)"""
     use_dataset_embeddings: bool = False
     """condition on the dataset's precomputed language.emb (real CALVIN splits) instead of the built-in text encoder"""
 
@@ -138,6 +146,10 @@ class Args:
     """steps between validation passes"""
     val_frames: int = 4096
     """validation frames per pass (an evenly spaced subset of the validation windows)"""
+    decoding: Literal["greedy", "sample"] = "sample"
+    """how the checkpoint acts in evaluate.py: "sample" draws each step's bins (per-chain seeded);
+    "greedy" takes the most probable bin per dimension, which stalls this one-frame policy on the
+    experts' pauses (measured on the default state BC, single tasks in scene A: 6/12 sampled, 0/12 greedy)"""
     eval_chains: int = 20
     """official chains evaluated in scene D at the end (0: skip)"""
     eval_batch_size: int = 20
@@ -289,13 +301,7 @@ def save_resume(path: Path, model: VLA, optimizer: torch.optim.Optimizer, step: 
             tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     meta = {"step": str(step), "vla_config": json.dumps(model.config.to_dict()),
             "param_groups": json.dumps(state["param_groups"]), "extra": json.dumps(extra)}
-    blob = save_safetensors(tensors, metadata=meta)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=meta))
 
 
 def load_resume(path: Path, model: VLA, optimizer: torch.optim.Optimizer) -> tuple[int, dict]:
@@ -345,7 +351,8 @@ def check_args(args: Args) -> None:
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    check_args(args)
+    with cli.usage_errors(PROG):  # a mistake in the arguments: one line, exit status 2
+        check_args(args)
     run_name = f"{args.exp_name}__{args.obs_mode}__{args.seed}__{int(time.time())}"
     output_dir = Path(args.output_dir or Path("checkpoints") / f"{args.exp_name}__{args.obs_mode}__{args.seed}")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -367,14 +374,19 @@ if __name__ == "__main__":
     device = torch.device(args.device)
 
     # data
-    train_splits = [CalvinDataset(root, "training") for root in args.data]
-    val_split = CalvinDataset(args.val_data or args.data[0], "validation")
+    with cli.usage_errors(PROG):  # missing or malformed datasets
+        train_splits = [CalvinDataset(root, "training") for root in args.data]
+        val_split = CalvinDataset(args.val_data or args.data[0], "validation")
     encoder = HashedNgramEncoder()
     config = VLAConfig(obs_mode=args.obs_mode, static_size=args.static_size, gripper_size=args.gripper_size,
                        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                        head_hidden=args.head_hidden, dropout=args.dropout, text_encoder=encoder.name,
                        text_dim=encoder.dim)
     train = load_frames(train_splits, config, args.max_train_windows, "train windows")
+    sample_pool = np.arange(len(train))
+    if args.drop_still_frames:
+        sample_pool = np.flatnonzero(np.abs(train.actions[:, :GRIPPER_DIM]).max(1) > 0)
+        print(f"--drop-still-frames: training on {len(sample_pool)} of {len(train)} frames")
     val = load_frames([val_split], config, None, "validation windows")
     if args.use_dataset_embeddings:
         if train.emb is None or val.emb is None:
@@ -394,9 +406,10 @@ if __name__ == "__main__":
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.learning_rate)
-    start_step, best = 0, {"val_loss": float("inf"), "step": -1}
+    start_step, best = 0, {"val_loss": float("inf"), "step": -1, "train_seconds": 0.0}
     if resume_path.exists():
-        start_step, best = load_resume(resume_path, model, optimizer)
+        with cli.usage_errors(PROG):  # a resume file of another architecture
+            start_step, best = load_resume(resume_path, model, optimizer)
         print(f"resumed from {resume_path} at step {start_step}")
     print(f"VLA ({config.obs_mode}): {num_parameters(model):,} parameters, head {num_parameters(model.action_head):,}")
     train_bins = actions_to_bins(train.actions, config.num_bins)
@@ -408,8 +421,11 @@ if __name__ == "__main__":
     }
 
     def save_all(step: int, val_metrics: dict | None) -> None:
+        # cumulative optimisation time over all (resumed) runs, without data loading
+        best["train_seconds"] = round(seconds_before + time.time() - t0, 1)
         save_resume(resume_path, model, optimizer, step, best)
-        save_checkpoint(output_dir, model, {**metadata, "step": step, "best": best, "validation": val_metrics})
+        save_checkpoint(output_dir, model, {**metadata, "step": step, "best": best, "validation": val_metrics},
+                        decoding=args.decoding)
 
     # training loop
     model.train()
@@ -420,9 +436,10 @@ if __name__ == "__main__":
     progress = tqdm(total=args.total_steps, initial=start_step, desc="steps")
     window_tasks = np.asarray(train.tasks)
     t0, steps_timed = time.time(), 0
+    seconds_before = float(best.get("train_seconds", 0.0))
     while step < stop_at:
         rng = np.random.default_rng([args.seed, step])  # batch of step s is the same after a resume
-        idx = rng.integers(0, len(train), args.batch_size)
+        idx = sample_pool[rng.integers(0, len(sample_pool), args.batch_size)]
         lang = train_lang[train.window[idx]].copy()
         if paraphrases is not None and args.paraphrase_prob > 0:
             swap = np.flatnonzero(rng.random(len(idx)) < args.paraphrase_prob)
@@ -458,7 +475,7 @@ if __name__ == "__main__":
             for k, v in val_metrics.items():
                 writer.add_scalar(f"val/{k}", v, step)
             if val_metrics["loss"] < best["val_loss"]:
-                best = {"val_loss": val_metrics["loss"], "step": step}
+                best.update(val_loss=val_metrics["loss"], step=step)
             tqdm.write(f"step {step}: val loss {val_metrics['loss']:.4f}, bin acc "
                        + " ".join(f"{val_metrics[f'bin_acc_{d}']:.2f}" for d in range(ACTION_DIM))
                        + ", within 10 bins " + " ".join(f"{val_metrics[f'near_acc_{d}']:.2f}" for d in range(ACTION_DIM)))

@@ -81,6 +81,9 @@ class Args:
     whole_segments: bool = False
     """train on each instruction's whole segment (windows extended back to the previous window's end);
     for collect_demos.py data, whose windows are the last <= 64 frames of back-to-back segments"""
+    use_dataset_embeddings: bool = False
+    """condition on the splits' precomputed language.emb (real CALVIN) instead of the model's text
+    encoder; trains from scratch (a BC body reads its own encoder's embeddings)"""
     max_val_episodes: int | None = None
     """score at most this many held-out windows per epoch (None: all)"""
 
@@ -228,17 +231,13 @@ def gather(episodes: list[diag.Episode], rows: np.ndarray, window_size: int, str
 
 
 def attach_embeddings(episodes: list[diag.Episode], model: ValueModel, dataset: CalvinDataset) -> None:
-    """Give every episode its instruction embedding: the split's language.emb when it has one
-    (the model must then read precomputed embeddings), else the model's own text encoder."""
-    if dataset.language_emb is not None:
-        if model.text_encoder is not None:
-            raise ValueError(
-                f"{dataset.path} has language.emb but the model encodes text with {model.config.text_encoder!r}; "
-                "train from scratch (the model then reads language.emb) or use a split without embeddings"
-            )
-        return
+    """Give every episode its instruction embedding: the split's language.emb for a model that
+    reads precomputed embeddings, else the model's own text encoder (as at inference, where the
+    env gives sentences)."""
     if model.text_encoder is None:
-        raise ValueError(f"the model reads precomputed embeddings but {dataset.path} has no language.emb")
+        if any(e.emb is None for e in episodes):
+            raise ValueError(f"the model reads precomputed embeddings but {dataset.path} has no language.emb")
+        return
     sentences = sorted({e.instruction for e in episodes})
     table = dict(zip(sentences, model.text_encoder.encode(sentences)))
     for e in episodes:
@@ -295,7 +294,7 @@ def save_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimiz
 def model_fields(args: Args) -> dict[str, Any]:
     """The Args fields that fix the architecture or the data; a resumed run must match them."""
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
-            "head_hidden", "dropout", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
+            "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -340,14 +339,19 @@ if __name__ == "__main__":
     device = torch.device(args.device)
 
     # model
+    if args.bc_checkpoint and args.use_dataset_embeddings:
+        raise ValueError("--use-dataset-embeddings trains from scratch: the BC body reads its own text encoder's embeddings")
     if args.bc_checkpoint:
         vla = load_vla(args.bc_checkpoint)
         model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden)
         del vla
     else:
-        train_probe = CalvinDataset(args.data_root, args.train_split, check_files=False, lang_folder=args.lang_folder)
-        emb = train_probe.language_emb
-        text = {} if emb is None else {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
+        text = {}
+        if args.use_dataset_embeddings:
+            emb = CalvinDataset(args.data_root, args.train_split, check_files=False, lang_folder=args.lang_folder).language_emb
+            if emb is None:
+                raise ValueError(f"--use-dataset-embeddings: {args.data_root}/{args.train_split} has no language.emb")
+            text = {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
         model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden)
     config = model.config
     if model.text_encoder is None and (args.rollout_policy or args.train_rollout_policy):

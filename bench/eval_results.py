@@ -23,7 +23,7 @@ from pathlib import Path
 import tyro
 from markdown_section import write_section
 
-from rftf_gym.conventions import Scene
+from rftf_gym.conventions import NUM_SEQUENCES, Scene
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "eval_results"
@@ -31,7 +31,7 @@ SECTION = "eval_results"
 
 @dataclass
 class Args:
-    num_chains: int = 1000
+    num_chains: int = NUM_SEQUENCES
     """chains for the expert policy (official: 1000)"""
     random_chains: int = 1000
     """chains for the random policy"""

@@ -19,6 +19,8 @@ import numpy as np
 import tyro
 from markdown_section import write_section
 
+from rftf_gym.conventions import SCENES, Scene
+
 SECTION = "expert_success"
 
 
@@ -26,7 +28,7 @@ SECTION = "expert_success"
 class Args:
     episodes: int = 50
     """seeded valid start states per (task, scene)"""
-    scenes: tuple[str, ...] = ("A", "B", "C", "D")
+    scenes: tuple[Scene, ...] = SCENES
     """scenes to measure"""
     tasks: tuple[str, ...] = ()
     """tasks to measure (empty: all 34)"""
@@ -48,19 +50,24 @@ def run_pair(task: str, scene: str, episodes: int, seed: int, backend: str = "em
 
     rng = np.random.default_rng([seed, TASK_NAMES.index(task), ord(scene)])
     env = gym.make("RFTF-CALVIN-v0", backend=backend, scene=scene, obs_mode="state")
-    successes, steps, start = 0, [], time.perf_counter()
+    successes, steps, start, errors = 0, [], time.perf_counter(), []
     for _ in range(episodes):
-        obs, _ = reset_to_task(env, task, rng)
-        expert = make_expert(task, scene, rng)
-        for t in range(1, 400):
-            obs, _, terminated, truncated, info = env.step(expert.act(obs))
-            if terminated or truncated:
-                break
+        try:
+            obs, _ = reset_to_task(env, task, rng)
+            expert = make_expert(task, scene, rng)
+            for t in range(1, 400):
+                obs, _, terminated, truncated, info = env.step(expert.act(obs))
+                if terminated or truncated:
+                    break
+        except (RuntimeError, ValueError, KeyError, IndexError) as err:
+            # A start state that could not be drawn or an expert that crashed counts as a failure.
+            errors.append(f"{type(err).__name__}: {err}")
+            continue
         successes += bool(info["success"])
         if info["success"]:
             steps.append(t)
     env.close()
-    return {"task": task, "scene": scene, "episodes": episodes, "successes": successes,
+    return {"task": task, "scene": scene, "episodes": episodes, "successes": successes, "errors": errors,
             "mean_steps": float(np.mean(steps)) if steps else float("nan"), "seconds": time.perf_counter() - start}
 
 

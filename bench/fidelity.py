@@ -45,27 +45,36 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from markdown_section import write_section  # noqa: E402
 
+from rftf_gym.conventions import COLORS, NEUTRAL_ROBOT_OBS, SCENES, Scene  # noqa: E402
+from rftf_gym.files import atomic_write_text  # noqa: E402
+
 SECTION = "fidelity"
 TABLE_LINKS = ("base_link", "plank_link", "slide_link", "drawer_link", "button_link", "switch_link", "led_link",
                "light_link")
 TABLE_JOINTS = ("base__slide", "base__drawer", "base__button", "base__switch")
-COLORS = ("red", "blue", "pink")
 # Explicit start state of the trajectories: neutral robot (the official evaluation's), door and
 # drawer closed, lights off, red and blue on the evaluation's table spots (yaw pi/2), pink on the
 # shelf's left half (calvin_agent/evaluation/utils.py get_env_state_for_initial_condition).
-NEUTRAL_ROBOT = np.array(
-    [0.02586889, -0.2313129, 0.5712808, 3.09045411, -0.02908596, 1.50013585, 0.07999963,
-     -1.21779124, 1.03987629, 2.11978254, -2.34205014, -0.87015899, 1.64119093, 0.55344928, 1.0]
-)  # fmt: skip
+NEUTRAL_ROBOT = np.array(NEUTRAL_ROBOT_OBS)
 START_SCENE = np.array([0, 0, 0, 0, 0, 0,
                         0.05, -0.12, 0.46, 0, 0, np.pi / 2,
                         0.23, -0.12, 0.46, 0, 0, np.pi / 2,
                         -0.2409, 0.0924, 0.461, 0, 0, np.pi / 2])  # fmt: skip
 
 
+def start_scene(scene: str) -> np.ndarray:
+    """START_SCENE with the pink block on the scene's own slider_left spot (B and C have the shelf
+    0.18 m further right than A and D)."""
+    from rftf_gym.sim.layout import LAYOUTS
+
+    out = START_SCENE.copy()
+    out[18:21] = LAYOUTS[scene].spots["slider_left"][0]
+    return out
+
+
 @dataclass
 class Args:
-    scenes: tuple[str, ...] = ("A", "B", "C", "D")
+    scenes: tuple[Scene, ...] = SCENES
     """scenes whose geometry is compared"""
     trajectory_scenes: tuple[str, ...] = ("D",)
     """scenes in which the open-loop trajectories are compared"""
@@ -123,7 +132,7 @@ def open_sim(backend: str, scene: str) -> Handle:
     from rftf_gym.backends import make_backend
 
     sim = make_backend(backend, scene, {})
-    sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     if backend == "embedded":
         from rftf_gym.sim.robot import HAND_LINK, TCP_LINK
 
@@ -238,7 +247,7 @@ def measure_robot(h: Handle) -> dict[str, Any]:
     import pybullet as p
 
     c = h.client
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     links = h.link_ids(h.robot)
     tcp = p.getLinkState(h.robot, h.tcp_link, computeForwardKinematics=True, physicsClientId=c)
     hand = p.getLinkState(h.robot, h.hand_link, computeForwardKinematics=True, physicsClientId=c)
@@ -289,7 +298,7 @@ def measure_cameras(h: Handle, backend: str) -> dict[str, Any]:
     """Static camera matrices; gripper camera eye, forward and up at the neutral robot."""
     import pybullet as p
 
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
     if backend == "embedded":
         from rftf_gym.sim import cameras as cams
 
@@ -343,9 +352,9 @@ def trajectories() -> dict[str, list[tuple[str, np.ndarray]]]:
     """Open-loop action sequences, all from (NEUTRAL_ROBOT, START_SCENE)."""
     red, blue = START_SCENE[6:9], START_SCENE[12:15]
     return {
-        "free motion (+x, +y, -z, +yaw, -x; 15 steps each)": _relative(
-            [(15, (1, 0, 0, 0, 0, 0, 1)), (15, (0, 1, 0, 0, 0, 0, 1)), (15, (0, 0, -1, 0, 0, 0, 1)),
-             (15, (0, 0, 0, 0, 0, 1, 1)), (15, (-1, 0, 0, 0, 0, 0, 1))]),
+        "free motion (+x 12, +z 8, +yaw 15, -x 12, -z 8, +y 5)": _relative(
+            [(12, (1, 0, 0, 0, 0, 0, 1)), (8, (0, 0, 1, 0, 0, 0, 1)), (15, (0, 0, 0, 0, 0, 1, 1)),
+             (12, (-1, 0, 0, 0, 0, 0, 1)), (8, (0, 0, -1, 0, 0, 0, 1)), (5, (0, 1, 0, 0, 0, 0, 1))]),
         "workspace edge (+x 40, then -z 30)": _relative([(40, (1, 0, 0, 0, 0, 0, 1)), (30, (0, 0, -1, 0, 0, 0, 1))]),
         "press on the table (+y 8, then -z 30)": _relative([(8, (0, 1, 0, 0, 0, 0, 1)), (30, (0, 0, -1, 0, 0, 0, 1))]),
         "grasp and lift red (absolute)": _absolute(
@@ -361,7 +370,7 @@ def run_trajectories(h: Handle) -> dict[str, dict[str, list]]:
     """TCP and block positions after every step of each sequence."""
     out = {}
     for name, actions in trajectories().items():
-        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=START_SCENE)
+        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
         tcp, blocks, joints = [], [], []
         for mode, action in actions:
             h.sim.step(action, mode)
@@ -533,7 +542,7 @@ def report(results: dict, args: Args, wall: float) -> str:
             e_bl, o_bl = np.asarray(et[name]["blocks"]), np.asarray(ot[name]["blocks"])
             d_tcp = np.linalg.norm(e_tcp - o_tcp, axis=1)
             d_bl = np.linalg.norm(e_bl - o_bl, axis=2)
-            start = START_SCENE[6:24].reshape(3, 6)[:, :3]
+            start = start_scene(scene)[6:24].reshape(3, 6)[:, :3]
             moved_e = np.linalg.norm(e_bl[-1] - start, axis=1)
             moved_o = np.linalg.norm(o_bl[-1] - start, axis=1)
             k = int(np.argmax(np.maximum(moved_e, moved_o)))
@@ -551,7 +560,9 @@ def report(results: dict, args: Args, wall: float) -> str:
             n = 0
             for task in tasks:
                 e, o = by[("embedded", scene, task)], by[("calvin", scene, task)]
-                lines.append(f"| {task} | {e['successes']}/{e['episodes']} | {o['successes']}/{o['episodes']} |")
+                notes = "".join(f" ({len(r['errors'])} errors: {r['errors'][0][:80]})" if r.get("errors") else ""
+                                for r in (e, o))
+                lines.append(f"| {task} | {e['successes']}/{e['episodes']} | {o['successes']}/{o['episodes']}{notes} |")
                 tot["embedded"] += e["successes"]
                 tot["calvin"] += o["successes"]
                 n += e["episodes"]
@@ -590,9 +601,7 @@ def main(args: Args) -> int:
     text = report(results, args, time.perf_counter() - start)
     print(text)
     if args.json:
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(results))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(results))
     if args.output:
         write_section(SECTION, text, Path(args.output))
     return 0

@@ -6,9 +6,10 @@ is appended. The file is replaced atomically, so an interrupted benchmark never 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
+
+from rftf_gym.files import atomic_write_text
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
@@ -25,6 +26,4 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
     old = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    atomic_write_text(path, new)

@@ -53,8 +53,8 @@ class Args:
     """episodes per run"""
     episodes_per_iteration: int = 8
     """episodes per PPO update"""
-    num_envs: int = 4
-    """parallel environments"""
+    num_envs: int = 8
+    """parallel environments (ppo_rftf.py's default)"""
     scenes: str = "ABC"
     """training scenes"""
     torch_threads: int = 1

@@ -24,8 +24,8 @@ on Python 3.11 with numpy 2 and how the adapter handles them:
   the measured TCP pose; ordinary free motion stays inside the band (only saturating all six
   axes at once reaches it), so it acts on blocked motion.
   An absolute action also re-anchors the target, which the official code leaves stale.
-- Random layouts: calvin_env's own random reset leaves every joint and light at 0; the adapter
-  draws them as the embedded backend does and the blocks with calvin_env's own sampler.
+- Random layouts: calvin_env's own random reset leaves every joint and light at 0 and puts shelf
+  blocks at any yaw anywhere on the shelf; the adapter draws layouts as the embedded backend does.
 - Reset: ``Robot.reset`` keeps the previous episode's gripper action and ``Button`` keeps its
   previous "pressed" memory; the adapter sets both from the reset state.
 - Git checkout: the constructor logs ``git.Repo(calvin_env).head`` and loads its URDFs from the
@@ -62,9 +62,10 @@ from rftf_gym.conventions import (
     ROBOT_OBS_DIM,
     SCENE_OBS_DIM,
     SCENES,
-    wrap_angle,
 )
-from rftf_gym.sim.layout import LAYOUTS, sample_articulation
+from rftf_gym.sim.layout import LAYOUTS
+from rftf_gym.sim.play_table import sample_scene_obs
+from rftf_gym.sim.robot import TARGET_BAND_ORN, TARGET_BAND_POS, clamp_target
 from rftf_gym.state_check import overlap_problems
 
 INSTALL_HINT = (
@@ -83,8 +84,8 @@ _LIGHTS = ("lightbulb", "led")
 # 0.27 m / 0.65 rad when every axis is saturated at once (the IK is velocity limited); 10 steps
 # of full-speed action (0.02 m, 0.05 rad each) keep nearly all free motion untouched while
 # bounding wind-up against an obstacle to 10 steps of unwinding.
-TARGET_POS_BAND = 0.2
-TARGET_ORN_BAND = 0.5
+TARGET_POS_BAND = TARGET_BAND_POS
+TARGET_ORN_BAND = TARGET_BAND_ORN
 
 
 def _require(module: str, pip_name: str) -> Any:
@@ -366,30 +367,18 @@ class OfficialPlayTable:
         env.p.performCollisionDetection(physicsClientId=env.cid)
 
     def _random_scene_obs(self, rng: np.random.Generator) -> np.ndarray:
-        """A random layout as an official scene_obs: joints and lights, then the official blocks.
+        """A random layout as an official scene_obs, drawn as on the embedded backend.
 
         calvin_env's own random reset leaves every joint and light at its initial state (0), so
-        tasks on an open door or drawer or a lit light could never start from a random layout.
-        The joints and lights are drawn as on the embedded backend
-        (`rftf_gym.sim.layout.sample_articulation`), then the blocks by calvin_env's
-        ``PlayTableScene.reset_movable_objects`` (surfaces of the scene YAML, no two blocks in
-        contact) with ``rng``.
+        tasks on an open door or drawer or a lit light could never start from it, and it puts
+        shelf blocks at any yaw anywhere on the shelf, also behind the door's edges where no
+        top-down grasp reaches them (the evaluation's shelf blocks face front, yaw pi/2 +- pi/8).
+        `rftf_gym.sim.play_table.sample_scene_obs` draws the joints, lights and blocks instead (the
+        scene YAML's surfaces, no two blocks touching), so the same generator state gives the same
+        layout on both backends.
         """
-        env = self._env
-        ours = np.empty(SCENE_OBS_DIM)
-        ours[:6] = sample_articulation(LAYOUTS[self.scene], rng)
-        objects = env.scene.movable_objects
-        saved = [obj.np_random for obj in objects]
-        try:
-            for obj in objects:
-                obj.np_random = rng
-            env.scene.reset_movable_objects()
-        finally:
-            for obj, generator in zip(objects, saved):
-                obj.np_random = generator
-        official = np.asarray(env.scene.get_obs(), dtype=np.float64)
-        ours[6:] = official[self._scene_perm][6:]
-        official[self._scene_perm] = ours
+        official = np.empty(SCENE_OBS_DIM)
+        official[self._scene_perm] = sample_scene_obs(LAYOUTS[self.scene], rng)
         return official
 
     def step(self, action: np.ndarray, action_mode: str = "relative") -> None:
@@ -414,18 +403,11 @@ class OfficialPlayTable:
             self._clamp_target()
 
     def _clamp_target(self) -> None:
-        """Pull the official target pose back into a band around the measured TCP pose."""
+        """Pull the official target pose back into a band around the measured TCP pose (the
+        embedded robot's `rftf_gym.sim.robot.clamp_target`, so both backends wind up alike)."""
         robot = self._env.robot
         tcp_pos, tcp_orn = self._cached_obs["robot_obs"][:3], self._cached_obs["robot_obs"][3:6]
-        lead = robot.target_pos - tcp_pos
-        dist = float(np.linalg.norm(lead))
-        if dist > TARGET_POS_BAND:
-            robot.target_pos = tcp_pos + lead * (TARGET_POS_BAND / dist)
-        orn_lead = wrap_angle(robot.target_orn - tcp_orn)
-        excess = orn_lead - np.clip(orn_lead, -TARGET_ORN_BAND, TARGET_ORN_BAND)
-        if np.any(excess):
-            # Move by the excess only, so the target keeps its own 2*pi branch.
-            robot.target_orn = robot.target_orn - excess
+        robot.target_pos, robot.target_orn = clamp_target(robot.target_pos, robot.target_orn, tcp_pos, tcp_orn)
 
     def get_obs(self) -> dict[str, np.ndarray]:
         """``robot_obs`` (15), ``scene_obs`` (24, blocks red, blue, pink) and ``rgb_<camera>``."""

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from rftf_gym import evaluation, policies, sequences
-from rftf_gym.conventions import EP_LEN, NUM_SEQUENCES
+from rftf_gym.conventions import EP_LEN
 
 Chain = tuple[Mapping[str, Any], Sequence[str]]
 
@@ -245,17 +245,22 @@ class _BatchedPolicy:
     def __init__(self, policy: Any) -> None:
         self.policy = policy
         self.required_obs = policies.required_obs(policy)
-        self.seeds: dict[int, int] = {}
 
     def seed_slot(self, slot: int, seed: int) -> None:
-        self.seeds[slot] = seed
+        seed_slots = getattr(self.policy, "seed_slots", None)
+        if callable(seed_slots):  # per-row random streams (a sampling VLA)
+            seed_slots([slot], [seed])
 
     def reset_slot(self, slot: int) -> None:
         self.policy.reset_batch([slot])
 
     def act(self, slots: list[int], obs: list[dict], instructions: list[str]) -> np.ndarray:
         stacked = {k: np.stack([o[k] for o in obs]) for k in self.required_obs}
-        actions = np.asarray(self.policy.act_batch(stacked, list(instructions)), dtype=np.float64)
+        if callable(getattr(self.policy, "seed_slots", None)):
+            actions = self.policy.act_batch(stacked, list(instructions), slots=slots)
+        else:
+            actions = self.policy.act_batch(stacked, list(instructions))
+        actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (len(slots), 7) or not np.all(np.isfinite(actions)):
             raise ValueError(f"act_batch must return finite actions of shape ({len(slots)}, 7), got {actions.shape}")
         return actions
@@ -456,5 +461,5 @@ def evaluate_chains(
     return [done[i] for i in range(len(chains))]
 
 
-__all__ = ["EP_LEN", "NUM_SEQUENCES", "ChainEvalConfig", "EnvPool", "chain_seed", "evaluate_chains", "make_env",
+__all__ = ["ChainEvalConfig", "EnvPool", "chain_seed", "evaluate_chains", "make_env",
            "results_config", "run_chains"]

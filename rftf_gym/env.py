@@ -49,6 +49,11 @@ INSTRUCTION_SPLITS = ("train", "eval")
 _JOINT_SLACK = 0.01
 # How close to the table top's end a pushed block's centre may come (half the smallest block).
 _PUSH_EDGE_MARGIN = 0.02
+# Furthest +x a block's centre gets at table height, pushed by the closed fingers or carried just
+# above the table (measured on both backends with CALVIN's longer fingers and IK: the TCP reaches
+# x ~0.29 pushing and ~0.35 carrying over the table top; the open gripper's fingers fold under a
+# block, calvin_env opening them with 1/100 of the closing force).
+_ARM_PUSH_REACH_X = 0.34
 # The dimensions of an absolute action: tcp position, tcp euler xyz, gripper.
 _ABSOLUTE_ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 # Tries at drawing a random layout in which a fixed task is applicable before giving up.
@@ -326,7 +331,8 @@ class CalvinEnv(gym.Env):
           needs a change of more than 0.15 m (door) or 0.12 m (drawer): a joint left mid-travel
           by a random layout may have less room than that;
         - a push of more than 0.1 m along x that would shove the block's centre off the end of
-          the table top (the block must still rest on it at the end);
+          the table top (the block must still rest on it at the end), or a push to the right
+          that would need the block's centre past x 0.34, beyond the arm's reach at table height;
         - push_into_drawer when no block rests on the table top alone (the rule requires it).
         """
         self._check_open()
@@ -343,7 +349,7 @@ class CalvinEnv(gym.Env):
                 for task, left in joints.items()}
         for color, offset in BLOCK_OFFSETS.items():
             x, reach = scene_obs[offset], TABLE_TOP_HALF_X - _PUSH_EDGE_MARGIN
-            for direction, left in (("right", reach - x), ("left", reach + x)):
+            for direction, left in (("right", min(reach, _ARM_PUSH_REACH_X) - x), ("left", reach + x)):
                 task = f"push_{color}_block_{direction}"
                 room[task] = (left, abs(tasks.TASK_SPECS[task].params["x_direction"]))
         if "push_into_drawer" in candidates and not _some_block_on_table_top_alone(info):

@@ -13,7 +13,7 @@ a simulator:
   finished chain ``{"kind": "chain", "index": i, "num_success": k, ...}``, appended, flushed and
   fsynced as one complete line. A last line cut by a kill is ignored and cut off on reopening.
   Reopening with a different configuration raises `ConfigMismatchError` naming the fields.
-- `atomic_write_text`, `format_table`, `format_markdown`, `chains_digest`, `policy_fingerprint`.
+- `format_table`, `format_markdown`, `chains_digest`, `policy_fingerprint`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from rftf_gym.conventions import CHAIN_LEN
+from rftf_gym.files import atomic_write_text
 
 RESULTS_FORMAT = 1
 # Configuration keys that describe *where* and *how fast* a run happens, not what it measures:
@@ -251,24 +252,6 @@ def policy_fingerprint(spec: str) -> str:
 
 
 # ---------------------------------------------------------------------------- files
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same directory: os.replace is atomic
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        # A failed write() (a full disk) names no file: name the one being written.
-        raise OSError(err.errno, err.strerror, str(path)) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class ConfigMismatchError(ValueError):

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -39,15 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rftf_gym.conventions import ACTION_DIM, ROBOT_OBS_DIM, SCENE_OBS_DIM
+from rftf_gym.files import atomic_write
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
 NUM_BINS = 1000
 """Bins per action dimension over [-1, 1] (RFTF section 4.1.4 discretises to 1000 bins)."""
-ACTION_DIM = 7
 GRIPPER_DIM = 6
 OBS_MODES = ("rgb", "state")
-ROBOT_OBS_DIM = 15
-SCENE_OBS_DIM = 24
 PRECOMPUTED_TEXT = "precomputed"
 """``text_encoder`` value of a model that only takes precomputed embeddings (``lang_emb``)."""
 
@@ -520,20 +517,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_safetensors_checkpoint(directory: str | Path, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
     """Write ``model.safetensors`` then ``config.json`` atomically (each to a temporary file
     moved into place); config.json records the weights' sha256 and tensor shapes, so a weights
@@ -556,7 +539,7 @@ def save_safetensors_checkpoint(directory: str | Path, tensors: Mapping[str, tor
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     blob = save(cpu)
     weights = directory / WEIGHTS_FILE
-    _atomic_write_bytes(weights, lambda f: f.write(blob))
+    atomic_write(weights, lambda f: f.write(blob), sync=True)
     full = dict(config)
     full["format"] = CHECKPOINT_FORMAT
     full["weights"] = {
@@ -566,7 +549,7 @@ def save_safetensors_checkpoint(directory: str | Path, tensors: Mapping[str, tor
         "tensors": {k: list(v.shape) for k, v in cpu.items()},
     }
     text = json.dumps(full, indent=2, sort_keys=True) + "\n"
-    _atomic_write_bytes(directory / CONFIG_FILE, lambda f: f.write(text.encode()))
+    atomic_write(directory / CONFIG_FILE, lambda f: f.write(text.encode()), sync=True)
     return directory
 
 
@@ -650,7 +633,12 @@ def check_state_dict(module: nn.Module, tensors: Mapping[str, torch.Tensor], wha
         raise ValueError(f"{what} does not fit the architecture in its config: {_dict_diff(expected, found)}")
 
 
-def save_checkpoint(directory: str | Path, model: VLA, metadata: Mapping[str, Any] | None = None) -> Path:
+DECODINGS = ("greedy", "sample")
+
+
+def save_checkpoint(
+    directory: str | Path, model: VLA, metadata: Mapping[str, Any] | None = None, decoding: str = "greedy"
+) -> Path:
     """Save a VLA as ``model.safetensors`` + ``config.json`` (atomic, see
     `save_safetensors_checkpoint`).
 
@@ -659,7 +647,11 @@ def save_checkpoint(directory: str | Path, model: VLA, metadata: Mapping[str, An
         model: the VLA.
         metadata: JSON-serialisable facts stored under ``metadata`` (the data, command, step,
             validation scores that produced the weights).
+        decoding: how ``evaluate.py`` acts with it: "greedy" (most probable bins) or "sample"
+            (a draw per step from a per-chain seeded generator).
     """
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     config = {
         "policy_type": VLA_POLICY_TYPE,
         "vla_config": model.config.to_dict(),
@@ -667,6 +659,7 @@ def save_checkpoint(directory: str | Path, model: VLA, metadata: Mapping[str, An
         "observation": {"obs_mode": model.config.obs_mode, "keys": list(model.config.obs_keys),
                         "static_size": model.config.static_size, "gripper_size": model.config.gripper_size},
         "metadata": dict(metadata or {}),
+        "decoding": decoding,
     }
     return save_safetensors_checkpoint(directory, model.state_dict(), config)
 
@@ -706,9 +699,13 @@ class VLAPolicy:
     """A `VLA` as a `rftf_gym.policies.Policy` and `BatchPolicy` (what ``evaluate.py --policy
     <checkpoint dir>`` runs). The model is memoryless, so resets do nothing.
 
+    With sampling, every row draws from its own generator: ``seed`` seeds the single-row one,
+    `seed_slots` one per slot of batched evaluation, so a chain's actions do not depend on the
+    other rows of its batch.
+
     Args:
         model: the VLA (put in eval mode).
-        greedy: most probable bins (evaluation) instead of sampling.
+        greedy: most probable bins instead of sampling.
         seed: seed of the sampling generator (used only when not greedy).
     """
 
@@ -716,10 +713,19 @@ class VLAPolicy:
         self.model = model.eval()
         self.greedy = greedy
         self.required_obs: tuple[str, ...] = model.config.obs_keys
+        self.slot_generators: dict[int, torch.Generator] = {}
         self.seed(seed)
 
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.model.device).manual_seed(int(seed))
+
     def seed(self, seed: int) -> None:
-        self.generator = torch.Generator(device=self.model.device).manual_seed(int(seed))
+        self.generator = self._generator(seed)
+
+    def seed_slots(self, slots: Sequence[int], seeds: Sequence[int]) -> None:
+        """Restart the sampling stream of each batch slot from its seed."""
+        for slot, seed in zip(slots, seeds):
+            self.slot_generators[int(slot)] = self._generator(seed)
 
     def reset(self) -> None:
         """Nothing to forget: the model sees one frame."""
@@ -729,10 +735,32 @@ class VLAPolicy:
 
     def act(self, obs: Mapping[str, Any], instruction: str) -> np.ndarray:
         batch = {k: np.asarray(obs[k])[None] for k in self.required_obs}
-        return self.act_batch(batch, [instruction])[0]
+        return self._act(batch, [instruction], None if self.greedy else [self.generator])[0]
 
-    def act_batch(self, obs: Mapping[str, Any], instructions: list[str]) -> np.ndarray:
-        return self.model.act(obs, instructions, greedy=self.greedy, generator=self.generator).astype(np.float64)
+    def act_batch(self, obs: Mapping[str, Any], instructions: list[str], slots: Sequence[int] | None = None) -> np.ndarray:
+        """Actions (B, 7); ``slots`` names each row's slot (for its sampling generator)."""
+        if self.greedy:
+            return self._act(obs, instructions, None)
+        if slots is None:
+            raise ValueError("a sampling VLAPolicy needs the slot of each row (act_batch(..., slots=...)) or act()")
+        missing = [s for s in slots if int(s) not in self.slot_generators]
+        if missing:
+            raise ValueError(f"slots {missing} were never seeded; call seed_slots first")
+        return self._act(obs, instructions, [self.slot_generators[int(s)] for s in slots])
+
+    @torch.no_grad()
+    def _act(self, obs: Mapping[str, Any], instructions: list[str], generators: list[torch.Generator] | None) -> np.ndarray:
+        model = self.model
+        batch = model.preprocess(obs, instructions)
+        with torch.autocast(model.device.type, dtype=model.inference_dtype or torch.float32,
+                            enabled=model.inference_dtype is not None):
+            dist = model.distribution(model.features(batch))
+        if generators is None:
+            bins = dist.mode()
+        else:  # row by row, each with its own stream
+            probs = dist.probs
+            bins = torch.stack([torch.multinomial(probs[i], 1, generator=g).squeeze(-1) for i, g in enumerate(generators)])
+        return bins_to_actions(bins.cpu(), model.config.num_bins).numpy().astype(np.float64)
 
 
 def load_vla_policy(
@@ -742,15 +770,21 @@ def load_vla_policy(
     scene: str = "D",
     seed: int = 0,
     device: str = "cpu",
-    greedy: bool = True,
+    greedy: bool | None = None,
     bf16: bool = False,
     **_: Any,
 ) -> VLAPolicy:
     """The policy loader registered for ``policy_type`` "rftf_vla" (``scene`` is unused: the
-    model acts from its observations alone)."""
+    model acts from its observations alone). ``greedy`` None takes the checkpoint's
+    ``decoding`` ("greedy" or "sample"; greedy when absent)."""
     model = load_vla(path, device=device)
     if bf16:
         model.inference_dtype = torch.bfloat16
+    if greedy is None:
+        decoding = (config or {}).get("decoding", "greedy")
+        if decoding not in DECODINGS:
+            raise ValueError(f"{Path(path) / CONFIG_FILE}: decoding must be one of {DECODINGS}, got {decoding!r}")
+        greedy = decoding == "greedy"
     return VLAPolicy(model, greedy=greedy, seed=seed)
 
 

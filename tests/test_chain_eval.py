@@ -37,16 +37,17 @@ def test_expert_batched_equals_evaluate_py():
     assert sum(r[0] for r in reference.values()) > 3  # the chains go past their first instruction
 
 
-def tiny_vla_checkpoint(tmp_path):
+def tiny_vla_checkpoint(tmp_path, decoding="greedy"):
     torch.manual_seed(0)
     config = VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2, head_hidden=32, text_dim=64,
                        text_encoder="hashed-ngram-d64-c34")
-    save_checkpoint(tmp_path / "vla", VLA(config), {})
+    save_checkpoint(tmp_path / "vla", VLA(config), {}, decoding=decoding)
     return str(tmp_path / "vla")
 
 
-def test_vla_records_do_not_depend_on_batch_size_or_workers(tmp_path):
-    spec = tiny_vla_checkpoint(tmp_path)
+@pytest.mark.parametrize("decoding", ["greedy", "sample"])
+def test_vla_records_do_not_depend_on_batch_size_or_workers(tmp_path, decoding):
+    spec = tiny_vla_checkpoint(tmp_path, decoding)
     cfg = dict(obs_mode="state", ep_len=40)
     timing = {}
     one = run_chains(spec, CHAINS, range(3), ChainEvalConfig(batch_size=1, **cfg), timing=timing)
@@ -79,3 +80,25 @@ def test_config_errors():
 
         run_chains(RandomPolicy(), CHAINS, [0], ChainEvalConfig(batch_size=2, obs_mode="state"))
     np.testing.assert_equal(chain_seed(0, 5), chain_seed(0, 5))
+
+
+def test_sampling_vla_single_policy_path_matches_batched(tmp_path):
+    """evaluate.py's one-chain path (policy.seed + act) draws what the batched path draws."""
+    sys.path.insert(0, str(ROOT))
+    import evaluate
+    from rftf_gym import policies
+
+    spec = tiny_vla_checkpoint(tmp_path, "sample")
+    policy = policies.load_policy(spec, seed=0)
+    assert policy.greedy is False
+    env = evaluate.make_env(evaluate.Args(obs_mode="state"))
+    initial_state, chain = CHAINS[1]
+    try:
+        reference = evaluate.evaluate_sequence(env, policy, initial_state, chain, chain_seed(0, 1), None)
+        final_single = env.unwrapped.sim.get_obs()["robot_obs"]
+    finally:
+        env.close()
+    batched = run_chains(spec, CHAINS, [0, 1], ChainEvalConfig(obs_mode="state", batch_size=2))
+    assert (batched[1]["num_success"], batched[1]["steps"]) == reference
+    # the sampled actions moved the arm away from its start (the comparison is not of idle policies)
+    assert not np.allclose(final_single[:3], sequences.get_env_state_for_initial_condition(initial_state)[0][:3], atol=0.01)

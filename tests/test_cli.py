@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rftf_gym import cli, evaluation
+from rftf_gym import cli
+from rftf_gym.files import atomic_write_text
 
 
 def test_usage_errors_print_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,7 +44,7 @@ def test_a_full_disk_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr("builtins.open", open_full)
     with pytest.raises(OSError) as err:
-        evaluation.atomic_write_text(target, "{}")
+        atomic_write_text(target, "{}")
     monkeypatch.undo()
     assert err.value.filename == str(target) and err.value.errno == errno.ENOSPC
     assert not list(tmp_path.iterdir())  # the temporary file is gone

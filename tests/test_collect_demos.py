@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +203,51 @@ def test_a_full_disk_names_the_file_and_what_to_do(tmp_path: Path) -> None:
                                    "space there or choose another output directory, then re-run the same command: "
                                    "it resumes")
     assert not list((tmp_path / "training").glob(".*.tmp"))  # no half-written temporary left behind
+
+
+@pytest.mark.slow
+def test_kill_9_after_five_episodes_resumes_to_the_uninterrupted_dataset(tmp_path: Path) -> None:
+    """The reported case: 8 attempts, two of which fail, killed after 5 committed episodes."""
+    cli_args = [*_small_cli(tmp_path / "full", episodes=8), "--noise", "30"]
+    assert _run_script(cli_args).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "collect_demos.py"), *_small_cli(killed, episodes=8),
+                             "--noise", "30"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ids = killed / "training" / "ep_start_end_ids.npy"
+    try:
+        while proc.poll() is None:
+            try:
+                if len(np.load(ids)) >= 5:
+                    break
+            except (OSError, ValueError):  # not written yet
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert _run_script([*_small_cli(killed, episodes=8), "--noise", "30"]).returncode == 0
+    assert _dataset_contents(killed) == _dataset_contents(tmp_path / "full")
+
+
+@pytest.mark.calvin
+@pytest.mark.skipif(importlib.util.find_spec("calvin_env") is None,
+                    reason="calvin_env is not installed; see docs/calvin_backend.md to run the official-simulator tests")
+def test_tiny_collection_on_the_official_backend(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "collect_demos.py"), "--output", str(tmp_path), "--backend", "calvin",
+           "--train-episodes", "1", "--val-episodes", "1", "--train-scenes", "A", "--static-size", "32",
+           "--gripper-size", "16", "--tasks-per-episode", "2", "2", "--noise", "0.0", "--seed", "3"]
+    subprocess.run(cmd, check=True, timeout=600, capture_output=True, cwd=tmp_path)
+    summary = json.loads((tmp_path / "collection_summary.json").read_text())
+    for split in ("training", "validation"):
+        data = CalvinDataset(tmp_path, split)
+        data.validate()
+        assert summary[split]["successes"] >= 1
+        lang = load_pickled_npy(tmp_path / split / "lang_annotations" / "auto_lang_ann.npy")
+        assert len(lang["language"]["ann"]) == summary[split]["successes"]
+        start, _ = lang["info"]["indx"][0]
+        assert data.load_frame(int(start))["rgb_static"].shape == (32, 32, 3)
+    progress = json.loads((tmp_path / "training" / "collection_progress.json").read_text())
+    assert progress["config"]["backend"] == "calvin"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rftf_gym import evaluation
+from rftf_gym import evaluation, sequences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -397,3 +397,22 @@ def test_results_log_starts_over_when_the_header_was_cut(tmp_path):
     path.write_text('{"kind": "hea')
     evaluation.ResultsLog(path, CONFIG).close()
     assert evaluation.read_results(path)[0] == CONFIG
+
+
+def test_chains_whose_reset_state_the_scene_cannot_hold_are_refused_up_front(tmp_path):
+    # The official reset states use scene D's shelf spots; scene B's shelf is 0.18 m to the right.
+    result = run_evaluate(*base_args(tmp_path / "out", "--scene", "B", "--num-chains", "3"), cwd=tmp_path, check=False)
+    line = usage_error(result)
+    assert "initial state cannot be set up in scene B: impossible reset state: block_" in line
+    assert "cm inside table base_link" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # generating the 1000 official chains takes ~10 s on an idle core
+@pytest.mark.parametrize("scene", ["A", "D"])
+def test_every_official_reset_state_is_accepted_in_scenes_a_and_d(scene):
+    sys.path.insert(0, str(ROOT))
+    import evaluate
+
+    args = evaluate.Args(policy="expert", obs_mode="state", scene=scene)
+    evaluate.check_reset_states(args, list(sequences.get_sequences(1000)))  # raises on the first refusal

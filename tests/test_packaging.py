@@ -18,9 +18,10 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11; the check itself nee
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> distribution name where they differ.
 DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml"}
-# The official simulator and its own dependencies: the user installs them (docs/calvin_backend.md)
-# and the tests that need them are marked ``calvin`` and skipped without them.
-CALVIN_BACKEND = {"calvin_env", "hydra", "omegaconf", "git", "gym"}
+# The official simulator, the official training code (calvin_agent) and their own dependencies:
+# the user installs them (docs/calvin_backend.md, README) and the tests that need them are marked
+# ``calvin`` and skipped without them.
+CALVIN_BACKEND = {"calvin_env", "calvin_agent", "hydra", "omegaconf", "git", "gym"}
 LOCAL = {"rftf_gym", "evaluate", "collect_demos", "ppo_rftf", "train_value", "conftest", "tests"}
 
 

@@ -69,7 +69,7 @@ def test_lift_fires_only_above_the_rise_with_the_robot_alone(task, scene, seed, 
     assert below >= 1, "the rollout must pass through held states just below the threshold"
 
 
-@pytest.mark.parametrize("task, scene, seed, link", [("place_in_slider", "D", 0, "plank_link"),
+@pytest.mark.parametrize("task, scene, seed, link", [("place_in_slider", "D", 1, "plank_link"),
                                                      ("place_in_drawer", "C", 1, "drawer_link")])
 def test_place_fires_once_released_onto_the_surface(task, scene, seed, link):
     start, steps = _rollout(task, scene, seed)

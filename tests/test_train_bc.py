@@ -94,3 +94,16 @@ def test_resume_with_other_architecture_fails(tmp_path, tiny_data):
                             text=True, timeout=300)
     assert result.returncode != 0
     assert "another architecture" in result.stderr and "d_model: 64 vs 32" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--total-steps", "0"], "--total-steps must be >= 1"), (["--data", "/nonexistent/demos"], "dataset directory is missing")],
+)
+def test_user_mistakes_print_one_line(tmp_path, extra, message):
+    cmd = [sys.executable, str(ROOT / "train_bc.py"), "--output-dir", str(tmp_path / "out"), *extra]
+    result = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("train_bc.py: error:")
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -276,3 +276,17 @@ def test_compute_reward_reads_lerobot_batches():
     np.testing.assert_allclose(got.numpy(), value({"rgb_static": static, "robot_obs": robot}, []), rtol=1e-6)
     with pytest.raises(ValueError, match="instruction"):
         reward.compute_reward({"observation.state": torch.zeros(2, 15)})
+
+
+def test_gym_make_loads_a_value_checkpoint(tmp_path):
+    value_model = pytest.importorskip("rftf_gym.value_model")  # lands with train_value.py
+    from rftf_gym.models import VLAConfig
+
+    torch.manual_seed(0)
+    model = value_model.ValueModel(VLAConfig(obs_mode="state", d_model=16, n_layers=1, n_heads=2), head_hidden=8)
+    value_model.save_value_model(tmp_path / "value", model)
+    env = gym.make("RFTF-CALVIN-v0", obs_mode="state", value_model=str(tmp_path / "value"), reward_mode="dense")
+    obs, info = env.reset(seed=0)
+    batch = {k: obs[k][None] for k in ("robot_obs", "scene_obs")}
+    assert info["value"] == pytest.approx(float(model.predict(batch, [obs["instruction"]])[0]), rel=1e-5)
+    env.close()

@@ -1,16 +1,14 @@
 """CALVIN's dataset format: file names, frame keys and shapes, and the checks against them.
 
 The names and shapes are those of ``dataset/README.md`` in mees/calvin; see `rftf_gym.data` for the
-directory layout. Every file of a split is written through `atomic_write`.
+directory layout. Every file of a split is written through `rftf_gym.files.atomic_write`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -84,19 +82,3 @@ def check_frame_array(
     if size is not None and array.shape[:2] != size:
         return f"{key} must be {size} images, got {array.shape[:2]}"
     return None
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], sync: bool = False) -> None:
-    """Write a file under a hidden temporary name in the same directory, then rename it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        # A failed write() (a full disk) names no file: name the one being written.
-        raise OSError(err.errno, err.strerror, str(path)) from err

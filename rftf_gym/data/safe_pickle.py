@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from rftf_gym.data.format import DatasetError, UnsafePickleError, atomic_write
+from rftf_gym.data.format import DatasetError, UnsafePickleError
+from rftf_gym.files import atomic_write
 
 try:  # numpy >= 2 moved the array internals to numpy._core
     from numpy._core import multiarray as _multiarray

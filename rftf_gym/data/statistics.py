@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rftf_gym.data.format import STATISTICS_FILE, atomic_write
+from rftf_gym.data.format import STATISTICS_FILE
+from rftf_gym.files import atomic_write
 from rftf_gym.data.reader import CalvinDataset
 
 NORMALIZE_TARGET = "calvin_agent.utils.transforms.NormalizeVector"

@@ -21,7 +21,6 @@ from rftf_gym.data.format import (
     MAX_WINDOW,
     SCENE_INFO_FILE,
     VECTOR_DIMS,
-    atomic_write,
     check_frame_array,
     frame_name,
 )
@@ -34,6 +33,7 @@ from rftf_gym.data.index import (
     read_scene_info,
 )
 from rftf_gym.data.safe_pickle import save_pickled_npy
+from rftf_gym.files import atomic_write
 
 
 class CalvinDatasetWriter:

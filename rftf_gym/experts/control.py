@@ -12,12 +12,24 @@ from typing import Any
 
 import numpy as np
 
-from rftf_gym.conventions import BLOCK_OFFSETS, COLORS, MAX_REL_ORN, MAX_REL_POS, wrap_angle
+from rftf_gym.conventions import (
+    BLOCK_OFFSETS,
+    COLORS,
+    MAX_REL_ORN,
+    MAX_REL_POS,
+    wrap_angle,
+)
 from rftf_gym.experts.geometry import (
-    CLOSE, DRAWER_FRONT_Y, GRASP_BELOW_CENTRE, MAX_WAYPOINT_STEPS, NEUTRAL_YAW, OPEN, TRANSIT_Z,
+    CLOSE,
+    DRAWER_FRONT_Y,
+    GRASP_BELOW_CENTRE,
+    MAX_WAYPOINT_STEPS,
+    NEUTRAL_YAW,
+    OPEN,
+    TRANSIT_Z,
 )
 from rftf_gym.sim.layout import LAYOUTS, TABLE_TOP_Z, SceneLayout
-from rftf_gym.sim.robot import TARGET_BAND_ORN, TARGET_BAND_POS
+from rftf_gym.sim.robot import clamp_target
 from rftf_gym.tasks import validate_task
 
 Action = np.ndarray
@@ -78,6 +90,10 @@ class ExpertBase:
             self._target_orn = self._robot[3:6].copy()
             self._gripper = OPEN if self._robot[14] >= 0 else CLOSE
             self._plan = self._script()
+        else:
+            # The simulator's anti wind-up, from the TCP the last action reached (both backends).
+            self._target_pos, self._target_orn = clamp_target(self._target_pos, self._target_orn, self.tcp,
+                                                              self._robot[3:6])
         if not self.done:
             try:
                 return self._record(next(self._plan))
@@ -116,12 +132,8 @@ class ExpertBase:
     # ------------------------------------------------------------------ control
     def _record(self, action: np.ndarray) -> np.ndarray:
         """Mirror the simulator's target update for the action being sent."""
-        pos, euler = self.tcp, self._robot[3:6]
-        target = self._target_pos + action[:3] * MAX_REL_POS
-        self._target_pos = pos + np.clip(target - pos, -TARGET_BAND_POS, TARGET_BAND_POS)
-        orn = self._target_orn + action[3:6] * MAX_REL_ORN
-        lead = np.clip(wrap_angle(orn - euler), -TARGET_BAND_ORN, TARGET_BAND_ORN)
-        self._target_orn = wrap_angle(euler + lead)
+        self._target_pos = self._target_pos + action[:3] * MAX_REL_POS
+        self._target_orn = self._target_orn + action[3:6] * MAX_REL_ORN
         self._gripper = float(action[6])
         return action
 

@@ -29,18 +29,21 @@ CABINET_SLACK = 0.005  # margin before a block is dragged in rather than grasped
 # DRAWER_HAND_REACH[0] |sin phi| + DRAWER_HAND_REACH[1] |cos phi| for a gripper yaw phi off neutral
 # (fitted to measured lift_*_block_drawer grasps).
 DRAWER_HAND_REACH = (0.08, 0.03)
-# The embedded TCP sits 0.14 m along the hand axis, below the fingertips (rftf_gym.sim.robot):
-# measured, the tips are 0.022 m above the TCP.
-TIP_ABOVE_TCP = 0.022
-# TCP height below a block's centre for a grasp: the finger pads then cover the block's lower
-# half with the tips ~5 mm above the surface it rests on.
-GRASP_BELOW_CENTRE = 0.033
+# The TCP sits 0.14 m along the hand axis and the longer fingers of CALVIN's robot reach 0.155 m
+# (rftf_gym.sim.robot LONGER_FINGER_BOXES, measured on calvin_env's panda_longer_finger.urdf):
+# the tips are 0.015 m below the TCP.
+TIP_ABOVE_TCP = -0.015
+# TCP height below a block's centre for a grasp: with the TCP at the centre, the finger pads
+# (0.011 m above to 0.014 m below the TCP) cover the middle of the block's sides with the tips
+# ~5 mm above the surface it rests on.
+GRASP_BELOW_CENTRE = 0.0
 BLOCK_Z = TABLE_TOP_Z + 0.02  # block centre resting on the table top or the shelf
 DOOR_CONTACT_Y = -0.025  # a block whose back face is beyond this may lean on the sliding door
 # Pushing along x at neutral yaw: the pushing face sits this far ahead of the TCP with the fingers
-# closed / open (the leading finger's outer face), and the TCP reaches |x| <= PUSH_REACH_X at
-# table height over the whole depth of the table (measured).
-PUSH_LEAD_CLOSED, PUSH_LEAD_OPEN = 0.012, 0.05
+# closed (the outer face of the longer finger's plate, rftf_gym.sim.robot LONGER_FINGER_BOXES),
+# and the TCP reaches |x| <= PUSH_REACH_X at table height over the whole depth of the table
+# (measured).
+PUSH_LEAD_CLOSED = 0.007
 PUSH_REACH_X = 0.29
 PUSH_START_MAX_X = 0.37  # beyond, a push cannot start: the fingers stall short of the block (measured)
 PUSH_BEHIND_MAX_Y = -0.01  # the closed fingers fit behind a block up to here (cabinet face beyond)

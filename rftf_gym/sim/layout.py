@@ -42,7 +42,22 @@ SLANT_FOOT = (0.02, 0.44)  # (y, z) where the tilted face meets the table top.
 
 BUTTON_THRESHOLD = BUTTON_RANGE / 2  # Button.trigger_threshold = (lower + upper) / 2.
 SWITCH_THRESHOLD = SWITCH_RANGE / 2  # Switch.trigger_threshold = (lower + upper) / 2.
-DOOR_WIDTH = 0.28  # slide_link mesh x extent, all scenes.
+DOOR_WIDTH = 0.28  # travel-defining width of the sliding door (the openings it leaves), all scenes.
+# Parts measured on the official table with ray casts (bench/fidelity.py; u up the tilted face from
+# its foot, n out of it): the door panel is 0.289 wide, its front 0.022 out of the face, from the
+# face's foot up to u 0.235; the handle is a block 0.046 wide in the door's middle, its front
+# 0.081 out of the face, from u 0.031 to 0.189.
+DOOR_PANEL_WIDTH = 0.289
+DOOR_PANEL_U = 0.235
+DOOR_HANDLE_WIDTH = 0.046
+DOOR_HANDLE_U_RANGE = (0.031, 0.189)
+DOOR_HANDLE_N_RANGE = (0.022, 0.081)
+# The drawer's front (closed) is at y -0.183, 0.45 wide, z 0.295..0.405; its handle bar spans the
+# drawer's x +- 0.125, y -0.262..-0.236 and z 0.338..0.382, on a standoff at each end.
+DRAWER_FRONT_Y = -0.183
+DRAWER_HANDLE_HALF_X = 0.125
+DRAWER_HANDLE_Y_RANGE = (-0.262, -0.236)
+DRAWER_HANDLE_Z_RANGE = (0.338, 0.382)
 # The official base__switch origin (y 0.0609, z 0.4949) lies 0.068 m up the tilted face.
 SWITCH_U = 0.068
 
@@ -313,12 +328,14 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
     # Panels left and right of the drawer opening (official drawer front is 0.44 wide).
     dx0, dx1 = layout.drawer_x - 0.22, layout.drawer_x + 0.22
     if dx0 > -0.40:
-        base.box(*_box_from_bounds((-0.40, -0.18, 0.30), (dx0, 0.16, 0.40)), wood)
+        base.box(*_box_from_bounds((-0.40, -0.16, 0.30), (dx0, 0.16, 0.40)), wood)
     if dx1 < 0.40:
-        base.box(*_box_from_bounds((dx1, -0.18, 0.30), (0.40, 0.16, 0.40)), wood)
+        base.box(*_box_from_bounds((dx1, -0.16, 0.30), (0.40, 0.16, 0.40)), wood)
     # Cabinet: back wall, roof over the shelf, and the two side blocks with a tilted front face.
     base.box(*_box_from_bounds((-0.44, 0.16, 0.42), (0.44, 0.18, 0.648)), wood)
-    base.box(*_box_from_bounds((sx0, 0.128, 0.628), (sx1, 0.18, 0.648)), wood)
+    base.box(*_box_from_bounds((sx0, 0.1425, 0.628), (sx1, 0.18, 0.648)), wood)
+    y, z = _slant_point(0.2292, -0.012)
+    base.box((0.5 * (sx0 + sx1), y, z), (sx1 - sx0, 0.024, 0.024), wood, rpy=SLANT_RPY)
     face_len = 0.2412  # tilted face from z 0.44 up to the roof at z 0.648 (0.208 / sin 60).
     for x0, x1 in ((-0.44, sx0), (sx1, 0.44)):
         if x1 - x0 < 1e-3:
@@ -326,8 +343,8 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
         # The body behind the face starts where the face meets the roof (official base_link: the
         # face runs straight from y 0.02, z 0.44 to y 0.14, z 0.648), so nothing steps out of it.
         base.box(*_box_from_bounds((x0, 0.14, 0.44), (x1, 0.16, 0.648)), wood)
-        y, z = _slant_point(face_len / 2, -0.04)
-        base.box((0.5 * (x0 + x1), y, z), (x1 - x0, face_len, 0.08), wood, rpy=SLANT_RPY)
+        y, z = _slant_point(face_len / 2, -0.0175)
+        base.box((0.5 * (x0 + x1), y, z), (x1 - x0, face_len, 0.035), wood, rpy=SLANT_RPY)
     # Button housing on the table top (button_link sits on it from z 0.46).
     base.cylinder((layout.button_x, -0.12, 0.45), 0.038, 0.02, grey)
     # Socket of the lightbulb (the bulb itself is light_link, so that only it changes colour).
@@ -342,35 +359,41 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
     # Sliding door: panel 0.28 wide on the tilted face, with a vertical handle bar in its middle.
     slide = _Link("slide_link")
     door_cx = DOOR_WIDTH / 2
-    y, z = _slant_point(0.11, 0.01)
+    y, z = _slant_point(DOOR_PANEL_U / 2, 0.012)
     # A lighter shade than the cabinet so the door stands out in the images.
     light_wood = tuple(min(1.0, 1.2 * c + 0.05) for c in wood)
-    slide.box((door_cx, y, z), (DOOR_WIDTH, 0.22, 0.02), light_wood, rpy=SLANT_RPY)
-    y, z = _slant_point(0.13, 0.035)
-    slide.box((door_cx, y, z), (0.024, 0.14, 0.03), _HANDLE_RGB, rpy=SLANT_RPY)
+    slide.box((door_cx, y, z), (DOOR_PANEL_WIDTH, DOOR_PANEL_U, 0.02), light_wood, rpy=SLANT_RPY)
+    (u0, u1), (n0, n1) = DOOR_HANDLE_U_RANGE, DOOR_HANDLE_N_RANGE
+    y, z = _slant_point(0.5 * (u0 + u1), 0.5 * (n0 + n1))
+    slide.box((door_cx, y, z), (DOOR_HANDLE_WIDTH, u1 - u0, n1 - n0), _HANDLE_RGB, rpy=SLANT_RPY)
 
     # Drawer: a real tray (floor + walls) behind a front panel, with a bar handle.
     drawer = _Link("drawer_link")
-    drawer.box(*_box_from_bounds((-0.22, -0.18, 0.30), (0.22, -0.16, 0.40)), wood)
+    drawer.box(*_box_from_bounds((-0.225, DRAWER_FRONT_Y, 0.295), (0.225, DRAWER_FRONT_Y + 0.02, 0.405)), wood)
     if with_tray:
         for centre, size, rgb in drawer_tray_boxes(layout):
             drawer.box(centre, size, rgb)
-    drawer.box(*_box_from_bounds((-0.12, -0.26, 0.345), (0.12, -0.24, 0.375)), _HANDLE_RGB)
-    for hx in (-0.12, 0.10):
-        drawer.box(*_box_from_bounds((hx, -0.24, 0.345), (hx + 0.02, -0.18, 0.375)), _HANDLE_RGB)
+    (hy0, hy1), (hz0, hz1) = DRAWER_HANDLE_Y_RANGE, DRAWER_HANDLE_Z_RANGE
+    drawer.box(*_box_from_bounds((-DRAWER_HANDLE_HALF_X, hy0, hz0), (DRAWER_HANDLE_HALF_X, hy1, hz1)), _HANDLE_RGB)
+    for hx in (-DRAWER_HANDLE_HALF_X, DRAWER_HANDLE_HALF_X - 0.02):
+        drawer.box(*_box_from_bounds((hx, hy1, hz0), (hx + 0.02, DRAWER_FRONT_Y, hz1)), _HANDLE_RGB)
 
     button = _Link("button_link")
     button.cylinder((0.0, 0.0, 0.012), 0.032, 0.024, (0.05, 0.05, 0.05))
 
     # Switch lever: a bar sticking out of the tilted face; slides up the face (official axis).
     switch = _Link("switch_link")
-    switch.box((0.0, *_slant_point(SWITCH_U, 0.025)), (0.10, 0.025, 0.05), (0.4, 0.4, 0.4), rpy=SLANT_RPY)
-    switch.box((0.0, *_slant_point(SWITCH_U, 0.05)), (0.12, 0.035, 0.012), (0.3, 0.3, 0.3), rpy=SLANT_RPY)
+    # The official lever (ray casts): its grip 0.13 wide with its front 0.055 out of the face and
+    # centred 0.006 further up the face than the joint origin.
+    switch.box((0.0, *_slant_point(SWITCH_U + 0.006, 0.025)), (0.10, 0.025, 0.05), (0.4, 0.4, 0.4), rpy=SLANT_RPY)
+    switch.box((0.0, *_slant_point(SWITCH_U + 0.006, 0.049)), (0.13, 0.035, 0.012), (0.3, 0.3, 0.3), rpy=SLANT_RPY)
 
     led = _Link("led_link")
     led.box((0.0, 0.0, 0.0), (0.16, 0.04, 0.016), (1.0, 1.0, 1.0))
     light = _Link("light_link")
-    light.sphere((0.0, 0.0, 0.035), 0.024, (1.0, 1.0, 1.0))
+    # The official bulb spans 0.062 across and z 0.645..0.700 (light_link's bounding box).
+    light.sphere((0.0, 0.0, 0.0245), 0.028, (1.0, 1.0, 1.0))
+    light.cylinder((0.0, 0.0, 0.007), 0.031, 0.02, (1.0, 1.0, 1.0))
 
     # The switch joint origin sits on the tilted face at the official height.
     switch_origin = (layout.switch_x, 0.0, 0.0)
@@ -386,8 +409,10 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
         _joint("base__led", "fixed", "led_link", (layout.button_x, 0.16, 0.656)),
         _joint("base__light", "fixed", "light_link", (layout.switch_x, layout.light_y, 0.648)),
     ]
-    parts = ((base, 0.0), (plank, 0.0), (slide, 1.5), (drawer, 2.0), (button, 0.15), (switch, 0.25), (led, 0.0),
-             (light, 0.0))
+    # Link masses of the official table (pybullet's getDynamicsInfo of calvin_table_*.urdf at
+    # global_scaling 0.8; the fixed links' masses do not matter).
+    parts = ((base, 0.0), (plank, 0.0), (slide, 1.543), (drawer, 4.231), (button, 0.154), (switch, 0.239),
+             (led, 0.0), (light, 0.0))
     links = [link.xml(mass, visual=visual_links is None or link.name in visual_links) for link, mass in parts]
     # One element per line: pybullet's XML reader fails on very long lines.
     body = "\n".join([*links, *joints]).replace("><", ">\n<")

@@ -53,17 +53,16 @@ from rftf_gym.state_check import overlap_problems
 SUBSTEPS = PHYSICS_HZ // CONTROL_HZ  # calvin_env play_table_env: action_repeat from control_freq.
 SETTLE_SUBSTEPS = SUBSTEPS  # physics substeps run after a reset (see EmbeddedPlayTable.reset).
 SURFACE_Z = 0.46  # z of block centres in the official scene yaml `surfaces`.
-# Passive joints: the button springs back (official Button: position control to 0, force 4); the
-# switch, drawer and door hold where left (a zero-velocity motor acts as friction).
+# Passive joints (calvin_env scene/objects): the button springs back (Button: position control
+# to 0, force 4); the switch, drawer and door hold where left (Switch and Door: a zero-velocity
+# motor of force 4 acts as friction).
 BUTTON_SPRING_FORCE = 4.0
 SWITCH_FRICTION = 4.0
-DRAWER_FRICTION = 10.0
-DOOR_FRICTION = 10.0
+DRAWER_FRICTION = 4.0
+DOOR_FRICTION = 4.0
 # Official light colours (conf/scene/*.yaml lights): yellow bulb, green LED; white when off.
 LIGHT_ON = {"lightbulb": (1.0, 1.0, 0.0, 1.0), "led": (0.0, 1.0, 0.0, 1.0)}
 LIGHT_OFF = (0.92, 0.92, 0.92, 1.0)
-# Official block URDFs use a unit inertia tensor; it keeps grasped blocks from swinging.
-BLOCK_INERTIA = (1.0, 1.0, 1.0)
 # Random blocks on the shelf: yaw within pi/2 +- EVAL_BLOCK_YAW_BAND (the official evaluation
 # band), and centres at least this far from the edges of the widest opening on their half, a side panel and
 # the door at its end stop (the slider_right evaluation spot is 0.0897 m from its panel in scenes
@@ -90,6 +89,55 @@ def _shelf_y_range(size: tuple[float, float, float]) -> tuple[float, float]:
     half_y = 0.5 * (sx * np.cos(EVAL_BLOCK_YAW_BAND) + sy * np.sin(EVAL_BLOCK_YAW_BAND))
     door_y = SLANT_FOOT[0] + (SURFACE_Z + sz / 2 - SLANT_FOOT[1]) * SLANT_DIR[1] / SLANT_DIR[2]
     return float(door_y + half_y + SHELF_WALL_CLEARANCE), float(SHELF_Y[1] - half_y - SHELF_WALL_CLEARANCE)
+
+
+def sample_scene_obs(layout: SceneLayout, rng: np.random.Generator) -> np.ndarray:
+    """A random scene_obs of one scene: joints, lights and non-overlapping blocks on the surfaces.
+
+    Both backends draw random layouts with this (`EmbeddedPlayTable.reset`,
+    `rftf_gym.calvin_backend.OfficialPlayTable.reset`), so the same generator state gives the same
+    layout on either.
+
+    Args:
+        layout: the scene.
+        rng: random generator.
+
+    Returns:
+        scene_obs (24,), blocks red, blue, pink.
+    """
+    lay = layout
+    shelf_lo, shelf_hi = lay.shelf_x
+    obs = sample_articulation(lay, rng)
+    # The widest opening on each half: the door (it moves -x as its joint grows) at either stop.
+    openings = {"slider_left": (shelf_lo, lay.door_x0),
+                "slider_right": (lay.door_x0 - lay.slider_range + DOOR_WIDTH, shelf_hi)}
+    placed: list[tuple[float, float, float]] = []  # x, y, radius
+    surfaces = list(lay.surfaces)
+    for color in COLORS:
+        sx, sy, _ = lay.block_size(color)
+        radius = 0.5 * float(np.hypot(sx, sy))
+        shelf_y = _shelf_y_range(lay.block_size(color))
+        for _ in range(1000):
+            surface = surfaces[int(rng.integers(len(surfaces)))]
+            (x0, y0), (x1, y1) = lay.surfaces[surface]
+            if surface.startswith("slider"):
+                # CALVIN's shelf blocks sit front-facing (evaluation resets: yaw pi/2 +- pi/8,
+                # calvin_agent/evaluation/utils.py) and the Panda hand (0.2 m across its fingers) only fits through the
+                # opening when the block keeps clear of the opening's edges.
+                open_lo, open_hi = openings[surface]
+                x0, x1 = max(x0, open_lo + SHELF_PANEL_CLEARANCE), min(x1, open_hi - SHELF_PANEL_CLEARANCE)
+                y0, y1 = max(y0, shelf_y[0]), min(y1, shelf_y[1])
+            x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
+            if all(np.hypot(x - px, y - py) > radius + pr + 0.005 for px, py, pr in placed):
+                break
+        placed.append((x, y, radius))
+        # One yaw draw per block, as before the shelf band: the random stream is unchanged.
+        if surface.startswith("slider"):
+            yaw = np.pi / 2 + rng.uniform(-EVAL_BLOCK_YAW_BAND, EVAL_BLOCK_YAW_BAND)
+        else:
+            yaw = rng.uniform(-np.pi, np.pi)
+        obs += [x, y, SURFACE_Z, 0.0, 0.0, yaw]
+    return np.asarray(obs, dtype=float)
 
 
 class EmbeddedPlayTable:
@@ -160,8 +208,7 @@ class EmbeddedPlayTable:
                                       physicsClientId=self.client)
             uid = p.createMultiBody(BLOCK_MASS, col, vis, basePosition=(0.2 * i, -0.1, SURFACE_Z),
                                     physicsClientId=self.client)
-            p.changeDynamics(uid, -1, lateralFriction=BLOCK_FRICTION, spinningFriction=0.001,
-                             localInertiaDiagonal=BLOCK_INERTIA, physicsClientId=self.client)
+            p.changeDynamics(uid, -1, lateralFriction=BLOCK_FRICTION, spinningFriction=0.001, physicsClientId=self.client)
             self.blocks[color] = uid
 
     # ------------------------------------------------------------------ reset
@@ -231,47 +278,8 @@ class EmbeddedPlayTable:
         self._paint_lights()
 
     def sample_scene_obs(self, rng: np.random.Generator) -> np.ndarray:
-        """A random scene_obs: joint states, lights and non-overlapping blocks on the surfaces.
-
-        Args:
-            rng: random generator.
-
-        Returns:
-            scene_obs (24,).
-        """
-        lay = self.layout
-        shelf_lo, shelf_hi = lay.shelf_x
-        obs = sample_articulation(lay, rng)
-        # The widest opening on each half: the door (it moves -x as its joint grows) at either stop.
-        openings = {"slider_left": (shelf_lo, lay.door_x0),
-                    "slider_right": (lay.door_x0 - lay.slider_range + DOOR_WIDTH, shelf_hi)}
-        placed: list[tuple[float, float, float]] = []  # x, y, radius
-        surfaces = list(lay.surfaces)
-        for color in COLORS:
-            sx, sy, _ = lay.block_size(color)
-            radius = 0.5 * float(np.hypot(sx, sy))
-            shelf_y = _shelf_y_range(lay.block_size(color))
-            for _ in range(1000):
-                surface = surfaces[int(rng.integers(len(surfaces)))]
-                (x0, y0), (x1, y1) = lay.surfaces[surface]
-                if surface.startswith("slider"):
-                    # CALVIN's shelf blocks sit front-facing (evaluation resets: yaw pi/2 +- pi/8,
-                    # calvin_agent/evaluation/utils.py) and the Panda hand (0.2 m across its fingers) only fits through the
-                    # opening when the block keeps clear of the opening's edges.
-                    open_lo, open_hi = openings[surface]
-                    x0, x1 = max(x0, open_lo + SHELF_PANEL_CLEARANCE), min(x1, open_hi - SHELF_PANEL_CLEARANCE)
-                    y0, y1 = max(y0, shelf_y[0]), min(y1, shelf_y[1])
-                x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
-                if all(np.hypot(x - px, y - py) > radius + pr + 0.005 for px, py, pr in placed):
-                    break
-            placed.append((x, y, radius))
-            # One yaw draw per block, as before the shelf band: the random stream is unchanged.
-            if surface.startswith("slider"):
-                yaw = np.pi / 2 + rng.uniform(-EVAL_BLOCK_YAW_BAND, EVAL_BLOCK_YAW_BAND)
-            else:
-                yaw = rng.uniform(-np.pi, np.pi)
-            obs += [x, y, SURFACE_Z, 0.0, 0.0, yaw]
-        return np.asarray(obs, dtype=float)
+        """A random scene_obs of this scene (`sample_scene_obs`)."""
+        return sample_scene_obs(self.layout, rng)
 
     # ------------------------------------------------------------------- step
     def step(self, action: np.ndarray, action_mode: str = "relative") -> None:

@@ -1,17 +1,18 @@
-"""The Franka Panda of `pybullet_data`, driven the way CALVIN drives it.
+"""CALVIN's Franka Panda (calvin_env ``conf/robot/panda_longer_finger.yaml``), driven as CALVIN drives it.
 
-Official facts (``conf/robot/panda.yaml``, ``calvin_env/robot/robot.py``): arm joints 0-6, finger
-joints 9 and 10 (0..0.04 each), position control with ``max_joint_force`` 200 and
-``max_velocity`` 2, null-space IK, relative actions scaled by 0.02 m / 0.05 rad that accumulate on
-an internal target pose. Unlike the official robot, the target is clamped to a band around the
-actual TCP so that a blocked arm does not wind up.
+Official facts (``conf/robot/panda.yaml``, ``calvin_env/robot/robot.py``, ``robot/mixed_ik.py``):
+arm joints 0-6, finger joints 9 and 10 (0..0.04 each), position control with
+``max_joint_force`` 200 and ``max_velocity`` 2, pybullet's null-space IK with limits +-7 clipped
+to the real limits, relative actions scaled by 0.02 m / 0.05 rad that accumulate on an internal
+target pose, a gripper that closes with 200 N and opens with 2 N. Both backends pull the target
+back into the same anti wind-up band around the TCP (`clamp_target`).
 
-The URDF is pybullet_data's Panda with two changes, written at runtime into a cache directory:
-every visual mesh is replaced by a box around the link's collision mesh (software rendering of
-the stock meshes costs ~16 ms per image, boxes ~1 ms), and a fixed ``tcp`` link is added where
-CALVIN's TCP sits at the neutral pose (0.14 m along the hand's z axis; pybullet_data's
-``panda_grasptarget`` at 0.105 m sits 0.035 m short of the official neutral TCP z 0.571).
-Kinematics and collision meshes are pybullet_data's own.
+The URDF is pybullet_data's Panda (the same arm, hand and kinematics as calvin_env's) with three
+changes, written at runtime into a cache directory: the fingers are CALVIN's longer fingers with
+their gel pads, as boxes measured from calvin_env's meshes (`LONGER_FINGER_BOXES`); every other
+visual mesh is replaced by a box around the link's collision mesh (software rendering of the stock
+meshes costs ~16 ms per image, boxes ~1 ms); and a fixed ``tcp`` link sits 0.14 m along the hand's
+z axis, as calvin_env's ``tcp_joint``.
 """
 
 from __future__ import annotations
@@ -40,16 +41,65 @@ GRIPPER_FORCE = 200.0
 LOWER_LIMITS = (-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973)
 UPPER_LIMITS = (2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973)
 FINGER_MAX = 0.04
-# Anti wind-up band: the target may lead the actual TCP by at most this much. Free motion at full
-# speed lags ~1.5-2.5 cm, so the band barely bites then; a blocked arm stops accumulating at once.
-TARGET_BAND_POS = 0.03
-TARGET_BAND_ORN = 0.15
-# Finger contact: high friction and a stiff-ish contact so a closed gripper holds a 1 kg block.
-FINGER_FRICTION = 2.0
-# IK iterations: a relative step moves the target by at most 2 cm from the current joints, which
-# a few iterations resolve (and the next step starts again from the reached joints); an absolute
-# target may be far away.
-IK_ITERATIONS = {"relative": 20, "absolute": 50}
+# Anti wind-up band, the same on both backends (rftf_gym.calvin_backend applies it to the official
+# robot): before each relative action the target pose is pulled back to at most TARGET_BAND_POS m
+# (position, norm) and TARGET_BAND_ORN rad (each euler angle) from the measured TCP pose. Free
+# motion leads by at most 0.06 m along one axis at full speed (0.27 m with all six axes saturated,
+# measured on calvin_env), so it acts on blocked motion only.
+TARGET_BAND_POS = 0.2
+TARGET_BAND_ORN = 0.5
+# Inverse kinematics as calvin_env's robot/mixed_ik.py (get_bullet_ik): pybullet's null-space IK
+# with limits -7..7 and ranges 7 for every degree of freedom, the neutral joints and open fingers as
+# rest pose, pybullet's default iterations; the result clipped to the real arm limits.
+IK_NULLSPACE_LIMIT = 7.0
+# The gripper (calvin_env robot.py control_gripper): opens with gripper_force / 100 and closes
+# with gripper_force, at most 1 m/s; a gear constraint keeps the fingers centred (robot.py load).
+GRIPPER_OPEN_FORCE = GRIPPER_FORCE / 100
+GRIPPER_MAX_VELOCITY = 1.0
+# CALVIN's robot is calvin_env's conf/robot/panda_longer_finger.yaml (data/franka_panda/
+# panda_longer_finger.urdf): pybullet_data's Panda with longer fingers (collision mesh
+# longer_finger_v2.obj) that each carry a gel pad (finger_*_tip links, digit_gel_only.STL at
+# (0.0009, 0.021, 0.066) in the finger frame). Measured extents of those meshes, as boxes in the
+# left finger's link frame (its origin 0.0584 m along the hand axis, y towards the left finger's
+# side; the right finger is the same turned by pi about z): the finger's base block, the slope of
+# its convex hull, its thin plate down to the tip, and the pad on the plate's inner face. The pads
+# span 0.1291..0.1541 m along the hand axis and the plates reach 0.1548 m, so with the TCP at
+# 0.14 m the fingertips reach 0.015 m past the TCP (pybullet_data's fingers stop 0.028 m short).
+LONGER_FINGER_BOXES: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ((-0.0105, 0.0062, 0.0002), (0.0105, 0.0270, 0.0340)),
+    ((-0.0105, 0.0039, 0.0340), (0.0105, 0.0140, 0.0600)),
+    ((-0.0088, 0.0039, 0.0600), (0.0088, 0.0068, 0.0964)),
+    ((-0.0083, 0.0009, 0.0707), (0.0102, 0.0049, 0.0957)),
+)
+# Finger contact (panda_longer_finger.urdf, <contact> of the finger links): lateral friction 1.0,
+# spinning friction 0.1, anchored friction.
+FINGER_FRICTION = 1.0
+FINGER_SPINNING_FRICTION = 0.1
+
+
+def clamp_target(target_pos: np.ndarray, target_orn: np.ndarray, tcp_pos: np.ndarray,
+                 tcp_orn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pull a target pose back into the anti wind-up band around the measured TCP pose.
+
+    The position moves towards the TCP until it is at most `TARGET_BAND_POS` away; each euler
+    angle moves by its excess over `TARGET_BAND_ORN` only, so the target keeps its own 2 pi branch.
+
+    Args:
+        target_pos: target position (3).
+        target_orn: target euler xyz (3).
+        tcp_pos: measured TCP position (3).
+        tcp_orn: measured TCP euler xyz (3).
+
+    Returns:
+        The clamped (position, euler) as new arrays.
+    """
+    tcp_pos = np.asarray(tcp_pos, dtype=float)
+    lead = np.asarray(target_pos, dtype=float) - tcp_pos
+    dist = float(np.linalg.norm(lead))
+    pos = tcp_pos + lead * (TARGET_BAND_POS / dist) if dist > TARGET_BAND_POS else tcp_pos + lead
+    orn = np.asarray(target_orn, dtype=float)
+    orn_lead = wrap_angle(orn - np.asarray(tcp_orn, dtype=float))
+    return pos, orn - (orn_lead - np.clip(orn_lead, -TARGET_BAND_ORN, TARGET_BAND_ORN))
 
 _LINK_RGB = {
     "panda_hand": (0.25, 0.25, 0.25),
@@ -95,6 +145,23 @@ def _simplify_visual(match: re.Match, root: Path, link: str) -> str:
             f"</material></visual>")
 
 
+def _finger_shapes(link: str) -> str:
+    """Visual and collision boxes of one longer finger (`LONGER_FINGER_BOXES`), in its link frame."""
+    sign = 1.0 if link == "panda_leftfinger" else -1.0  # the right finger is the left one turned by pi
+    rgb = _LINK_RGB[link]
+    items = []
+    for k, (lo, hi) in enumerate(LONGER_FINGER_BOXES):
+        a, b = sign * np.array(lo[:2]), sign * np.array(hi[:2])
+        lo_xy, hi_xy = np.minimum(a, b), np.maximum(a, b)
+        centre = [*(lo_xy + hi_xy) / 2, (lo[2] + hi[2]) / 2]
+        size = [*(hi_xy - lo_xy), hi[2] - lo[2]]
+        origin = f'<origin rpy="0 0 0" xyz="{centre[0]:.5f} {centre[1]:.5f} {centre[2]:.5f}"/>'
+        geom = f'<geometry><box size="{size[0]:.5f} {size[1]:.5f} {size[2]:.5f}"/></geometry>'
+        items.append(f'<visual>{origin}{geom}<material name="{link}_m{k}"><color rgba="{rgb[0]} {rgb[1]} '
+                     f'{rgb[2]} 1"/></material></visual><collision>{origin}{geom}</collision>')
+    return "".join(items)
+
+
 def panda_urdf_path() -> str:
     """Write (once per content) the simplified Panda URDF and return its path."""
     root = Path(pybullet_data.getDataPath()) / "franka_panda"
@@ -102,8 +169,13 @@ def panda_urdf_path() -> str:
     out_links = []
     for link_match in re.finditer(r'<link name="(\w+)">.*?</link>', text, re.S):
         link = link_match.group(1)
-        body = re.sub(r"<visual>.*?</visual>", lambda m: _simplify_visual(m, root, link), link_match.group(0),
-                      flags=re.S)
+        if link in ("panda_leftfinger", "panda_rightfinger"):
+            body = re.sub(r"<visual>.*?</visual>", "", link_match.group(0), flags=re.S)
+            body = re.sub(r"<collision>.*?</collision>", "", body, flags=re.S)
+            body = body.replace("</link>", f"{_finger_shapes(link)}</link>")
+        else:
+            body = re.sub(r"<visual>.*?</visual>", lambda m: _simplify_visual(m, root, link), link_match.group(0),
+                          flags=re.S)
         out_links.append((link_match.group(0), body))
     for old, new in out_links:
         text = text.replace(old, new)
@@ -128,14 +200,17 @@ class Panda:
         self.uid = p.loadURDF(panda_urdf_path(), ROBOT_BASE_POS, (0, 0, 0, 1), useFixedBase=True,
                               physicsClientId=client)
         for j in FINGER_JOINTS:
-            p.changeDynamics(self.uid, j, lateralFriction=FINGER_FRICTION, spinningFriction=0.01,
+            p.changeDynamics(self.uid, j, lateralFriction=FINGER_FRICTION, spinningFriction=FINGER_SPINNING_FRICTION,
                              rollingFriction=0.0, frictionAnchor=True, physicsClientId=client)
         n_dof = len(ARM_JOINTS) + len(FINGER_JOINTS)
-        self._ll = [*LOWER_LIMITS, 0.0, 0.0]
-        self._ul = [*UPPER_LIMITS, FINGER_MAX, FINGER_MAX]
-        self._jr = [u - lo for lo, u in zip(self._ll, self._ul)]
+        self._ll = [-IK_NULLSPACE_LIMIT] * n_dof
+        self._ul = [IK_NULLSPACE_LIMIT] * n_dof
+        self._jr = [IK_NULLSPACE_LIMIT] * n_dof
         self._rest = [*NEUTRAL_JOINTS, FINGER_MAX, FINGER_MAX]
-        assert len(self._rest) == n_dof
+        gear = p.createConstraint(self.uid, FINGER_JOINTS[0], self.uid, FINGER_JOINTS[1], jointType=p.JOINT_GEAR,
+                                  jointAxis=[1, 0, 0], parentFramePosition=[0, 0, 0], childFramePosition=[0, 0, 0],
+                                  physicsClientId=client)
+        p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50, physicsClientId=client)
         self.gripper_action = 1.0
         self.target_pos = np.zeros(3)
         self.target_orn = np.zeros(3)
@@ -198,22 +273,19 @@ class Panda:
             self.target_pos = action[:3].copy()
             self.target_orn = action[3:6].copy()
         else:
+            # No wind-up (clamp_target), then the official target update (calvin_env robot.py
+            # relative_to_absolute with use_target_pose).
             pos, orn = self.tcp_pose()
-            pos = np.asarray(pos)
-            euler = np.asarray(p.getEulerFromQuaternion(orn))
-            target_pos = self.target_pos + np.clip(action[:3], -1, 1) * MAX_REL_POS
-            target_orn = self.target_orn + np.clip(action[3:6], -1, 1) * MAX_REL_ORN
-            # No wind-up: keep the target within a band around the actual TCP (docs/calvin_facts.md).
-            self.target_pos = pos + np.clip(target_pos - pos, -TARGET_BAND_POS, TARGET_BAND_POS)
-            lead = np.clip(wrap_angle(target_orn - euler), -TARGET_BAND_ORN, TARGET_BAND_ORN)
-            self.target_orn = wrap_angle(euler + lead)
+            self.target_pos, self.target_orn = clamp_target(self.target_pos, self.target_orn, pos,
+                                                            p.getEulerFromQuaternion(orn))
+            self.target_pos = self.target_pos + np.clip(action[:3], -1, 1) * MAX_REL_POS
+            self.target_orn = self.target_orn + np.clip(action[3:6], -1, 1) * MAX_REL_ORN
         self.gripper_action = 1.0 if action[6] >= 0 else -1.0
         quat = p.getQuaternionFromEuler(self.target_orn)
         q = p.calculateInverseKinematics(
             self.uid, TCP_LINK, self.target_pos.tolist(), quat, lowerLimits=self._ll, upperLimits=self._ul,
-            jointRanges=self._jr, restPoses=self._rest, maxNumIterations=IK_ITERATIONS[mode], residualThreshold=1e-4,
-            physicsClientId=self.client)
-        self._command_arm(q[:7])
+            jointRanges=self._jr, restPoses=self._rest, physicsClientId=self.client)
+        self._command_arm(np.clip(q[:7], LOWER_LIMITS, UPPER_LIMITS))
         self._command_gripper()
 
     def _command_arm(self, q: np.ndarray | tuple[float, ...]) -> None:
@@ -222,10 +294,11 @@ class Panda:
                                     force=MAX_JOINT_FORCE, maxVelocity=MAX_VELOCITY, physicsClientId=self.client)
 
     def _command_gripper(self) -> None:
-        width = FINGER_MAX if self.gripper_action > 0 else 0.0
+        opened = self.gripper_action > 0
+        force = GRIPPER_OPEN_FORCE if opened else GRIPPER_FORCE
         for j in FINGER_JOINTS:
-            p.setJointMotorControl2(self.uid, j, p.POSITION_CONTROL, targetPosition=width, force=GRIPPER_FORCE,
-                                    physicsClientId=self.client)
+            p.setJointMotorControl2(self.uid, j, p.POSITION_CONTROL, targetPosition=FINGER_MAX if opened else 0.0,
+                                    force=force, maxVelocity=GRIPPER_MAX_VELOCITY, physicsClientId=self.client)
 
     def get_info(self) -> dict:
         """The official ``robot_info`` entries (without contacts, which the scene adds)."""

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
+
+from rftf_gym.files import atomic_write_text
 
 
 def write_cached_urdf(name: str, text: str) -> str:
     """Write text to a content-addressed file in the temp dir and return its path.
 
-    The write is atomic (temp file + ``os.replace``), so worker processes building the same
-    scene at once never read a half-written file.
+    The write is atomic (`rftf_gym.files.atomic_write_text`), so worker processes building the
+    same scene at once never read a half-written file.
 
     Args:
         name: file name suffix, e.g. ``"table_D.urdf"``.
@@ -23,10 +24,7 @@ def write_cached_urdf(name: str, text: str) -> str:
     """
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     folder = Path(tempfile.gettempdir()) / "rftf_gym_urdf"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{digest}_{name}"
     if not path.exists():
-        tmp = folder / f".{digest}_{name}.{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return str(path)
