@@ -99,8 +99,11 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=[], help="train_value.py run directories to report")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--note", default="", help="a sentence on the machine load or how the runs were made")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     lines = [
         "## Value model (`bench/value_model.py`, `train_value.py`)",
