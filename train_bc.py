@@ -94,6 +94,8 @@ class Args:
     drop_still_frames: bool = False
     """train only on frames whose arm action is not all zero (the experts pause, e.g. while the
     gripper closes; a one-frame policy that learns the pauses can stall in them for good)"""
+    lang_folder: str = "lang_annotations"
+    """language folder of each split to read (real CALVIN data also has lang_paraphrase-MiniLM-L3-v2, lang_clip_resnet50, ...; collect_demos.py also writes lang_<encoder name>)"""
     use_dataset_embeddings: bool = False
     """condition on the dataset's precomputed language.emb (real CALVIN splits) instead of the built-in text encoder"""
 
@@ -375,8 +377,8 @@ if __name__ == "__main__":
 
     # data
     with cli.usage_errors(PROG):  # missing or malformed datasets
-        train_splits = [CalvinDataset(root, "training") for root in args.data]
-        val_split = CalvinDataset(args.val_data or args.data[0], "validation")
+        train_splits = [CalvinDataset(root, "training", lang_folder=args.lang_folder) for root in args.data]
+        val_split = CalvinDataset(args.val_data or args.data[0], "validation", lang_folder=args.lang_folder)
     encoder = HashedNgramEncoder()
     config = VLAConfig(obs_mode=args.obs_mode, static_size=args.static_size, gripper_size=args.gripper_size,
                        d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,

@@ -5,7 +5,8 @@ task's official condition holds (`rftf_gym.experts.reset_to_task`), with the env
 state observations only (no cameras) and clean actions (no noise). The table goes to
 ``BENCHMARKS.md`` between ``<!-- expert_success -->`` markers; other sections are kept.
 
-Run: ``python bench/expert_success.py --episodes 50 --workers 2``
+Run: ``python bench/expert_success.py --episodes 50 --workers 2``; ``--backend calvin`` runs the
+same on the official simulator (calvin_env installed) into an ``expert_success_calvin`` section.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import tyro
 from markdown_section import write_section
 
+from rftf_gym.backends import Backend
 from rftf_gym.conventions import SCENES, Scene
 
 SECTION = "expert_success"
@@ -36,6 +38,8 @@ class Args:
     """worker processes (one (task, scene) pair at a time each)"""
     seed: int = 0
     """base seed; each (task, scene) pair derives its own"""
+    backend: Backend = "embedded"
+    """simulator: "embedded", or "calvin" (the official calvin_env, one env per worker process)"""
     output: str = str(Path(__file__).resolve().parents[1] / "BENCHMARKS.md")
     """markdown file whose expert_success section is rewritten (empty: print only)"""
 
@@ -71,12 +75,13 @@ def run_pair(task: str, scene: str, episodes: int, seed: int, backend: str = "em
             "mean_steps": float(np.mean(steps)) if steps else float("nan"), "seconds": time.perf_counter() - start}
 
 
-def table(results: list[dict], scenes: tuple[str, ...], episodes: int, wall: float) -> str:
+def table(results: list[dict], scenes: tuple[str, ...], episodes: int, wall: float, backend: str = "embedded") -> str:
     """Markdown section: success per task and scene, means, steps and timing."""
     by = {(r["task"], r["scene"]): r for r in results}
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    lines = ["## Scripted expert success", "",
-             f"`python bench/expert_success.py --episodes {episodes}`: {episodes} seeded valid start states per "
+    where = "" if backend == "embedded" else f" --backend {backend}"
+    lines = ["## Scripted expert success" + ("" if backend == "embedded" else f" ({backend} backend)"), "",
+             f"`python bench/expert_success.py --episodes {episodes}{where}`: {episodes} seeded valid start states per "
              f"(task, scene), state observations, no action noise, 360-step cap. Wall time {wall / 60:.1f} min.", "",
              "| task | " + " | ".join(scenes) + " | mean steps |", "|---" * (len(scenes) + 2) + "|"]
     for task in tasks:
@@ -104,14 +109,15 @@ if __name__ == "__main__":
     pairs = [(t, s) for t in tasks for s in args.scenes]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run_pair, t, s, args.episodes, args.seed) for t, s in pairs]
+        futures = [pool.submit(run_pair, t, s, args.episodes, args.seed, args.backend) for t, s in pairs]
         results = []
         for fut in futures:
             r = fut.result()
             results.append(r)
             print(f"{r['task']:28s} {r['scene']} {r['successes']:3d}/{r['episodes']}  "
                   f"steps {r['mean_steps']:.0f}  {r['seconds']:.0f}s", flush=True)
-    text = table(results, args.scenes, args.episodes, time.perf_counter() - start)
+    text = table(results, args.scenes, args.episodes, time.perf_counter() - start, args.backend)
     print(text)
     if args.output:
-        write_section(SECTION, text, Path(args.output))
+        # The official backend's numbers get their own section next to the embedded ones.
+        write_section(SECTION if args.backend == "embedded" else f"{SECTION}_{args.backend}", text, Path(args.output))

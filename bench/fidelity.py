@@ -63,12 +63,13 @@ START_SCENE = np.array([0, 0, 0, 0, 0, 0,
 
 
 def start_scene(scene: str) -> np.ndarray:
-    """START_SCENE with the pink block on the scene's own slider_left spot (B and C have the shelf
-    0.18 m further right than A and D)."""
+    """START_SCENE with the pink block in the middle of the scene's own slider_left surface along x
+    (B and C have the shelf 0.18 m further right than A and D)."""
     from rftf_gym.sim.layout import LAYOUTS
 
     out = START_SCENE.copy()
-    out[18:21] = LAYOUTS[scene].spots["slider_left"][0]
+    (x0, _), (x1, _) = LAYOUTS[scene].surfaces["slider_left"]
+    out[18] = 0.5 * (x0 + x1)
     return out
 
 
@@ -247,7 +248,7 @@ def measure_robot(h: Handle) -> dict[str, Any]:
     import pybullet as p
 
     c = h.client
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(h.sim.scene))
     links = h.link_ids(h.robot)
     tcp = p.getLinkState(h.robot, h.tcp_link, computeForwardKinematics=True, physicsClientId=c)
     hand = p.getLinkState(h.robot, h.hand_link, computeForwardKinematics=True, physicsClientId=c)
@@ -298,7 +299,7 @@ def measure_cameras(h: Handle, backend: str) -> dict[str, Any]:
     """Static camera matrices; gripper camera eye, forward and up at the neutral robot."""
     import pybullet as p
 
-    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
+    h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(h.sim.scene))
     if backend == "embedded":
         from rftf_gym.sim import cameras as cams
 
@@ -370,7 +371,7 @@ def run_trajectories(h: Handle) -> dict[str, dict[str, list]]:
     """TCP and block positions after every step of each sequence."""
     out = {}
     for name, actions in trajectories().items():
-        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(scene))
+        h.sim.reset(robot_obs=NEUTRAL_ROBOT, scene_obs=start_scene(h.sim.scene))
         tcp, blocks, joints = [], [], []
         for mode, action in actions:
             h.sim.step(action, mode)

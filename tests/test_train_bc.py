@@ -21,9 +21,10 @@ TINY = ["--d-model", "32", "--n-layers", "1", "--n-heads", "2", "--head-hidden",
         "--static-size", "32", "--gripper-size", "16", "--val-frames", "20", "--val-every", "2"]
 
 
-def write_split(root: Path, split: str, scenes: list[str], rng: np.random.Generator) -> None:
+def write_split(root: Path, split: str, scenes: list[str], rng: np.random.Generator,
+                lang_folders: tuple[str, ...] = ("lang_annotations",), emb_dim: int | None = None) -> None:
     tasks = ["open_drawer", "turn_on_led", "lift_red_block_table"]
-    with CalvinDatasetWriter(root, split, image_sizes=SIZES) as writer:
+    with CalvinDatasetWriter(root, split, image_sizes=SIZES, lang_folders=lang_folders) as writer:
         for e, scene in enumerate(scenes):
             writer.start_episode(f"calvin_scene_{scene}")
             ids = []
@@ -36,8 +37,9 @@ def write_split(root: Path, split: str, scenes: list[str], rng: np.random.Genera
                     rgb_static=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
                     rgb_gripper=rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)))
             task = tasks[e % len(tasks)]
-            writer.add_annotation(ids[0], ids[5], TRAIN_INSTRUCTIONS[task][0], task)
-            writer.add_annotation(ids[6], ids[11], TRAIN_INSTRUCTIONS[task][1], task)
+            for (first, last), sentence in zip(((0, 5), (6, 11)), TRAIN_INSTRUCTIONS[task]):
+                emb = rng.normal(size=(1, emb_dim)).astype(np.float32) if emb_dim else None
+                writer.add_annotation(ids[first], ids[last], sentence, task, emb=emb)
             writer.end_episode()
 
 
@@ -94,6 +96,24 @@ def test_resume_with_other_architecture_fails(tmp_path, tiny_data):
                             text=True, timeout=300)
     assert result.returncode != 0
     assert "another architecture" in result.stderr and "d_model: 64 vs 32" in result.stderr
+
+
+@pytest.mark.slow
+def test_language_folder_chosen_by_name(tmp_path):
+    """A split whose language lives only in a named folder, as lang_paraphrase-MiniLM-L3-v2 of the
+    real data, trains with --lang-folder and its embeddings."""
+    root, rng = tmp_path / "named", np.random.default_rng(1)
+    folders = ("lang_paraphrase-MiniLM-L3-v2",)
+    write_split(root, "training", ["A"], rng, lang_folders=folders, emb_dim=24)
+    write_split(root, "validation", ["D"], rng, lang_folders=folders, emb_dim=24)
+    cmd = [sys.executable, str(ROOT / "train_bc.py"), "--data", str(root), "--output-dir", str(tmp_path / "no"),
+           *TINY, "--total-steps", "2", "--eval-chains", "0"]
+    result = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0 and "lang_annotations/auto_lang_ann.npy: file is missing" in result.stderr
+    run_bc(tmp_path, root, "ck", "--total-steps", "2", "--eval-chains", "0", "--lang-folder", folders[0],
+           "--use-dataset-embeddings")
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["vla_config"]["text_dim"] == 24
 
 
 @pytest.mark.parametrize(
