@@ -350,12 +350,17 @@ KL_PROBE = 512
 RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size")
 
 
-def save_trainer(run_dir: Path, iteration: int, vla, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> Path:
-    """Write one checkpoint directory, then point latest.json at it (atomic); prune old ones."""
+def save_trainer(
+    run_dir: Path, iteration: int, vla, optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int,
+    decoding: str = "greedy",
+) -> Path:
+    """Write one checkpoint directory, then point latest.json at it (atomic); prune old ones.
+    ``decoding`` is the starting checkpoint's (how evaluate.py acts with it), so the fine-tuned
+    policy is evaluated the same way as the policy it started from."""
     from safetensors.torch import save
 
     directory = run_dir / f"iter_{iteration:06d}"
-    save_checkpoint(directory, vla, metadata={"rftf": state})
+    save_checkpoint(directory, vla, metadata={"rftf": state}, decoding=decoding)
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, entries in opt["state"].items():
@@ -476,6 +481,7 @@ if __name__ == "__main__":
 
     with cli.usage_errors(PROG):  # a missing or broken --policy checkpoint
         vla = load_vla(args.policy, device=device)
+        decoding = json.loads((Path(args.policy) / "config.json").read_text()).get("decoding", "greedy")
     freeze_body(vla)
     head = vla.action_head
     ref_head = copy.deepcopy(head).requires_grad_(False)  # pi_ref: the starting policy (Eq. 4)
@@ -716,10 +722,10 @@ if __name__ == "__main__":
         last = iteration == args.num_iterations
         checkpoint = None
         if rank == 0 and (iteration % args.save_every == 0 or last):
-            checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints)
+            checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints, decoding)
         if rank == 0 and args.eval_chains > 0 and ((args.eval_every and iteration % args.eval_every == 0) or last):
             if checkpoint is None:
-                checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints)
+                checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints, decoding)
             metrics = run_evaluation(args, checkpoint, env_obs_mode(vla.config.obs_mode), iteration)
             writer.add_scalar("eval/avg_len", metrics["avg_len"]["value"], global_step)
             for i, entry in metrics["chain_sr"].items():

@@ -13,6 +13,8 @@ a simulator:
   finished chain ``{"kind": "chain", "index": i, "num_success": k, ...}``, appended, flushed and
   fsynced as one complete line. A last line cut by a kill is ignored and cut off on reopening.
   Reopening with a different configuration raises `ConfigMismatchError` naming the fields.
+- `bootstrap_mean` / `paired_bootstrap`: means over training seeds and chains, and the paired
+  difference of two policies on the same chains, with bootstrap intervals over chains and seeds.
 - `format_table`, `format_markdown`, `chains_digest`, `policy_fingerprint`.
 """
 
@@ -379,3 +381,95 @@ def merge_records(record_lists: Iterable[Iterable[Mapping[str, Any]]]) -> dict[i
         for record in records:
             merged.setdefault(int(record["index"]), dict(record))
     return merged
+
+
+# ---------------------------------------------------------------------------- paired comparisons
+def bootstrap_mean(
+    values: np.ndarray | Sequence[Sequence[float]],
+    num_bootstrap: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Mean over training seeds and chains with a two-way percentile bootstrap interval.
+
+    ``values[s, c]`` is a per-chain number (successes in a row, or a 0/1 "reached L_i") of the
+    policy trained with seed ``s`` on chain ``c``; every seed is evaluated on the same chains.
+    A resample draws the chains with replacement (the same draw for every seed, since the chains
+    are shared) and, when there are several seeds, the seeds with replacement, so the interval
+    covers both chain-to-chain and seed-to-seed spread.
+
+    Args:
+        values: shape (num_chains,) for one seed, or (num_seeds, num_chains).
+        num_bootstrap: number of resamples.
+        seed: seed of the resampling.
+        confidence: interval coverage, 0.95 for 95 %.
+
+    Returns:
+        ``{"value", "ci", "num_seeds", "num_chains", "samples"}``; ``value`` is the plain mean.
+
+    Raises:
+        ValueError: empty input, more than two dimensions, non-finite values or bad settings.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2 or v.size == 0:
+        raise ValueError(f"values must have shape (chains,) or (seeds, chains) and not be empty, got {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("values must be finite")
+    if num_bootstrap < 1:
+        raise ValueError(f"num_bootstrap must be >= 1, got {num_bootstrap}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    num_seeds, num_chains = v.shape
+    rng = np.random.default_rng(seed)
+    chain_w = rng.multinomial(num_chains, np.full(num_chains, 1.0 / num_chains), size=num_bootstrap).astype(np.float64)
+    if num_seeds > 1:
+        seed_w = rng.multinomial(num_seeds, np.full(num_seeds, 1.0 / num_seeds), size=num_bootstrap).astype(np.float64)
+    else:
+        seed_w = np.ones((num_bootstrap, 1))
+    # Resample b: sum_s sum_c seed_w[b, s] * chain_w[b, c] * v[s, c] / (S * C).
+    samples = np.einsum("bs,sc,bc->b", seed_w, v, chain_w) / (num_seeds * num_chains)
+    return {
+        "value": float(v.mean()),
+        "ci": _interval(samples, confidence),
+        "num_seeds": int(num_seeds),
+        "num_chains": int(num_chains),
+        "samples": int(num_bootstrap),
+    }
+
+
+def paired_bootstrap(
+    after: np.ndarray | Sequence[Sequence[float]],
+    before: np.ndarray | Sequence[Sequence[float]],
+    num_bootstrap: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The paired difference ``after - before`` of two policies evaluated on the same chains.
+
+    Each chain's difference is formed first (a fine-tuned policy minus its own starting policy
+    of the same training seed, on the same chain with the same env seed), then `bootstrap_mean`
+    resamples those differences. Chains that are easy or hard for both policies cancel, so the
+    interval is much narrower than the difference of two independent intervals.
+
+    Args:
+        after: per-chain numbers of the new policy, (num_chains,) or (num_seeds, num_chains).
+        before: the same for the reference policy, in the same chain (and seed) order.
+        num_bootstrap, seed, confidence: as in `bootstrap_mean`.
+
+    Returns:
+        `bootstrap_mean` of the differences, plus ``"share_above_zero"``: the share of chains
+        (over all seeds) where ``after`` is higher, and ``"share_below_zero"``.
+
+    Raises:
+        ValueError: the shapes differ, or as `bootstrap_mean`.
+    """
+    a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same chains: after has shape {a.shape}, before {b.shape}")
+    diff = a - b
+    out = bootstrap_mean(diff, num_bootstrap=num_bootstrap, seed=seed, confidence=confidence)
+    out["share_above_zero"] = float((diff > 0).mean())
+    out["share_below_zero"] = float((diff < 0).mean())
+    return out

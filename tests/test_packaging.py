@@ -22,7 +22,7 @@ DISTRIBUTIONS = {"PIL": "pillow", "yaml": "pyyaml"}
 # the user installs them (docs/calvin_backend.md, README) and the tests that need them are marked
 # ``calvin`` and skipped without them.
 CALVIN_BACKEND = {"calvin_env", "calvin_agent", "hydra", "omegaconf", "git", "gym"}
-LOCAL = {"rftf_gym", "evaluate", "collect_demos", "ppo_rftf", "conftest", "tests"}
+LOCAL = {"rftf_gym", "evaluate", "collect_demos", "ppo_rftf", "train_value", "conftest", "tests"}
 
 
 def _test_imports() -> dict[str, set[str]]:

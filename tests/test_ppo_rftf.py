@@ -121,7 +121,9 @@ def tiny_vla(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("bc") / "tiny_vla"
     vla = VLA(VLAConfig(obs_mode="state", d_model=16, n_layers=1, n_heads=2, head_hidden=16))
-    save_checkpoint(directory, vla, {"note": "random weights for tests"})
+    # Saved as behaviour cloning saves it: evaluated by sampling, a decoding the fine-tuned
+    # checkpoints must keep (else evaluate.py compares a sampled start with a greedy result).
+    save_checkpoint(directory, vla, {"note": "random weights for tests"}, decoding="sample")
     return directory
 
 
@@ -150,6 +152,8 @@ def test_tiny_sparse_run_trains_the_head_only_and_saves_a_loadable_policy(tiny_v
     metrics = json.loads((tmp_path / "ckpt" / "tiny" / "eval" / "iter_000002" / "metrics.json").read_text())
     assert metrics["num_chains"] == 1 and 0 <= metrics["avg_len"]["value"] <= 5
     assert state["iteration"] == 2 and state["episodes"] == 8 and state["kl_ref"] > 0
+    tuned_config = json.loads((tmp_path / "ckpt" / "tiny" / "iter_000002" / "config.json").read_text())
+    assert tuned_config["decoding"] == "sample"
     start, tuned = load_vla(tiny_vla), load_vla(tmp_path / "ckpt" / "tiny" / "iter_000002")
     for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
         assert torch.equal(a, b) == (not name.startswith("action_head.")), name

@@ -1,0 +1,78 @@
+"""bench/rftf_experiment.py: presets, resumable stages with manifests, and the paired report rows."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rftf_gym.evaluation import write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exp():
+    spec = importlib.util.spec_from_file_location("rftf_experiment", ROOT / "bench" / "rftf_experiment.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rftf_experiment"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_presets_fill_unset_options_and_check_them(exp):
+    args = exp.apply_preset(exp.Args(preset="full", run_dir="x"))
+    assert args.seeds == (1, 2, 3) and args.eval_chains == 1000 and args.bc is None
+    args = exp.apply_preset(exp.Args(preset="full", seeds=(7,), eval_chains=5))
+    assert args.seeds == (7,) and args.eval_chains == 5
+    with pytest.raises(ValueError, match="--settings"):
+        exp.apply_preset(exp.Args(settings=("AB",)))
+    with pytest.raises(ValueError, match="single --seeds"):
+        exp.apply_preset(exp.Args(bc="some/checkpoint"))
+    with pytest.raises(ValueError, match="--ppo-episodes must be at least"):
+        exp.apply_preset(exp.Args(ppo_episodes=4, ppo_episodes_per_iteration=8))
+
+
+def test_a_finished_stage_is_skipped_and_other_settings_are_refused(exp, tmp_path, capsys):
+    out = tmp_path / "out.txt"
+    cmd = [sys.executable, "-c", f"open({str(out)!r}, 'a').write('x')"]
+    runner = exp.Runner(tmp_path, total=3, jobs=1)
+    stage = exp.Stage("write", "test", cmd, {"command": cmd[1:]}, out.is_file)
+    manifest = runner.run(stage)
+    assert manifest["status"] == "complete" and out.read_text() == "x"
+    assert json.loads((tmp_path / "manifests" / "write.json").read_text())["command"] == cmd
+    runner.run(stage)  # complete: not run again
+    assert out.read_text() == "x"
+    assert "skipped" in capsys.readouterr().out
+    other = exp.Stage("write", "test", cmd, {"command": ["-c", "pass"]}, out.is_file)
+    with pytest.raises(ValueError, match="other settings"):
+        runner.run(other)
+
+
+def test_a_failing_stage_names_its_log_and_leaves_no_manifest(exp, tmp_path):
+    cmd = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+    runner = exp.Runner(tmp_path, total=1, jobs=1)
+    with pytest.raises(exp.StageError, match="(?s)exit status 3.*fail.log.*boom"):
+        runner.run(exp.Stage("fail", "test", cmd, {}, lambda: False))
+    assert not (tmp_path / "manifests" / "fail.json").exists()
+    assert len(json.loads((tmp_path / "manifests" / ".fail.partial.json").read_text())["attempts"]) == 1
+
+
+def test_chain_results_and_paired_row(exp, tmp_path):
+    before = [0, 1, 2, 1]
+    after = [1, 2, 3, 2]
+    for name, values in (("bc", before), ("ft", after)):
+        records = [{"index": i, "num_success": k, "chain": ["a"] * 5} for i, k in enumerate(values)]
+        write_results(tmp_path / name / "results.jsonl", {"policy": name}, records)
+    b = exp.chain_results(tmp_path / "bc", 4)
+    a = exp.chain_results(tmp_path / "ft", 4)
+    assert b.tolist() == before
+    row, stats = exp.paired_row("ft - bc", a[None], b[None], 500)
+    assert stats["avg_len"]["value"] == 1.0 and stats["avg_len"]["ci"] == [1.0, 1.0]
+    assert "(above 0)" in row
+    # L1 goes from 3/4 to 4/4 of the chains: only chain 0 differs, by 1, so the mean is 0.25.
+    assert stats["L1"]["value"] == 0.25
+    with pytest.raises(ValueError, match="have no result"):
+        exp.chain_results(tmp_path / "bc", 5)

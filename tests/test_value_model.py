@@ -1,0 +1,331 @@
+"""The value model, its losses and diagnostics, and tiny end-to-end runs of ``train_value.py``
+(CleanRL tests/test_mujoco.py style): train, kill, resume, reload, score a demonstration."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rftf_gym import value_diagnostics as diag
+from rftf_gym.data import CalvinDataset, CalvinDatasetWriter
+from rftf_gym.models import VLA, VLAConfig, save_checkpoint
+from rftf_gym.value_model import ValueModel, load_value_model, save_value_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train_value  # noqa: E402  (the script's pure functions)
+
+SMALL = dict(d_model=32, n_layers=1, n_heads=2, head_hidden=32)
+
+
+# ---------------------------------------------------------------------------- synthetic data
+def write_split(root: Path, split: str, scene: str, seed: int, episodes: int = 2) -> None:
+    """A tiny CALVIN-format split: per episode, 'move_slider_left' opens the door while the arm
+    moves, then 'open_drawer' opens the drawer: two 20-frame segments, each annotated on its
+    last 16 frames (as collect_demos.py annotates the end of each segment)."""
+    rng = np.random.default_rng(seed)
+    with CalvinDatasetWriter(root, split, image_sizes={"static": (8, 8), "gripper": (8, 8)}, compress=False) as w:
+        for _ in range(episodes):
+            w.start_episode(scene)
+            robot, scene_obs = rng.normal(0, 0.05, 15), np.zeros(24)
+            robot[3:6] = (3.09, -0.03, 1.5)
+            for task, joint in (("move_slider_left", 0), ("open_drawer", 1)):
+                first = w.next_frame_id
+                for _ in range(20):
+                    robot[:3] += rng.normal(0, 0.01, 3)
+                    scene_obs[joint] += 0.01
+                    w.add_frame(actions=np.zeros(7), rel_actions=np.zeros(7), robot_obs=robot.copy(), scene_obs=scene_obs.copy(),
+                                rgb_static=np.zeros((8, 8, 3), np.uint8), rgb_gripper=np.zeros((8, 8, 3), np.uint8))
+                ann = "push the sliding door to the left" if task == "move_slider_left" else "pull the handle to open the drawer"
+                w.add_annotation(first + 4, w.next_frame_id - 1, ann, task)
+            w.end_episode()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_demos")
+    write_split(root, "training", "calvin_scene_A", seed=0)
+    write_split(root, "validation", "calvin_scene_D", seed=1)
+    return root
+
+
+# ---------------------------------------------------------------------------- losses
+def test_ranking_loss_hand_computed_three_frame_window():
+    # Window values 0, 1, 3: pairs (0,1) d=1, (0,2) d=3, (1,2) d=2; Eq. 1 averages -log sigma(d)
+    # over the C(3,2) = 3 pairs: (0.313262 + 0.048587 + 0.126928) / 3 = 0.162926
+    values = torch.tensor([[0.0, 1.0, 3.0]])
+    expected = -(math.log(1 / (1 + math.exp(-1))) + math.log(1 / (1 + math.exp(-3))) + math.log(1 / (1 + math.exp(-2)))) / 3
+    assert train_value.ranking_loss(values).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(0.162926, abs=1e-6)
+    # Batch mean; a window in the wrong order costs more than one in the right order.
+    both = torch.tensor([[0.0, 1.0, 3.0], [3.0, 1.0, 0.0]])
+    assert train_value.ranking_loss(both).item() > expected
+    with pytest.raises(ValueError, match="n >= 2"):
+        train_value.ranking_loss(torch.zeros(4))
+
+
+def test_ranking_loss_gradient_raises_later_frames():
+    values = torch.zeros(1, 3, requires_grad=True)
+    train_value.ranking_loss(values).backward()
+    grad = values.grad[0]
+    assert grad[0] > 0 > grad[2] and grad[1] == pytest.approx(0.0)  # descent lowers the first, raises the last
+
+
+def test_tie_and_grounding_losses():
+    assert train_value.tie_loss(torch.full((2, 4), 3.0)).item() == pytest.approx(math.log(2))
+    assert train_value.tie_loss(torch.tensor([[0.0, 5.0]])).item() > math.log(2)
+    right, wrong = torch.tensor([2.0, 1.0]), torch.tensor([0.0, 1.0])
+    assert train_value.grounding_loss(right, wrong).item() == pytest.approx((math.log1p(math.exp(-2)) + math.log(2)) / 2)
+
+
+def test_epoch_windows_cover_episodes_at_random_offsets():
+    rng = np.random.default_rng(0)
+    rows = train_value.epoch_windows([64, 20, 3], window_size=8, stride=4, rng=rng)
+    per_episode = np.bincount(rows[:, 0], minlength=3)
+    assert per_episode.tolist() == [8, 3, 0]  # ceil(L / n) windows; too-short episodes skipped
+    assert rows[rows[:, 0] == 0, 1].max() <= 64 - 29 and rows[rows[:, 0] == 1, 1].max() == 0
+    frames = train_value.window_frames(20, 0, 8, 4)  # 29-frame span does not fit: stride 2
+    assert frames.tolist() == [0, 2, 4, 6, 8, 10, 12, 14]
+    assert train_value.window_frames(64, 35, 8, 4)[-1] == 63
+
+
+# ---------------------------------------------------------------------------- model
+def state_obs(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"robot_obs": rng.normal(size=(batch, 15)), "scene_obs": rng.normal(size=(batch, 24))}
+
+
+def test_predict_is_batched_and_instruction_conditioned():
+    torch.manual_seed(0)
+    model = ValueModel(VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2), head_hidden=32)
+    obs = state_obs(5)
+    values = model.predict(obs, ["open the drawer"] * 5)
+    assert values.shape == (5,) and values.dtype == np.float32
+    single = [model.predict({k: v[i : i + 1] for k, v in obs.items()}, ["open the drawer"])[0] for i in range(5)]
+    np.testing.assert_allclose(values, single, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(values, model.predict(obs, ["turn on the led"] * 5))
+    emb = model.text_encoder.encode(["open the drawer"] * 5)
+    np.testing.assert_allclose(model.predict({**obs, "lang_emb": emb}), values, rtol=1e-5, atol=1e-6)
+
+
+def test_from_vla_copies_the_body_but_not_the_query_tokens():
+    torch.manual_seed(0)
+    vla = VLA(VLAConfig(obs_mode="rgb", d_model=32, n_layers=1, n_heads=2, static_size=32, gripper_size=16))
+    model = ValueModel.from_vla(vla, num_value_queries=2)
+    body, source = model.body.state_dict(), vla.body.state_dict()
+    assert set(body) == set(source)
+    for name in body:
+        if name == "queries":
+            assert body[name].shape == (2, 32)
+        else:
+            assert torch.equal(body[name], source[name]), name
+    obs = {"rgb_static": np.zeros((2, 200, 200, 3), np.uint8), "rgb_gripper": np.zeros((2, 84, 84, 3), np.uint8),
+           "robot_obs": np.zeros((2, 15))}
+    assert model.predict(obs, ["a", "b"]).shape == (2,)
+
+
+def test_images_shrunk_for_storage_equal_the_model_inputs():
+    model = ValueModel(VLAConfig(obs_mode="rgb", d_model=32, n_layers=1, n_heads=2, static_size=32, gripper_size=16))
+    rng = np.random.default_rng(0)
+    obs = {"rgb_static": rng.integers(0, 256, (3, 200, 200, 3), dtype=np.uint8),
+           "rgb_gripper": rng.integers(0, 256, (3, 84, 84, 3), dtype=np.uint8), "robot_obs": rng.normal(size=(3, 15))}
+    small = {"rgb_static": diag.resize_images(obs["rgb_static"], (32, 32)),
+             "rgb_gripper": diag.resize_images(obs["rgb_gripper"], (16, 16)), "robot_obs": obs["robot_obs"]}
+    assert small["rgb_static"].shape == (3, 32, 32, 3) and small["rgb_static"].dtype == np.uint8
+    np.testing.assert_array_equal(model.predict(small, ["a"] * 3), model.predict(obs, ["a"] * 3))
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path):
+    torch.manual_seed(0)
+    model = ValueModel(VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2), head_hidden=32)
+    save_value_model(tmp_path / "v", model, {"epoch": 1})
+    loaded = load_value_model(tmp_path / "v")
+    obs = state_obs(3)
+    np.testing.assert_array_equal(loaded.predict(obs, ["x"] * 3), model.predict(obs, ["x"] * 3))
+    assert loaded.checkpoint_metadata == {"epoch": 1}
+    # A VLA checkpoint is not a value checkpoint.
+    save_checkpoint(tmp_path / "vla", VLA(VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2)))
+    with pytest.raises(ValueError, match="policy_type"):
+        load_value_model(tmp_path / "vla")
+    # A config whose architecture does not fit the weights names the tensors.
+    config = json.loads((tmp_path / "v" / "config.json").read_text())
+    config["value"]["head_hidden"] = 64
+    (tmp_path / "v" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="value_head"):
+        load_value_model(tmp_path / "v")
+    with pytest.raises(FileNotFoundError):
+        load_value_model(tmp_path / "missing")
+
+
+# ---------------------------------------------------------------------------- diagnostics
+def test_diagnostics_separate_progress_from_a_clock(tiny_data):
+    demos = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), ("robot_obs", "scene_obs"))
+    assert [len(e) for e in demos] == [16] * 4 and {e.task for e in demos} == {"move_slider_left", "open_drawer"}
+    wrong = diag.wrong_instruction_episodes(demos, seed=0)
+    assert all(w.instruction != d.instruction and w.obs is d.obs for w, d in zip(wrong, demos))
+
+    def progress(obs, instructions):  # the joint that the instruction asks to move
+        joint = np.array([0 if "sliding door" in s else 1 for s in instructions])
+        return obs["scene_obs"][np.arange(len(joint)), joint]
+
+    def blind(obs, instructions):  # rises with the episode, ignores the instruction
+        return obs["scene_obs"][:, 0] + obs["scene_obs"][:, 1]
+
+    report, values = diag.diagnose(progress, demos, wrong, batch_size=7)
+    model, clock = report["model"], report["clock"]
+    assert model["demos"]["voc"] == pytest.approx(1.0) and model["demos"]["pairwise_accuracy"] == 1.0
+    assert model["reversed"]["voc"] == pytest.approx(-1.0)
+    assert model["wrong_instruction"]["voc"] == 0.0  # the other joint does not move: flat
+    assert model["grounding_accuracy"] > 0.5
+    np.testing.assert_allclose(values["demos"][0], demos[0].obs["scene_obs"][:, 0 if demos[0].task == "move_slider_left" else 1])
+    # The clock is perfect on demonstrations and wrong on every negative.
+    assert clock["demos"]["voc"] == pytest.approx(1.0) and clock["reversed"]["voc"] == pytest.approx(1.0)
+    assert clock["wrong_instruction"]["voc"] == pytest.approx(1.0) and clock["grounding_accuracy"] == 0.5
+    # A model that ignores the instruction looks perfect on demonstrations and fails grounding.
+    blind_report, _ = diag.diagnose(blind, demos, wrong)
+    assert blind_report["model"]["demos"]["voc"] == pytest.approx(1.0)
+    assert blind_report["model"]["wrong_instruction"]["voc"] == pytest.approx(1.0)
+
+
+def test_whole_segments_reach_back_to_the_previous_window(tiny_data):
+    ds = CalvinDataset(tiny_data, "training")
+    assert [a.start for a in ds.annotations] == [4, 24, 44, 64]
+    assert diag.segment_starts(ds) == [0, 20, 40, 60]
+    whole = diag.demo_episodes(ds, ("scene_obs",), whole_segments=True)
+    assert [len(e) for e in whole] == [20] * 4
+    np.testing.assert_array_equal(whole[1].obs["scene_obs"][4:], diag.demo_episodes(ds, ("scene_obs",))[1].obs["scene_obs"])
+
+
+def test_success_vs_failure_scores_by_task():
+    ep = lambda task, ok, n: diag.Episode({"robot_obs": np.zeros((n, 15))}, "i", task, ok)  # noqa: E731
+    rollouts = [ep("a", True, 3), ep("a", False, 4), ep("b", False, 2)]
+    values = [np.array([0.0, 1.0, 2.0]), np.array([0.0, 0.5, 3.0, 0.0]), np.array([1.0, 1.0])]
+    scores = diag._success_failure_scores(rollouts, values)
+    # task a: t0 tie, t1 win, t2 loss -> 1.5 / 3; final 2.0 vs 0.0 -> AUC 1; task b has no success
+    assert scores["same_time_accuracy"] == pytest.approx(0.5) and scores["same_time_pairs"] == 3
+    assert scores["final_value_auc"] == 1.0 and scores["auc_tasks"] == ["a"]
+    report = diag.evaluate_values([], [], rollouts=rollouts, rollout_values=values)
+    assert report["rollouts_success"]["episodes"] == 1 and report["rollouts_failure"]["episodes"] == 2
+
+
+def test_rollouts_are_cached_and_checked(tmp_path):
+    eps = diag.collect_rollouts("random", ["open_drawer"], 1, ("robot_obs", "scene_obs"), tmp_path, seed=3)
+    assert len(eps) == 1 and not eps[0].success and len(eps[0]) == diag.EPISODE_STEPS + 1
+    again = diag.collect_rollouts("random", ["open_drawer"], 1, ("robot_obs", "scene_obs"), tmp_path, seed=3)
+    np.testing.assert_array_equal(again[0].obs["scene_obs"], eps[0].obs["scene_obs"])
+    with pytest.raises(ValueError, match="seed"):
+        diag.collect_rollouts("random", ["open_drawer"], 1, ("robot_obs", "scene_obs"), tmp_path, seed=4)
+
+
+def test_dataset_reads_another_language_folder(tiny_data, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_data / "validation", tmp_path / "validation")
+    (tmp_path / "validation" / "lang_annotations").rename(tmp_path / "validation" / "lang_other")
+    ds = CalvinDataset(tmp_path, "validation", lang_folder="lang_other")
+    assert len(ds.annotations) == 4
+    with pytest.raises(Exception, match="lang_annotations"):
+        CalvinDataset(tmp_path, "validation")
+
+
+# ---------------------------------------------------------------------------- train_value.py
+def train_args(data: Path, runs: Path, **extra: str) -> list[str]:
+    args = {
+        "--data-root": str(data), "--runs-dir": str(runs), "--run-name": "tiny", "--seed": "3",
+        "--batch-size": "2", "--window-size": "4", "--frame-stride": "2", "--num-epochs": "2", "--keep-epoch": "1",
+        "--learning-rate": "1e-3", "--checkpoint-every": "1", "--torch-threads": "1", **extra,
+    }
+    return [sys.executable, str(ROOT / "train_value.py"), *[x for kv in args.items() for x in kv]]
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Uninterrupted reference run.
+    done = run(train_args(tiny_data, tmp_path / "ref"), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Killed after its first resume checkpoint, then resumed by the same command.
+    cmd = train_args(tiny_data, tmp_path / "killed")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "killed" / "tiny" / "resume" / "progress.json"
+    try:
+        deadline = time.time() + 300
+        while not progress.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert json.loads(progress.read_text())["global_step"] < 16
+    resumed = run(cmd, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming tiny at step" in resumed.stdout
+
+    ref_report = json.loads((tmp_path / "ref" / "tiny" / "report.json").read_text())
+    report = json.loads((tmp_path / "killed" / "tiny" / "report.json").read_text())
+    # 4 annotations of 16 frames, ceil(16 / 4) windows each, 2 windows per step
+    assert report["steps_per_epoch"] == ref_report["steps_per_epoch"] == 8
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    for h, r in zip(report["history"], ref_report["history"]):
+        assert h["train_loss"] == pytest.approx(r["train_loss"], rel=1e-5)
+        for key in ("demos", "reversed", "wrong_instruction"):
+            assert h["model"][key]["voc"] == pytest.approx(r["model"][key]["voc"], abs=1e-6)
+        assert h["clock"]["demos"]["voc"] == pytest.approx(1.0)
+    for name in ("curves.png", "value_curves.png"):
+        assert (tmp_path / "killed" / "tiny" / name).stat().st_size > 1000
+
+    # The kept model (epoch 1) reloads and scores a held-out demonstration.
+    model = load_value_model(tmp_path / "killed" / "tiny" / "value_model")
+    assert model.checkpoint_metadata["epoch"] == 1
+    demo = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), model.config.obs_keys)[0]
+    values = model.predict(demo.obs, [demo.instruction] * len(demo))
+    assert values.shape == (16,) and np.all(np.isfinite(values))
+    ref = load_value_model(tmp_path / "ref" / "tiny" / "value_model")
+    np.testing.assert_allclose(values, ref.predict(demo.obs, [demo.instruction] * len(demo)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
+    first = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "1", "--max-steps-per-epoch": "2"}), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "1", "--max-steps-per-epoch": "2", "--window-size": "3"}), tmp_path)
+    assert other.returncode != 0 and "window_size" in other.stderr
+
+
+@pytest.mark.slow
+def test_rollout_diagnostics_and_failure_ranking_run(tiny_data, tmp_path):
+    extra = {"--num-epochs": "1", "--max-steps-per-epoch": "2", "--loss": "grounded", "--rollout-policy": "random",
+             "--rollout-tasks": "open_drawer", "--rollout-episodes-per-task": "1",
+             "--train-rollout-policy": "random", "--train-rollout-scenes": "A"}
+    done = run(train_args(tiny_data, tmp_path, **extra), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "training rollouts: 2 failures" in done.stdout
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text())
+    assert report["rollouts"] == {"successes": 0, "failures": 1}
+    model = report["history"][0]["model"]
+    assert model["rollouts_failure"]["episodes"] == 1 and model["rollouts_success"]["episodes"] == 0
+    assert report["history"][0]["clock"]["rollouts_failure"]["voc"] == pytest.approx(1.0)
+
+
+def test_bad_arguments_fail_clearly(tiny_data, tmp_path):
+    bad = run(train_args(tiny_data, tmp_path, **{"--loss": "clock"}), tmp_path)
+    assert bad.returncode != 0 and "--loss" in bad.stderr
+    missing = run(train_args(tmp_path / "nowhere", tmp_path), tmp_path)
+    assert missing.returncode != 0 and "dataset directory is missing" in missing.stderr
