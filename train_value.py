@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rftf_gym import value_diagnostics as diag
 from rftf_gym.data import CalvinDataset
+from rftf_gym.files import atomic_write_bytes, atomic_write_text
 from rftf_gym.models import PRECOMPUTED_TEXT, VLAConfig, load_vla
 from rftf_gym.value_model import ValueModel, load_value_model, save_value_model
 
@@ -248,13 +250,11 @@ def attach_embeddings(episodes: list[diag.Episode], model: ValueModel, dataset: 
 # Checkpoints and resume
 # ----------------------------------------------------------------------------------------------
 def atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    """Adam moments as safetensors (state/<param index>/<name>) and the rest as JSON."""
+    """Adam moments as safetensors (state/<param index>/<name>), the rest and the torch RNG as JSON."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, param_state in state["state"].items():
@@ -264,9 +264,8 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
                 tensors[key] = value.detach().cpu().contiguous()
             else:
                 scalars[key] = float(value)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    tensors["rng/torch"] = torch.get_rng_state()  # dropout masks continue as without the interruption
+    atomic_write_bytes(path, save(tensors))
     atomic_json(path.with_suffix(".json"), {"scalars": scalars, "param_groups": state["param_groups"]})
 
 
@@ -274,6 +273,7 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
     tensors = load_file(str(path))
     meta = json.loads(path.with_suffix(".json").read_text())
     state: dict[int, dict[str, Any]] = {}
+    torch.set_rng_state(tensors.pop("rng/torch"))
     for key, value in tensors.items():
         _, index, name = key.split("/")
         state.setdefault(int(index), {})[name] = value
@@ -284,11 +284,26 @@ def load_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
 
 
 def save_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    """Model, optimizer and progress; ``progress.json`` is written last (the commit point)."""
+    """Model and optimizer into a fresh ``resume/step_XXXXXXX/``, then ``resume/progress.json``
+    naming it (the commit point), then the older step directories are removed. A kill at any
+    moment leaves progress.json pointing at a complete checkpoint of the same step."""
     resume = run_dir / "resume"
-    save_value_model(resume, model, {"global_step": progress["global_step"]})
-    save_optimizer(resume / "optimizer.safetensors", optimizer)
-    atomic_json(resume / "progress.json", progress)
+    name = f"step_{progress['global_step']:07d}"
+    save_value_model(resume / name, model, {"global_step": progress["global_step"]})
+    save_optimizer(resume / name / "optimizer.safetensors", optimizer)
+    atomic_json(resume / "progress.json", {**progress, "checkpoint": name})
+    for old in resume.glob("step_*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
+    """Restore what `save_resume` committed; returns the progress dict."""
+    progress = json.loads((run_dir / "resume" / "progress.json").read_text())
+    directory = run_dir / "resume" / progress.pop("checkpoint")
+    model.load_state_dict(load_value_model(directory, device=device).state_dict())
+    load_optimizer(directory / "optimizer.safetensors", optimizer)
+    return progress
 
 
 def model_fields(args: Args) -> dict[str, Any]:
@@ -414,10 +429,7 @@ if __name__ == "__main__":
         differ = [f"{k}: {found['args'].get(k)!r} vs {v!r}" for k, v in model_fields(args).items() if found["args"].get(k) != v]
         if differ:
             raise ValueError(f"{run_dir} holds a run with other settings ({'; '.join(differ)}); use another --run-name")
-        resumed = load_value_model(run_dir / "resume", device=device)
-        model.load_state_dict(resumed.state_dict())
-        load_optimizer(run_dir / "resume" / "optimizer.safetensors", optimizer)
-        progress = found
+        progress = load_resume(run_dir, model, optimizer, device)
         print(f"resuming {run_name} at step {progress['global_step']} of {total_steps}")
 
     # training loop

@@ -168,6 +168,42 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- diagnostics
+def test_a_kill_while_checkpointing_resumes_from_the_last_complete_step(tmp_path, monkeypatch):
+    """The weights of step 2 are on disk but its commit point never was: resume gets step 1 whole."""
+
+    def fresh() -> tuple[ValueModel, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = ValueModel(VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2), head_hidden=32)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    model, optimizer = fresh()
+
+    def step() -> None:
+        optimizer.zero_grad()
+        sum(p.square().sum() for p in model.parameters()).backward()
+        optimizer.step()
+
+    step()
+    train_value.save_resume(tmp_path, model, optimizer, {"global_step": 1, "args": {}, "history": [], "losses": [0.5]})
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    step()
+
+    def killed(path, obj):
+        raise KeyboardInterrupt("killed before the commit point")
+
+    monkeypatch.setattr(train_value, "atomic_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_value.save_resume(tmp_path, model, optimizer, {"global_step": 2, "args": {}, "history": [], "losses": [0.5, 0.4]})
+    monkeypatch.undo()
+
+    again, again_opt = fresh()
+    progress = train_value.load_resume(tmp_path, again, again_opt, torch.device("cpu"))
+    assert progress["global_step"] == 1 and progress["losses"] == [0.5]
+    for key, value in again.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+    assert again_opt.state_dict()["state"][0]["step"].item() == 1
+
+
 def test_diagnostics_separate_progress_from_a_clock(tiny_data):
     demos = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), ("robot_obs", "scene_obs"))
     assert [len(e) for e in demos] == [16] * 4 and {e.task for e in demos} == {"move_slider_left", "open_drawer"}
