@@ -23,7 +23,9 @@ official chains: per-chain records identical for batch sizes 1, 4, 5, 7, 16 and 
 workers, and twice in a row; 0.7 % of batched rows (sampled; 19 % greedy) were recomputed. What
 does change a chain's result is the code: the same checkpoint, chains and seed gave Avg. Len.
 0.12 with the simulator before its robot and table were matched to calvin_env and 0.14 after,
-15 of 100 chains differing. Compare policies only with evaluations run by the same code.
+15 of 100 chains differing. So the results header records the digest of the rftf_gym sources
+(``code_sha256``): a results file of other code is not resumed, and
+``bench/rftf_experiment.py`` refuses to pair evaluations made by different code.
 
 Examples:
     python evaluate.py --policy expert --obs-mode state --num-workers 2
@@ -339,6 +341,7 @@ if __name__ == "__main__":
         "seed": args.seed,
         "ep_len": EP_LEN,
         "instruction_split": args.instruction_split,
+        "code_sha256": evaluation.code_digest(),
         "versions": {"rftf_gym": rftf_gym.__version__, "python": sys.version.split()[0]},
     }
 

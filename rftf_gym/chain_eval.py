@@ -429,6 +429,7 @@ def results_config(policy: str, chains: Sequence[Chain], chain_source: str, conf
         "seed": config.seed,
         "ep_len": config.ep_len,
         "instruction_split": config.instruction_split,
+        "code_sha256": evaluation.code_digest(),
     }
 
 
