@@ -530,7 +530,9 @@ if __name__ == "__main__":
 
             wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                        config=vars(args), name=run_name, save_code=True, resume="allow", id=run_name)
-        writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step if resumed else None)
+        # On resume, drop only the events logged after the checkpoint (a killed run's unsaved
+        # iterations); the checkpoint's own iteration was logged at step global_step and stays.
+        writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed else None)
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
 
     # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]

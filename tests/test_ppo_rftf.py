@@ -218,6 +218,14 @@ def test_kill_and_resume(tiny_vla, tmp_path):
     assert f"resumed from ckpt/resume/iter_{killed_at:06d}" in done.stdout
     state = _final_state(run_dir)
     assert state["iteration"] == killed_at + 1 and state["episodes"] == 4 * (killed_at + 1)
+    # TensorBoard keeps one entry per iteration across the kill: the checkpoint's own iteration is
+    # not purged, the unsaved ones after it are.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "runs" / "resume"), size_guidance={"scalars": 0})
+    events.Reload()
+    episodes = [e.value for e in events.Scalars("charts/episodes")]
+    assert episodes == [4.0 * (i + 1) for i in range(killed_at + 1)]
     # Other settings than the checkpoint's are refused with the field named.
     refused = subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--run-name", "resume", "--checkpoint-dir",
                                       "ckpt", "--scenes", "D", "--total-episodes", "400"),
