@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from rftf_gym import value_diagnostics as diag
+from rftf_gym.conventions import BLOCK_OFFSETS
 from rftf_gym.data import CalvinDataset, CalvinDatasetWriter
+from rftf_gym.experts.geometry import BLOCK_Z
 from rftf_gym.models import VLA, VLAConfig, save_checkpoint
 from rftf_gym.value_model import ValueModel, load_value_model, save_value_model
 
@@ -368,6 +370,18 @@ def test_rollout_diagnostics_and_failure_ranking_run(tiny_data, tmp_path):
     model = report["history"][0]["model"]
     assert model["rollouts_failure"]["episodes"] == 1 and model["rollouts_success"]["episodes"] == 0
     assert report["history"][0]["clock"]["rollouts_failure"]["voc"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_rollouts_of_tasks_no_random_layout_starts(tmp_path):
+    # A block in the drawer and a held block: the experts' constructed start states.
+    tasks = ["lift_blue_block_drawer", "place_in_slider"]
+    episodes = diag.collect_rollouts("random", tasks, 1, ("robot_obs", "scene_obs"), tmp_path, scene="A", seed=2)
+    assert [e.task for e in episodes] == tasks
+    assert all(len(e) > 1 and e.obs["scene_obs"].shape[1] == 24 for e in episodes)
+    # The blue block starts below the table top, on the drawer's floor.
+    assert episodes[0].obs["scene_obs"][0, BLOCK_OFFSETS["blue"] + 2] < BLOCK_Z - 0.05
+    assert episodes[1].obs["robot_obs"][0, 14] == -1  # the last gripper action closed it on a block
 
 
 def test_bad_arguments_fail_clearly(tiny_data, tmp_path):
