@@ -20,11 +20,16 @@ project's hashed n-gram encoder, `rftf_gym.text_encoder`; not CALVIN's MiniLM), 
 ``lang_annotations/`` (the folder CALVIN's loaders read by default) and to
 ``lang_<encoder name>/``. At the end of each split the script writes ``statistics.yaml``, and for
 validation ``embeddings.npy`` (the evaluation sentence of each task and its embedding) in both
-language folders.
+language folders, and ``validation/.hydra/merged_config.yaml``: the calvin_env configuration of
+the validation scene with the collected cameras (`rftf_gym.data.render_config`), from which
+CALVIN's evaluation (``get_env``) builds its simulator.
 
 Frames: ``rel_actions`` is the expert's relative action exactly as sent to the env (what a policy
 outputs); ``actions`` is the absolute pose it aims at (tcp + 0.02 m * rel_pos, euler + 0.05 rad *
 rel_orn), so calvin's ``to_relative_action(actions, robot_obs)`` gives ``rel_actions`` back.
+With ``--depth`` every frame also holds ``depth_static`` and ``depth_gripper``: float32 depth
+images in metres, at the image sizes, computed from each camera's z-buffer as calvin_env does
+(`rftf_gym.sim.cameras.zbuffer_to_depth`).
 
 Usage: ``python collect_demos.py --output demos`` (small: ``--train-episodes 3 --val-episodes 1``);
 ``--backend calvin`` writes the same from the official simulator when calvin_env is installed
@@ -55,6 +60,7 @@ from rftf_gym.data import (
     CalvinDatasetWriter,
     TaskEmbeddings,
 )
+from rftf_gym.data.render_config import write_render_config
 from rftf_gym.data.statistics import write_statistics
 from rftf_gym.experts import make_expert
 from rftf_gym.files import atomic_write_text
@@ -62,6 +68,8 @@ from rftf_gym.language import EVAL_INSTRUCTIONS, instruction_for
 from rftf_gym.text_encoder import HashedNgramEncoder, TextEncoder, make_text_encoder
 
 PROG = "collect_demos.py"
+# Observation keys stored in frames besides the state vectors (depth only with --depth).
+IMAGE_KEYS = ("rgb_static", "rgb_gripper", "depth_static", "depth_gripper")
 
 
 @dataclass
@@ -93,6 +101,9 @@ class Args:
     text_encoder: str = HashedNgramEncoder().name
     """instruction encoder (rftf_gym.text_encoder) whose embeddings are stored as language.emb, in
     lang_annotations/ and in lang_<encoder name>/; it is not CALVIN's MiniLM"""
+    depth: bool = False
+    """also write depth_static / depth_gripper (float32 metres from the cameras' z-buffers), as
+    CALVIN's depth observation spaces read"""
 
 
 @dataclass
@@ -116,7 +127,10 @@ def absolute_action(robot_obs: np.ndarray, rel: np.ndarray) -> np.ndarray:
 
 def run_segment(env: gym.Env, obs: dict, task: str, rng: np.random.Generator,
                 noise: float) -> tuple[list[dict], dict, bool]:
-    """Run one expert from the current state; the frames (obs + action) and whether it succeeded."""
+    """Run one expert from the current state; the frames (obs + action) and whether it succeeded.
+
+    A frame holds the observation's images (and depth images, when the env observes them).
+    """
     expert = make_expert(task, env.unwrapped.scene, rng, noise=noise)
     frames = []
     info: dict = {}
@@ -125,7 +139,7 @@ def run_segment(env: gym.Env, obs: dict, task: str, rng: np.random.Generator,
         rel[6] = 1.0 if rel[6] >= 0 else -1.0
         frames.append({"actions": absolute_action(obs["robot_obs"], rel), "rel_actions": rel.copy(),
                        "robot_obs": obs["robot_obs"], "scene_obs": obs["scene_obs"],
-                       "rgb_static": obs["rgb_static"], "rgb_gripper": obs["rgb_gripper"]})
+                       **{key: obs[key] for key in IMAGE_KEYS if key in obs}})
         obs, _, terminated, truncated, info = env.step(rel)
         if terminated or truncated:
             break
@@ -200,6 +214,7 @@ def content_config(args: Args, scenes: tuple[str, ...], episodes: int) -> dict:
     # The backend is recorded only when it is not the embedded default, so collections written
     # before the option existed still resume.
     backend = {} if args.backend == "embedded" else {"backend": args.backend}
+    backend |= {"depth": True} if args.depth else {}
     return {**backend, "scenes": list(scenes), "episodes": episodes, "seed": args.seed, "noise": args.noise,
             "tasks_per_episode": list(args.tasks_per_episode), "static_size": args.static_size,
             "gripper_size": args.gripper_size, "compress": args.compress, "text_encoder": args.text_encoder}
@@ -285,7 +300,7 @@ def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args
             if not todo:
                 continue
             env = gym.make("RFTF-CALVIN-v0", backend=args.backend, scene=scene, obs_mode="rgb+state",
-                           static_size=args.static_size, gripper_size=args.gripper_size)
+                           static_size=args.static_size, gripper_size=args.gripper_size, depth=args.depth)
             for i in todo:
                 seed = int(np.random.SeedSequence([args.seed, split_index, i]).generate_state(1)[0])
                 attempt = play_episode(env, seed, args)
@@ -297,17 +312,20 @@ def collect_split(split: str, scenes: tuple[str, ...], episodes: int, args: Args
                 progress.update(1)
                 progress.set_postfix(ok=totals.successes, failed=totals.failures)
             env.close()
-        finish_split(writer, split, encoder)
+        finish_split(writer, split, encoder, scenes[-1], sizes)
     return state.counts
 
 
-def finish_split(writer: CalvinDatasetWriter, split: str, encoder: TextEncoder) -> None:
+def finish_split(writer: CalvinDatasetWriter, split: str, encoder: TextEncoder, scene: str,
+                 image_sizes: dict[str, tuple[int, int]]) -> None:
     """The files CALVIN's own training and evaluation code read besides the frames.
 
     ``statistics.yaml`` in every split (normalisation and action bounds, read by
     ``load_dataset_statistics``) and, in the validation split, ``embeddings.npy`` with the
-    evaluation sentence of each task (read by the official rollouts to condition the policy).
-    Rewritten at the end of every run, so a resumed collection ends with the same files.
+    evaluation sentence of each task (read by the official rollouts to condition the policy) and
+    ``.hydra/merged_config.yaml`` (the simulator configuration of ``scene`` with the collected
+    cameras, read by the official evaluation's ``get_env``). Rewritten at the end of every run, so
+    a resumed collection ends with the same files.
     """
     if writer.episodes:
         write_statistics(CalvinDataset(writer.path.parent, split, check_files=False, lang_folder=None))
@@ -316,6 +334,7 @@ def finish_split(writer: CalvinDatasetWriter, split: str, encoder: TextEncoder) 
             task: TaskEmbeddings((sentence,), encoder.encode([sentence])[:, None, :])
             for task, sentence in EVAL_INSTRUCTIONS.items()
         })
+        write_render_config(writer.path, scene, image_sizes)
 
 
 def lang_folders_of(args: Args) -> tuple[str, str]:

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from markdown_section import write_section  # noqa: E402
 
 SECTION = "ppo_rftf"
+IMAGE_SECTION = "ppo_rftf_image"
 TIMES = ("rollout_time", "rollout_cpu_time", "value_time", "value_cpu_time", "update_time", "update_cpu_time",
          "rollout_steps")
 
@@ -48,7 +49,8 @@ class Args:
     value_model: str = "data/value/state"
     """the value model checkpoint of the dense runs"""
     pairs: int = 2
-    """dense/sparse run pairs, interleaved"""
+    """dense/sparse run pairs, interleaved (0: skip them and measure only --image-policy, leaving the
+    state-variant section as it is)"""
     episodes: int = 16
     """episodes per run"""
     episodes_per_iteration: int = 8
@@ -63,7 +65,7 @@ class Args:
     """optional image (rgb) BC checkpoint: one dense run of it for the image-variant estimate"""
     image_value_model: str | None = None
     """the value model of the image run (default: --value-model)"""
-    image_episodes: int = 8
+    image_episodes: int = 16
     """episodes of the image run"""
     benchmarks_file: str = str(ROOT / "BENCHMARKS.md")
     """the Markdown file whose ppo_rftf section is (re)written"""
@@ -80,6 +82,9 @@ def read_scalars(run_dir: Path) -> dict[str, np.ndarray]:
 
 def train(args: Args, workdir: Path, name: str, policy: str, value_model: str | None, episodes: int) -> dict[str, float]:
     """One short ppo_rftf.py run; its summed timings and mean episode length."""
+    # The run's working directory is a temporary one: checkpoint paths are made absolute first.
+    policy = str(Path(policy).resolve())
+    value_model = str(Path(value_model).resolve()) if value_model else None
     command = [
         sys.executable, str(ROOT / "ppo_rftf.py"), "--policy", policy, "--run-name", name,
         "--reward-mode", "dense" if value_model else "sparse", "--scenes", args.scenes,
@@ -103,27 +108,22 @@ def per_step(runs: list[dict[str, float]], key: str) -> float:
     return sum(r[key] for r in runs) / sum(r["rollout_steps"] for r in runs)
 
 
-def main(args: Args) -> None:
-    load_before = os.getloadavg()[0]
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="ppo_bench_") as tmp:
-        workdir = Path(tmp)
-        dense, sparse = [], []
-        for k in range(args.pairs):
-            dense.append(train(args, workdir, f"dense_{k}", args.policy, args.value_model, args.episodes))
-            sparse.append(train(args, workdir, f"sparse_{k}", args.policy, None, args.episodes))
-        image = None
-        if args.image_policy:
-            image = train(args, workdir, "image", args.image_policy, args.image_value_model or args.value_model,
-                          args.image_episodes)
-    load_after = os.getloadavg()[0]
+def check_args(args: Args) -> None:
+    """Raises ValueError naming the first bad argument."""
+    if args.pairs < 0 or args.episodes < 1 or args.image_episodes < 1:
+        raise ValueError(f"--pairs must be >= 0 and --episodes, --image-episodes >= 1, got {args.pairs}, "
+                         f"{args.episodes}, {args.image_episodes}")
+    if args.pairs == 0 and args.image_policy is None:
+        raise ValueError("--pairs 0 measures only the image variant: give --image-policy")
 
+
+def state_section(args: Args, dense: list[dict[str, float]], sparse: list[dict[str, float]], command: str,
+                  load: tuple[float, float], minutes: float) -> str:
+    """The state-variant section: value-model overhead, update share, 1000-episode time."""
     rows = []
-    overhead = {}
     for clock, key in (("wall", "rollout_time"), ("CPU", "rollout_cpu_time")):
         d, s = per_step(dense, key), per_step(sparse, key)
-        overhead[clock] = d / s - 1.0
-        rows.append(f"| rollout ms per env step ({clock}) | {1000 * d:.2f} | {1000 * s:.2f} | {100 * overhead[clock]:+.1f} % | <= +15 % |")
+        rows.append(f"| rollout ms per env step ({clock}) | {1000 * d:.2f} | {1000 * s:.2f} | {100 * (d / s - 1.0):+.1f} % | <= +15 % |")
     value_share = sum(r["value_cpu_time"] for r in dense) / sum(r["rollout_cpu_time"] for r in dense)
     update_share = {
         clock: sum(r[u] for r in dense) / sum(r[u] + r[ro] for r in dense)
@@ -132,17 +132,15 @@ def main(args: Args) -> None:
     seconds_per_episode = sum(r["rollout_time"] + r["update_time"] for r in dense) / sum(r["episodes"] for r in dense)
     cpu_per_episode = sum(r["rollout_cpu_time"] + r["update_cpu_time"] for r in dense) / sum(r["episodes"] for r in dense)
     length = np.mean([r["episode_length"] for r in dense])
-
-    command = "python bench/ppo_rftf_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         "## RFTF fine-tuning cost (`bench/ppo_rftf_bench.py`)",
         "",
-        f"`{command}`: {args.pairs} pairs of short `ppo_rftf.py` runs, dense and sparse alternately "
-        f"({args.episodes} episodes each, {args.episodes_per_iteration} per update, {args.num_envs} envs, scenes "
-        f"{args.scenes}, `--torch-threads {args.torch_threads}`), policy `{args.policy}`, value model "
-        f"`{args.value_model}`. Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
-        f"load average {load_before:.1f} before and {load_after:.1f} after ({(time.time() - started) / 60:.0f} min). "
-        "CPU times count the training process alone, so they move less with the load than wall times.",
+        (f"`{command}`: {args.pairs} pairs of short `ppo_rftf.py` runs, dense and sparse alternately "
+         f"({args.episodes} episodes each, {args.episodes_per_iteration} per update, {args.num_envs} envs, scenes "
+         f"{args.scenes}, `--torch-threads {args.torch_threads}`), policy `{args.policy}`, value model "
+         f"`{args.value_model}`. Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; "
+         f"load average {load[0]:.1f} before and {load[1]:.1f} after ({minutes:.0f} min). "
+         "CPU times count the training process alone, so they move less with the load than wall times."),
         "",
         "| | dense | sparse | value-model overhead | target |",
         "|---|---|---|---|---|",
@@ -157,18 +155,70 @@ def main(args: Args) -> None:
         f"| seconds per episode, state variant (wall, this load) | {seconds_per_episode:.2f} | |",
         f"| 1000 episodes, state variant, extrapolated (wall, this load) | {1000 * seconds_per_episode / 3600:.2f} h | <= 2 h |",
         f"| 1000 episodes, state variant, extrapolated (CPU time of the process) | {1000 * cpu_per_episode / 3600:.2f} h | |",
+        "",
+        ("1000-episode times are extrapolated from the short runs above (the episode length, and so "
+         "the time, falls as the policy succeeds more often)."),
     ]
-    if image is not None:
-        img = (image["rollout_time"] + image["update_time"]) / image["episodes"]
-        lines.append(f"| 1000 episodes, image variant `{args.image_policy}`, extrapolated from {image['episodes']} "
-                     f"episodes (wall, mean length {image['episode_length']:.0f}) | {1000 * img / 3600:.2f} h | |")
-    lines.append("")
-    lines.append("1000-episode times are extrapolated from the short runs above (the episode length, and so "
-                 "the time, falls as the policy succeeds more often).")
-    body = "\n".join(lines)
-    print(body)
-    write_section(SECTION, body, Path(args.benchmarks_file))
+    return "\n".join(lines)
+
+
+def image_section(args: Args, image: dict[str, float], command: str, load: tuple[float, float], minutes: float) -> str:
+    """The image-variant section: one dense run of --image-policy, extrapolated to 1000 episodes."""
+    value_model = args.image_value_model or args.value_model
+    wall = (image["rollout_time"] + image["update_time"]) / image["episodes"]
+    cpu = (image["rollout_cpu_time"] + image["update_cpu_time"]) / image["episodes"]
+    steps = image["rollout_steps"]
+    lines = [
+        "### Image variant",
+        "",
+        (f"`{command}`: one dense `ppo_rftf.py` run of the image policy `{args.image_policy}` with the value model "
+         f"`{value_model}` ({image['episodes']} episodes, {args.episodes_per_iteration} per update, {args.num_envs} "
+         f"envs, scenes {args.scenes}, cameras rendered at ppo_rftf.py's defaults and resized by the models, "
+         f"`--torch-threads {args.torch_threads}`). Machine: {platform.machine()}, {os.cpu_count()} cores shared "
+         f"with other jobs; load average {load[0]:.1f} before and {load[1]:.1f} after ({minutes:.0f} min)."),
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| mean episode length at which this was measured | {image['episode_length']:.0f} steps |",
+        (f"| rollout ms per env step (wall / CPU) | {1000 * image['rollout_time'] / steps:.1f} / "
+         f"{1000 * image['rollout_cpu_time'] / steps:.1f} |"),
+        f"| value model's share of the rollout (CPU) | {100 * image['value_cpu_time'] / image['rollout_cpu_time']:.1f} % |",
+        (f"| update share of an iteration (wall) | "
+         f"{100 * image['update_time'] / (image['rollout_time'] + image['update_time']):.1f} % |"),
+        f"| seconds per episode (wall, this load) | {wall:.2f} |",
+        f"| 1000 episodes, extrapolated (wall, this load) | {1000 * wall / 3600:.2f} h |",
+        f"| 1000 episodes, extrapolated (CPU time of the process) | {1000 * cpu / 3600:.2f} h |",
+    ]
+    return "\n".join(lines)
+
+
+def main(args: Args) -> None:
+    command = "python bench/ppo_rftf_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="ppo_bench_") as tmp:
+        workdir = Path(tmp)
+        if args.pairs:
+            load_before, started = os.getloadavg()[0], time.time()
+            dense, sparse = [], []
+            for k in range(args.pairs):
+                dense.append(train(args, workdir, f"dense_{k}", args.policy, args.value_model, args.episodes))
+                sparse.append(train(args, workdir, f"sparse_{k}", args.policy, None, args.episodes))
+            body = state_section(args, dense, sparse, command, (load_before, os.getloadavg()[0]),
+                                 (time.time() - started) / 60)
+            print(body)
+            write_section(SECTION, body, Path(args.benchmarks_file))
+        if args.image_policy:
+            load_before, started = os.getloadavg()[0], time.time()
+            image = train(args, workdir, "image", args.image_policy, args.image_value_model or args.value_model,
+                          args.image_episodes)
+            body = image_section(args, image, command, (load_before, os.getloadavg()[0]), (time.time() - started) / 60)
+            print(body)
+            write_section(IMAGE_SECTION, body, Path(args.benchmarks_file))
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli_args = tyro.cli(Args)
+    try:
+        check_args(cli_args)
+    except ValueError as error:
+        sys.exit(f"ppo_rftf_bench.py: {error}")
+    main(cli_args)

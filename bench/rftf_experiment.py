@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rftf_gym.conventions import CHAIN_LEN  # noqa: E402
-from rftf_gym.evaluation import bootstrap_mean, paired_bootstrap, read_results  # noqa: E402
+from rftf_gym.evaluation import bootstrap_mean, paired_bootstrap, pairing_mismatches, read_results  # noqa: E402
 from rftf_gym.files import atomic_write_text  # noqa: E402
 
 SETTING_NAMES = {"ABC": "generalisation (train A,B,C; test D)", "D": "adaptation (train D; test D)"}
@@ -667,6 +667,27 @@ def chain_results(directory: Path, chains: int) -> np.ndarray:
     return np.array([records[i] for i in range(chains)])
 
 
+def check_paired(evaluations: dict[str, Path]) -> None:
+    """Refuse to compare evaluations chain by chain unless their headers agree on everything but
+    the policy: the same chains, seed, scene, settings and (when recorded) code. A resumed run
+    can hold evaluations of different sittings; one made before an edit to the simulator is not
+    paired with one made after.
+
+    Raises:
+        StageError: naming the two evaluations, what differs and what to delete.
+    """
+    headers = {name: read_results(sorted(directory.glob("results*.jsonl"))[0])[0]
+               for name, directory in evaluations.items()}
+    first = next(iter(headers))
+    for name, header in headers.items():
+        mismatches = pairing_mismatches(headers[first], header)
+        if mismatches:
+            raise StageError(
+                f"evaluations {evaluations[first]} and {evaluations[name]} cannot be compared chain by chain "
+                f"({'; '.join(mismatches)}); delete the older one's directory and re-run to evaluate it again"
+            )
+
+
 def table_row(label: str, lengths: np.ndarray, samples: int) -> tuple[str, dict[str, Any]]:
     """A paper-format row (L1..L5 in %, Avg. Len.) with 95 % intervals over chains and seeds."""
     cells, stats = [], {}
@@ -798,6 +819,7 @@ def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
     results: dict[str, np.ndarray] = {}
     for key, _, _ in policy_names(args):
         results[key] = np.stack([chain_results(run_dir / "eval" / f"{key}_s{s}", args.eval_chains) for s in args.seeds])
+    check_paired({f"{key}_s{s}": run_dir / "eval" / f"{key}_s{s}" for key, _, _ in policy_names(args) for s in args.seeds})
     label = {"bc": "BC (start)"}
     for key, setting, mode in policy_names(args)[1:]:
         label[key] = f"{'RFTF' if mode == 'dense' else 'PPO sparse'}, {SETTING_NAMES[setting]}"

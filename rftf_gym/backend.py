@@ -65,7 +65,8 @@ class PlayTableBackend(Protocol):
         """Apply one 30 Hz control step (8 physics substeps at 240 Hz)."""
 
     def get_obs(self) -> dict[str, np.ndarray]:
-        """``robot_obs``, ``scene_obs`` and ``rgb_<camera>`` (uint8 HxWx3) for each camera."""
+        """``robot_obs``, ``scene_obs`` and ``rgb_<camera>`` (uint8 HxWx3) for each camera; with
+        ``depth=True`` at construction also ``depth_<camera>`` (float32 HxW, metres)."""
 
     def get_info(self) -> dict[str, Any]:
         """The official ``get_info()`` structure described in this module's docstring."""

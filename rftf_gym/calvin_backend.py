@@ -224,6 +224,7 @@ class OfficialPlayTable:
         use_egl: bool = False,
         correct_target_windup: bool = True,
         seed: int = 0,
+        depth: bool = False,
     ) -> None:
         """Build the official env.
 
@@ -236,6 +237,7 @@ class OfficialPlayTable:
             use_egl: render with pybullet's EGL plugin (GPU) instead of the CPU TinyRenderer.
             correct_target_windup: keep the official target pose within a band of the TCP.
             seed: seed of the random layouts drawn when reset gets no rng.
+            depth: `get_obs` also returns calvin_env's ``depth_<camera>`` (float32, metres).
 
         Raises:
             ImportError: calvin_env, hydra-colorlog or another of its dependencies is missing.
@@ -270,6 +272,7 @@ class OfficialPlayTable:
         self.scene = scene
         self.cameras = {name: (int(w), int(h)) for name, (w, h) in cameras.items()}
         self.correct_target_windup = correct_target_windup
+        self.depth = bool(depth)
         if dataset_path is None:
             cfg = _compose_config(root, scene, self.cameras, use_egl)
         else:
@@ -410,7 +413,8 @@ class OfficialPlayTable:
         robot.target_pos, robot.target_orn = clamp_target(robot.target_pos, robot.target_orn, tcp_pos, tcp_orn)
 
     def get_obs(self) -> dict[str, np.ndarray]:
-        """``robot_obs`` (15), ``scene_obs`` (24, blocks red, blue, pink) and ``rgb_<camera>``."""
+        """``robot_obs`` (15), ``scene_obs`` (24, blocks red, blue, pink), ``rgb_<camera>`` and,
+        with ``depth``, ``depth_<camera>``."""
         obs = self._cached_obs if self._cached_obs is not None else self._env.get_obs()
         self._cached_obs = obs
         out = {
@@ -419,6 +423,8 @@ class OfficialPlayTable:
         }
         for name in self.cameras:
             out[f"rgb_{name}"] = np.array(obs["rgb_obs"][f"rgb_{name}"], dtype=np.uint8)
+            if self.depth:
+                out[f"depth_{name}"] = np.array(obs["depth_obs"][f"depth_{name}"], dtype=np.float32)
         return out
 
     def get_info(self) -> dict[str, Any]:

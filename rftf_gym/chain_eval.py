@@ -11,9 +11,9 @@ of a neural policy), and the actions are stepped in ``num_workers`` worker proce
 own some of the slots' envs (``num_workers=0`` keeps the envs in this process). When a chain
 ends, its slot takes the next chain. A chain's result depends only on its index: its env is
 reset with the chain's seed and its initial state, a single-step policy (`Policy`) gets a fresh
-instance per slot seeded with the chain's seed, and a `BatchPolicy` must act row by row (the
-VLA's greedy actions do). So any batch size and worker count give the same chain records, up to
-the float rounding of a neural policy's batched matrix products (measured equal in the tests).
+instance per slot seeded with the chain's seed, and a `BatchPolicy` must give each row the
+action it would give that row alone (`rftf_gym.models.VLAPolicy` does, float rounding of the
+batched forward pass included). So any batch size and worker count give the same chain records.
 
 Example:
     >>> from rftf_gym.sequences import get_sequences
@@ -429,6 +429,7 @@ def results_config(policy: str, chains: Sequence[Chain], chain_source: str, conf
         "seed": config.seed,
         "ep_len": config.ep_len,
         "instruction_split": config.instruction_split,
+        "code_sha256": evaluation.code_digest(),
     }
 
 

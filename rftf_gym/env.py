@@ -120,6 +120,7 @@ class CalvinEnv(gym.Env):
     |-----|-------|-------|
     | ``rgb_static`` | ``Box(0, 255, (H, W, 3), uint8)``, fixed camera, official 200 x 200 | rgb, rgb+state |
     | ``rgb_gripper`` | ``Box(0, 255, (H, W, 3), uint8)``, wrist camera, official 84 x 84 | rgb, rgb+state |
+    | ``depth_static``, ``depth_gripper`` | ``Box(0, inf, (H, W), float32)``, metres along the view axis (``depth=True`` only) | rgb, rgb+state |
     | ``robot_obs`` | ``Box(-inf, inf, (15,), float64)`` | state, rgb+state |
     | ``scene_obs`` | ``Box(-inf, inf, (24,), float64)`` | state, rgb+state |
     | ``instruction`` | ``Text`` (lower case, at most 96 characters) | all |
@@ -219,6 +220,7 @@ class CalvinEnv(gym.Env):
         action_mode: str = "relative",
         render_mode: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        depth: bool = False,
     ) -> None:
         """Create the env.
 
@@ -240,6 +242,9 @@ class CalvinEnv(gym.Env):
                 (tcp position, euler xyz, gripper).
             render_mode: None or ``"rgb_array"`` (the static camera).
             backend_kwargs: extra keyword arguments for the backend's constructor.
+            depth: also observe ``depth_static`` / ``depth_gripper`` (float32 H x W, metres, as
+                CALVIN's dataset stores them); needs an ``rgb`` obs_mode. Off by default: the
+                observation space and the renders are then unchanged.
 
         Raises:
             ValueError: any argument outside its allowed values, named in the message.
@@ -264,6 +269,8 @@ class CalvinEnv(gym.Env):
             raise ValueError(f"gamma must be in (0, 1], got {gamma}")
         if task is not None:
             tasks.validate_task(task)
+        if depth and "rgb" not in obs_mode:
+            raise ValueError(f"depth=True needs the cameras of an 'rgb' obs_mode, got obs_mode={obs_mode!r}")
 
         self.task = task
         self.obs_mode = obs_mode
@@ -280,7 +287,9 @@ class CalvinEnv(gym.Env):
         elif render_mode == "rgb_array":
             cameras["static"] = _image_size(static_size, "static_size")
         self.backend_name = backend
-        self.sim = make_backend(backend, scene, cameras, **(backend_kwargs or {}))
+        self.depth = bool(depth)
+        sim_kwargs = {**(backend_kwargs or {}), **({"depth": True} if depth else {})}
+        self.sim = make_backend(backend, scene, cameras, **sim_kwargs)
         self.scene = scene
 
         obs_spaces: dict[str, spaces.Space] = {}
@@ -288,6 +297,8 @@ class CalvinEnv(gym.Env):
             for name in ("static", "gripper"):
                 width, height = cameras[name]
                 obs_spaces[f"rgb_{name}"] = spaces.Box(0, 255, (height, width, 3), np.uint8)
+                if depth:
+                    obs_spaces[f"depth_{name}"] = spaces.Box(0.0, np.inf, (height, width), np.float32)
         if "state" in obs_mode:
             obs_spaces["robot_obs"] = spaces.Box(-np.inf, np.inf, (ROBOT_OBS_DIM,), np.float64)
             obs_spaces["scene_obs"] = spaces.Box(-np.inf, np.inf, (SCENE_OBS_DIM,), np.float64)

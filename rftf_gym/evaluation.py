@@ -20,6 +20,7 @@ a simulator:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,10 @@ RESULTS_FORMAT = 1
 # Configuration keys that describe *where* and *how fast* a run happens, not what it measures:
 # they may change between a run and its resumption.
 NON_RESULT_KEYS = frozenset({"output_dir", "num_workers", "video_chains", "track", "world_size", "versions"})
+OPTIONAL_RESULT_KEYS = frozenset({"code_sha256"})
+"""Result-defining keys that results files written before them lack: compared when both have them."""
+POLICY_KEYS = frozenset({"policy", "policy_fingerprint"})
+"""What may differ between two evaluations compared chain by chain (`pairing_mismatches`)."""
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -260,14 +265,43 @@ class ConfigMismatchError(ValueError):
     """A results file was written by an evaluation with a different configuration."""
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of the rftf_gym package's Python sources (relative paths and contents).
+
+    A chain's result depends on the code as well as on the policy and the seed (an edit to the
+    simulator changes chain results; evaluate.py's docstring), and the package's version string
+    does not change with each edit; this digest does.
+    """
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+def _differing_keys(first: Mapping[str, Any], second: Mapping[str, Any], ignore: frozenset[str]) -> list[str]:
+    keys = sorted((set(first) | set(second)) - ignore)
+    return [
+        key for key in keys
+        if not (key in OPTIONAL_RESULT_KEYS and (key not in first or key not in second))
+        and to_jsonable(first.get(key)) != to_jsonable(second.get(key))
+    ]
+
+
 def config_mismatches(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
     """``"key: file has X, this run has Y"`` for every result-defining key that differs."""
-    keys = sorted((set(expected) | set(found)) - NON_RESULT_KEYS)
-    return [
-        f"{key}: file has {found.get(key)!r}, this run has {expected.get(key)!r}"
-        for key in keys
-        if to_jsonable(expected.get(key)) != to_jsonable(found.get(key))
-    ]
+    return [f"{key}: file has {found.get(key)!r}, this run has {expected.get(key)!r}"
+            for key in _differing_keys(expected, found, NON_RESULT_KEYS)]
+
+
+def pairing_mismatches(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
+    """Why two evaluations' records cannot be compared chain by chain (paired): each
+    result-defining key of their headers but the policy that differs (chains, seed, scene,
+    backend, episode length, sentences, and the code when both record it), as
+    ``"key: X vs Y"``. Empty when they pair."""
+    return [f"{key}: {first.get(key)!r} vs {second.get(key)!r}"
+            for key in _differing_keys(first, second, NON_RESULT_KEYS | POLICY_KEYS)]
 
 
 def read_results(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], int]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rftf_gym.data import CalvinDataset, load_pickled_npy
+from rftf_gym.data.render_config import render_config
 from rftf_gym.language import EVAL_INSTRUCTIONS
 from rftf_gym.text_encoder import HashedNgramEncoder
 
@@ -53,8 +54,37 @@ def test_tiny_collection_reads_back(tmp_path: Path) -> None:
             sentence = EVAL_INSTRUCTIONS["open_drawer"]
             assert data.eval_embeddings["open_drawer"].ann == (sentence,)
             np.testing.assert_array_equal(data.eval_embeddings["open_drawer"].emb[:, 0], encoder.encode([sentence]))
+            # The simulator configuration the official evaluation's get_env reads.
+            yaml = pytest.importorskip("yaml")
+            config = yaml.safe_load((tmp_path / split / ".hydra" / "merged_config.yaml").read_text())
+            assert config == render_config("D", {"static": (32, 32), "gripper": (16, 16)})
         else:
             assert data.eval_embeddings is None
+            assert not (tmp_path / split / ".hydra").exists()
+        assert not data.has_depth and "depth_static" not in data.frame_keys
+
+
+def test_depth_collection(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "collect_demos.py"), "--output", str(tmp_path), "--train-episodes", "1",
+           "--val-episodes", "0", "--train-scenes", "C", "--static-size", "40", "--gripper-size", "20",
+           "--tasks-per-episode", "1", "1", "--noise", "0.0", "--seed", "2", "--depth"]
+    subprocess.run(cmd, check=True, timeout=120, capture_output=True)
+    data = CalvinDataset(tmp_path, "training", image_sizes={"static": (40, 40), "gripper": (20, 20)})
+    data.validate()  # depth shapes checked against the image sizes
+    assert data.has_depth and {"depth_static", "depth_gripper"} <= set(data.frame_keys)
+    start, end = data.episodes[0]
+    frames = data.load_frames(range(int(start), int(end) + 1), ("depth_static", "depth_gripper", "robot_obs"))
+    static, gripper = frames["depth_static"], frames["depth_gripper"]
+    assert static.dtype == np.float32 and static.shape[1:] == (40, 40)
+    assert gripper.dtype == np.float32 and gripper.shape[1:] == (20, 20)
+    # Metres: the table is ~4 m from the static camera, the far planes are 10 m and 2 m.
+    assert 3.5 < np.median(static) < 4.5 and static.max() <= 10.01
+    assert 0.01 <= gripper.min() and gripper.max() <= 2.001
+    # The gripper camera rides on the hand: its depth changes as the arm moves, the static one's
+    # table pixels do not.
+    assert np.abs(np.diff(gripper, axis=0)).max() > 0.05
+    progress = json.loads((tmp_path / "training" / "collection_progress.json").read_text())
+    assert progress["config"]["depth"] is True
 
 
 # A small collection with failed attempts: at noise 30 attempt 2 of these four fails its only task.

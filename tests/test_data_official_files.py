@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rftf_gym.data import CalvinDataset, CalvinDatasetWriter, TaskEmbeddings, load_pickled_npy
-from rftf_gym.data.statistics import _yaml_float, compute_statistics, write_statistics
+from rftf_gym.data.statistics import yaml_float, compute_statistics, write_statistics
 
 TINY = {"static": (8, 8), "gripper": (4, 4)}
 FOLDERS = ("lang_annotations", "lang_hashed-test")
@@ -117,7 +117,7 @@ def test_statistics_match_numpy_and_read_back(tmp_path):
 def test_yaml_floats_stay_floats():
     yaml = pytest.importorskip("yaml")
     for x in (1e-05, 2e20, 0.0, -3.0, 0.1, 123456789.0, 5e-324):
-        text = _yaml_float(x)
+        text = yaml_float(x)
         assert isinstance(yaml.safe_load(text), float) and yaml.safe_load(text) == x, text
     with pytest.raises(ValueError, match="finite"):
-        _yaml_float(float("nan"))
+        yaml_float(float("nan"))

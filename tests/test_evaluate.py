@@ -131,6 +131,23 @@ def test_results_log_refuses_other_configuration(tmp_path):
         evaluation.ResultsLog(path, {**CONFIG, "scene": "A", "num_chains": 5})
 
 
+def test_results_log_refuses_results_of_other_code(tmp_path):
+    """A chain's result depends on the code (a simulator edit changes it), so a results file
+    written by other rftf_gym code is not resumed; one from before the digest was recorded is."""
+    digest = evaluation.code_digest()
+    assert digest.startswith("sha256:") and len(digest) == 71 and digest == evaluation.code_digest()
+    path = tmp_path / "results.jsonl"
+    evaluation.ResultsLog(path, {**CONFIG, "code_sha256": "sha256:" + "0" * 64}).close()
+    with pytest.raises(evaluation.ConfigMismatchError, match="code_sha256: file has 'sha256:000"):
+        evaluation.ResultsLog(path, {**CONFIG, "code_sha256": digest})
+    older = tmp_path / "older.jsonl"
+    evaluation.ResultsLog(older, CONFIG).close()
+    evaluation.ResultsLog(older, {**CONFIG, "code_sha256": digest}).close()
+    assert evaluation.pairing_mismatches({**CONFIG, "policy": "a"}, {**CONFIG, "policy": "b"}) == []
+    assert evaluation.pairing_mismatches({**CONFIG, "code_sha256": "x"}, {**CONFIG, "code_sha256": "y", "seed": 1}) == [
+        "code_sha256: 'x' vs 'y'", f"seed: {CONFIG.get('seed')!r} vs 1"]
+
+
 def test_write_results_is_sorted_and_readable(tmp_path):
     path = tmp_path / "results.jsonl"
     evaluation.write_results(path, CONFIG, [{"index": 3, "num_success": 0}, {"index": 1, "num_success": 2}])

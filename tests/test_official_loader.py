@@ -5,7 +5,9 @@ dependencies (omegaconf, hydra-core, pyhash) are importable; see the README for 
 The loader is used as CALVIN's default training configuration builds it
 (``conf/datamodule/default.yaml``: observation space ``lang_rgb_static_abs_act``, proprioception
 ``robot_no_joints``, window sizes of ``datasets/{vision,lang}_dataset``), with the transforms of
-``transforms/play_basic.yaml`` updated from the dataset's ``statistics.yaml``.
+``transforms/play_basic.yaml`` updated from the dataset's ``statistics.yaml``. The collection has
+depth images (``--depth``), and a second test reads them with CALVIN's RGB-D observation space
+``lang_rgbd_both_rel_act`` (``depth_obs: [depth_static, depth_gripper]``).
 """
 
 from __future__ import annotations
@@ -78,22 +80,21 @@ def collected(tmp_path_factory) -> Path:
         "0.0",
         "--seed",
         "5",
+        "--depth",
     ]
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     return root
 
 
-@pytest.mark.slow
-@pytest.mark.calvin
-@pytest.mark.parametrize("lang_folder", ["lang_annotations", f"lang_{HashedNgramEncoder().name}"])
-@pytest.mark.parametrize("split", ["training", "validation"])
-def test_disk_dataset_reads_collected_demos(collected, split, lang_folder):
+def official_datasets(root: Path, split: str, lang_folder: str, obs_space_name: str):
+    """(key, window config, DiskDataset) of the vision and language datasets, as CALVIN's
+    default data module builds them with the observation space ``obs_space_name``."""
     OmegaConf = omegaconf.OmegaConf
-    obs_space = OmegaConf.load(CONF / "observation_space" / "lang_rgb_static_abs_act.yaml")
+    obs_space = OmegaConf.load(CONF / "observation_space" / f"{obs_space_name}.yaml")
     proprio = OmegaConf.load(CONF / "proprioception_dims" / "robot_no_joints.yaml")
     transforms = OmegaConf.load(CONF / "transforms" / "play_basic.yaml")
     transforms = episode_utils.load_dataset_statistics(
-        collected / "training", collected / "validation", transforms
+        root / "training", root / "validation", transforms
     )
     stats_key = "train" if split == "training" else "val"
     (normalize,) = [
@@ -104,7 +105,7 @@ def test_disk_dataset_reads_collected_demos(collected, split, lang_folder):
         cfg = OmegaConf.load(CONF / "datasets" / config)
         extra = {"skip_frames": cfg.skip_frames} if key == "lang" else {}
         dataset = disk_dataset.DiskDataset(
-            datasets_dir=collected / split,
+            datasets_dir=root / split,
             obs_space=obs_space,
             proprio_state=proprio,
             key=key,
@@ -118,6 +119,15 @@ def test_disk_dataset_reads_collected_demos(collected, split, lang_folder):
             save_format=cfg.save_format,
             **extra,
         )
+        yield key, cfg, dataset
+
+
+@pytest.mark.slow
+@pytest.mark.calvin
+@pytest.mark.parametrize("lang_folder", ["lang_annotations", f"lang_{HashedNgramEncoder().name}"])
+@pytest.mark.parametrize("split", ["training", "validation"])
+def test_disk_dataset_reads_collected_demos(collected, split, lang_folder):
+    for key, cfg, dataset in official_datasets(collected, split, lang_folder, "lang_rgb_static_abs_act"):
         assert len(dataset) > 0
         for index in range(len(dataset)):  # every window the loader offers
             item = dataset[index]
@@ -130,3 +140,25 @@ def test_disk_dataset_reads_collected_demos(collected, split, lang_folder):
                 assert np.isclose(float(item["lang"].norm()), 1.0, atol=1e-5)  # unit rows
         batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size)))
         assert batch["actions"].shape[1:] == (cfg.max_window_size, 7)
+
+
+@pytest.mark.slow
+@pytest.mark.calvin
+@pytest.mark.parametrize("split", ["training", "validation"])
+def test_disk_dataset_reads_collected_depth(collected, split):
+    for key, cfg, dataset in official_datasets(collected, split, "lang_annotations", "lang_rgbd_both_rel_act"):
+        assert len(dataset) > 0
+        for index in range(len(dataset)):
+            item = dataset[index]
+            depth = item["depth_obs"]
+            assert depth["depth_static"].shape == (cfg.max_window_size, 48, 48)
+            assert depth["depth_gripper"].shape == (cfg.max_window_size, 24, 24)
+            assert item["rgb_obs"]["rgb_gripper"].shape == (cfg.max_window_size, 3, 24, 24)
+            assert item["actions"].shape == (cfg.max_window_size, 7)  # rel_actions
+            for image in depth.values():
+                assert image.dtype == torch.float32 and torch.isfinite(image).all()
+            if split == "validation":  # no depth noise in play_basic's validation transforms
+                assert 3.0 < float(depth["depth_static"].median()) < 5.0  # the table, in metres
+                assert float(depth["depth_gripper"].max()) <= 2.0 + 1e-3  # the far plane
+        batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size)))
+        assert batch["depth_obs"]["depth_static"].shape[1:] == (cfg.max_window_size, 48, 48)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_rftf import adapt_beta, balanced_advantages, normalize_episode_values, ppo_loss, shaped_rewards
+from ppo_rftf import Args, adapt_beta, balanced_advantages, check_args, normalize_episode_values, ppo_loss, shaped_rewards
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,31 @@ def test_adaptive_beta():
     assert adapt_beta(0.1, kl=0.001, target_kl=0.01) == pytest.approx(0.05)
     assert adapt_beta(0.1, kl=0.1, target_kl=0.01) == pytest.approx(0.2)
     assert adapt_beta(0.1, kl=0.012, target_kl=0.01) == pytest.approx(0.1)
+
+
+def test_adaptive_beta_stays_between_its_floor_and_ceiling():
+    # Ten updates with the KL far below target: unbounded halving gives 0.05 / 2**10 ~ 5e-5.
+    beta = 0.05
+    for _ in range(10):
+        beta = adapt_beta(beta, kl=0.0, target_kl=0.05, min_beta=0.01, max_beta=1.0)
+    assert beta == pytest.approx(0.01)
+    # Then the KL runs high: beta doubles from the floor, not from a vanished value, up to the ceiling.
+    assert adapt_beta(beta, kl=1.0, target_kl=0.05, min_beta=0.01, max_beta=1.0) == pytest.approx(0.02)
+    for _ in range(20):
+        beta = adapt_beta(beta, kl=1.0, target_kl=0.05, min_beta=0.01, max_beta=1.0)
+    assert beta == pytest.approx(1.0)
+    # The defaults of Args bound it too.
+    args = Args()
+    assert 0 < args.min_beta <= args.init_beta <= args.max_beta
+    assert adapt_beta(args.min_beta, 0.0, args.target_kl, args.min_beta, args.max_beta) == args.min_beta
+
+
+@pytest.mark.parametrize("bounds", [(0.1, 0.05, 1.0), (0.0, 0.05, 0.01), (-0.01, 0.05, 1.0)])
+def test_inconsistent_beta_bounds_are_refused(bounds):
+    min_beta, init_beta, max_beta = bounds
+    args = Args(value_model="v", min_beta=min_beta, init_beta=init_beta, max_beta=max_beta)
+    with pytest.raises(ValueError, match="--min-beta <= --init-beta <= --max-beta"):
+        check_args(args)
 
 
 # ---------------------------------------------------------------------------------- tiny runs

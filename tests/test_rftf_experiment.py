@@ -76,3 +76,15 @@ def test_chain_results_and_paired_row(exp, tmp_path):
     assert stats["L1"]["value"] == 0.25
     with pytest.raises(ValueError, match="have no result"):
         exp.chain_results(tmp_path / "bc", 5)
+
+
+def test_only_paired_evaluations_are_compared(exp, tmp_path):
+    """Evaluations made by other code (a resumed run's earlier sitting) are not compared chain by chain."""
+    common = {"chains_sha256": "c", "seed": 0, "scene": "D"}
+    records = [{"index": 0, "num_success": 1, "chain": ["a"] * 5}]
+    for name, extra in (("bc", {"code_sha256": "sha256:1"}), ("ft", {"code_sha256": "sha256:1"}),
+                        ("old", {}), ("stale", {"code_sha256": "sha256:2"})):
+        write_results(tmp_path / name / "results.jsonl", {"policy": name, **common, **extra}, records)
+    exp.check_paired({n: tmp_path / n for n in ("bc", "ft", "old")})  # no digest in "old": not compared
+    with pytest.raises(exp.StageError, match=r"stale.*code_sha256: 'sha256:1' vs 'sha256:2'.*delete"):
+        exp.check_paired({n: tmp_path / n for n in ("bc", "ft", "stale")})

@@ -22,6 +22,9 @@ loads (``calvin_models/calvin_agent/datasets/disk_dataset.py``)::
         lang_<encoder>/                  the same two files with ``emb`` from another sentence
                                          encoder (real data: lang_paraphrase-MiniLM-L3-v2,
                                          lang_clip_resnet50, ...)
+        .hydra/merged_config.yaml        validation: the calvin_env configuration the official
+                                         evaluation's ``get_env`` builds its simulator from
+                                         (`rftf_gym.data.render_config`)
 
 A frame file holds ``actions`` (7: absolute tcp pos, euler xyz, gripper -1 close / +1 open),
 ``rel_actions`` (7: see `to_relative_actions`), ``robot_obs`` (15), ``scene_obs`` (24),
@@ -44,8 +47,10 @@ last finished one.
 
 Modules: `format` (names, keys, shapes, checks, atomic writes), `actions` (relative actions),
 `safe_pickle`, `index` (the index files), `reader` (`CalvinDataset`), `writer`
-(`CalvinDatasetWriter`) and `windows` (`LanguageWindowDataset`, the only one that imports torch:
-it is loaded on first use, so the writer and the collection script run without torch).
+(`CalvinDatasetWriter`), `statistics` (``statistics.yaml``), `render_config`
+(``.hydra/merged_config.yaml``; imported on its own, it needs the simulator's facts and pybullet)
+and `windows` (`LanguageWindowDataset`, the only one that imports torch: it is loaded on first
+use, so the writer and the collection script run without torch).
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ EP_LENS_FILE = "ep_lens.npy"
 STATISTICS_FILE = "statistics.yaml"
 EVAL_EMBEDDINGS_FILE = "embeddings.npy"
 """Evaluation sentences and their embeddings, in the validation split's language folders."""
+MERGED_CONFIG_FILE = Path(".hydra") / "merged_config.yaml"
+"""calvin_env configuration of a split, relative to it (`rftf_gym.data.render_config`)."""
 LANG_FILE = Path(LANG_FOLDER) / LANG_ANN_FILE
 FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 import zipfile
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rftf_gym.data.format import (
+    DEPTH_KEYS,
     EPISODE_IDS_FILE,
     FRAME_KEYS,
     EVAL_EMBEDDINGS_FILE,
@@ -144,6 +146,32 @@ class CalvinDataset:
                         f"(episode {start}..{end} in {EPISODE_IDS_FILE})"
                     )
 
+    @functools.cached_property
+    def frame_keys(self) -> tuple[str, ...]:
+        """Keys stored in the split's frames (those of its first frame, read from the file's
+        listing without decompressing anything), e.g. with ``depth_static`` / ``depth_gripper``
+        when the frames carry depth; empty for a split without episodes.
+
+        Raises:
+            DatasetError: The first frame file is missing or not a readable npz.
+        """
+        if len(self.episodes) == 0:
+            return ()
+        path = self.frame_path(int(self.episodes[0, 0]))
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: frame file is missing") from None
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DatasetError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+        return tuple(name.removesuffix(".npy") for name in names)
+
+    @property
+    def has_depth(self) -> bool:
+        """Whether the frames hold ``depth_static`` and ``depth_gripper``."""
+        return all(key in self.frame_keys for key in DEPTH_KEYS)
+
     @property
     def num_frames(self) -> int:
         """Number of frames in all episodes."""
@@ -158,7 +186,8 @@ class CalvinDataset:
 
         Args:
             frame_id: Global frame id.
-            keys: Keys to read (only these are decompressed); None reads every key in the file.
+            keys: Keys to read (only these are decompressed); None reads every key in the file,
+                depth images included when stored (see `frame_keys`).
 
         Returns:
             Dict key -> array, exactly as stored.

@@ -87,7 +87,7 @@ def compute_statistics(dataset: CalvinDataset) -> SplitStatistics:
     )
 
 
-def _yaml_float(x: float) -> str:
+def yaml_float(x: float) -> str:
     """A float YAML 1.1 (PyYAML, OmegaConf) reads back as a float: ``1e-05`` would be a string."""
     x = float(x)
     if not math.isfinite(x):
@@ -99,7 +99,7 @@ def _yaml_float(x: float) -> str:
 
 
 def _yaml_list(values: np.ndarray) -> str:
-    return "[" + ", ".join(_yaml_float(v) for v in values) + "]"
+    return "[" + ", ".join(yaml_float(v) for v in values) + "]"
 
 
 def statistics_yaml(stats: SplitStatistics) -> str:

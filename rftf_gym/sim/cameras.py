@@ -18,6 +18,11 @@ near 0.01, far 10 and looks from (2.871, -2.167, 2.555) at (-0.026, -0.030, 0.39
 camera has fov 75, near 0.01, far 2, and sits on the hand (CALVIN's ``gripper_cam`` link: 0.1 m
 behind the hand along its -x axis, rotated rpy (1.3, 0, -1.57)); it looks along that link's y axis
 with -z as up, so it sees past the fingers.
+
+Depth: pybullet's ``getCameraImage`` returns the z-buffer with every image; `zbuffer_to_depth`
+turns it into metres along the view axis with each camera's near and far planes, as calvin_env's
+``camera/camera.py`` (``z_buffer_to_real_distance``) does. ``render`` returns RGB only and costs
+the same as before depth existed; ``render_rgbd`` returns the depth image too.
 """
 
 from __future__ import annotations
@@ -46,6 +51,16 @@ def _render_rgbd(client: int, width: int, height: int, view, proj) -> tuple[np.n
     return rgb, np.asarray(depth, dtype=np.float32).reshape(height, width)
 
 
+def zbuffer_to_depth(zbuffer: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Metres along the view axis from pybullet's z-buffer (values in [0, 1]), as float32.
+
+    calvin_env ``camera/camera.py``, ``z_buffer_to_real_distance``:
+    depth = far * near / (far - (far - near) * zbuffer); 0 gives ``near``, 1 gives ``far``.
+    """
+    z = np.asarray(zbuffer, dtype=np.float64)
+    return (far * near / (far - (far - near) * z)).astype(np.float32)
+
+
 def _render(client: int, width: int, height: int, view, proj) -> np.ndarray:
     """One RGB image as uint8 (height, width, 3)."""
     return _render_rgbd(client, width, height, view, proj)[0].copy()
@@ -69,6 +84,11 @@ class StaticCamera:
         """An RGB image (height, width, 3) uint8."""
         return _render(self.client, self.width, self.height, self.view, self.proj)
 
+    def render_rgbd(self) -> tuple[np.ndarray, np.ndarray]:
+        """The RGB image and the depth image (height, width) float32 in metres."""
+        rgb, zbuffer = _render_rgbd(self.client, self.width, self.height, self.view, self.proj)
+        return rgb.copy(), zbuffer_to_depth(zbuffer, STATIC_NEAR, STATIC_FAR)
+
 
 class GripperCamera:
     """The camera on the Panda hand.
@@ -86,14 +106,21 @@ class GripperCamera:
         self.proj = p.computeProjectionMatrixFOV(GRIPPER_FOV, width / height, GRIPPER_NEAR, GRIPPER_FAR)
         self.mount_quat = p.getQuaternionFromEuler(GRIPPER_CAM_RPY)
 
-    def render(self) -> np.ndarray:
-        """An RGB image (height, width, 3) uint8."""
+    def _view(self) -> list[float]:
         hand_pos, hand_orn = self.hand_pose()
         pos, orn = p.multiplyTransforms(hand_pos, hand_orn, GRIPPER_CAM_XYZ, self.mount_quat)
         rot = np.asarray(p.getMatrixFromQuaternion(orn)).reshape(3, 3)
         eye = np.asarray(pos)
-        view = p.computeViewMatrix(eye.tolist(), (eye + rot[:, 1]).tolist(), (-rot[:, 2]).tolist())
-        return _render(self.client, self.width, self.height, view, self.proj)
+        return p.computeViewMatrix(eye.tolist(), (eye + rot[:, 1]).tolist(), (-rot[:, 2]).tolist())
+
+    def render(self) -> np.ndarray:
+        """An RGB image (height, width, 3) uint8."""
+        return _render(self.client, self.width, self.height, self._view(), self.proj)
+
+    def render_rgbd(self) -> tuple[np.ndarray, np.ndarray]:
+        """The RGB image and the depth image (height, width) float32 in metres."""
+        rgb, zbuffer = _render_rgbd(self.client, self.width, self.height, self._view(), self.proj)
+        return rgb.copy(), zbuffer_to_depth(zbuffer, GRIPPER_NEAR, GRIPPER_FAR)
 
 
 class CompositedStaticCamera:
@@ -170,6 +197,20 @@ class CompositedStaticCamera:
         self.parts_rgb = np.where(nearer[:, :, None], rgb, self.bg_rgb)
         self.parts_depth = np.where(nearer, depth, self.bg_depth)
 
+    def _render_layers(self, robot_q: dict[int, float], table_q: dict[int, float],
+                       block_poses: list[tuple[tuple[float, ...], tuple[float, ...]]],
+                       link_colors: dict[int, tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mirror the state; the merged RGB, the top layer's z-buffer and where it is nearer."""
+        self._update_parts(table_q, link_colors)
+        c = self.client
+        for j, v in robot_q.items():
+            p.resetJointState(self.robot, j, v, physicsClientId=c)
+        for uid, (pos, orn) in zip(self.blocks, block_poses):
+            p.resetBasePositionAndOrientation(uid, pos, orn, physicsClientId=c)
+        rgb, zbuffer = _render_rgbd(c, self.width, self.height, self.view, self.proj)
+        nearer = zbuffer < self.parts_depth
+        return np.where(nearer[:, :, None], rgb, self.parts_rgb), zbuffer, nearer
+
     def render(self, robot_q: dict[int, float], table_q: dict[int, float],
                block_poses: list[tuple[tuple[float, ...], tuple[float, ...]]],
                link_colors: dict[int, tuple[float, ...]]) -> np.ndarray:
@@ -184,15 +225,16 @@ class CompositedStaticCamera:
         Returns:
             An RGB image (height, width, 3) uint8.
         """
-        self._update_parts(table_q, link_colors)
-        c = self.client
-        for j, v in robot_q.items():
-            p.resetJointState(self.robot, j, v, physicsClientId=c)
-        for uid, (pos, orn) in zip(self.blocks, block_poses):
-            p.resetBasePositionAndOrientation(uid, pos, orn, physicsClientId=c)
-        rgb, depth = _render_rgbd(c, self.width, self.height, self.view, self.proj)
-        nearer = depth < self.parts_depth
-        return np.where(nearer[:, :, None], rgb, self.parts_rgb)
+        return self._render_layers(robot_q, table_q, block_poses, link_colors)[0]
+
+    def render_rgbd(self, robot_q: dict[int, float], table_q: dict[int, float],
+                    block_poses: list[tuple[tuple[float, ...], tuple[float, ...]]],
+                    link_colors: dict[int, tuple[float, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """As `render`, with the depth image (height, width) float32 in metres: the nearest
+        layer's z-buffer at each pixel (all layers share one projection) through
+        `zbuffer_to_depth`."""
+        rgb, zbuffer, nearer = self._render_layers(robot_q, table_q, block_poses, link_colors)
+        return rgb, zbuffer_to_depth(np.where(nearer, zbuffer, self.parts_depth), STATIC_NEAR, STATIC_FAR)
 
     def close(self) -> None:
         """Free the render-only clients."""

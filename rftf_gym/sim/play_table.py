@@ -147,12 +147,15 @@ class EmbeddedPlayTable:
         scene: ``"A"``, ``"B"``, ``"C"`` or ``"D"``.
         cameras: camera name (``"static"``, ``"gripper"``) -> (width, height); None or empty
             renders nothing in `get_obs`.
+        depth: `get_obs` also returns ``depth_<camera>`` for each camera: float32 (H, W) in
+            metres, from the same render's z-buffer (`rftf_gym.sim.cameras.zbuffer_to_depth`).
 
     Raises:
         ValueError: unknown scene or camera.
     """
 
-    def __init__(self, scene: str = "D", cameras: dict[str, tuple[int, int]] | None = None) -> None:
+    def __init__(self, scene: str = "D", cameras: dict[str, tuple[int, int]] | None = None,
+                 depth: bool = False) -> None:
         if scene not in SCENES:
             raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
         self.scene = scene
@@ -161,6 +164,7 @@ class EmbeddedPlayTable:
         for name in self.cameras:
             if name not in CAMERAS:
                 raise ValueError(f"camera must be one of {CAMERAS}, got {name!r}")
+        self.depth = bool(depth)
         self.client = p.connect(p.DIRECT)
         p.setGravity(0, 0, -9.81, physicsClientId=self.client)
         p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=self.client)
@@ -334,11 +338,15 @@ class EmbeddedPlayTable:
         return np.asarray(obs, dtype=float)
 
     def get_obs(self) -> dict[str, np.ndarray]:
-        """``robot_obs``, ``scene_obs`` and ``rgb_<camera>`` (uint8 HxWx3) for each configured camera."""
+        """``robot_obs``, ``scene_obs`` and ``rgb_<camera>`` (uint8 HxWx3) for each configured camera,
+        and ``depth_<camera>`` (float32 HxW, metres) too when built with ``depth=True``."""
         if self._obs_cache is None:
             obs = {"robot_obs": self.robot.get_obs(), "scene_obs": self.scene_obs()}
             for name in self.cameras:
-                obs[f"rgb_{name}"] = self.render(name)
+                if self.depth:
+                    obs[f"rgb_{name}"], obs[f"depth_{name}"] = self.render_rgbd(name)
+                else:
+                    obs[f"rgb_{name}"] = self.render(name)
             self._obs_cache = obs
         return {key: value.copy() for key, value in self._obs_cache.items()}
 
@@ -354,6 +362,18 @@ class EmbeddedPlayTable:
         Raises:
             ValueError: unknown camera.
         """
+        return self._render(camera, depth=False)
+
+    def render_rgbd(self, camera: str = "static") -> tuple[np.ndarray, np.ndarray]:
+        """As `render`, with the depth image: float32 HxW, metres along the view axis (CALVIN's
+        ``depth_<camera>``).
+
+        Raises:
+            ValueError: unknown camera.
+        """
+        return self._render(camera, depth=True)
+
+    def _render(self, camera: str, depth: bool) -> Any:
         if camera not in CAMERAS:
             raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         if camera not in self._cams:
@@ -365,8 +385,9 @@ class EmbeddedPlayTable:
                 self._cams[camera] = self._make_static_camera(width, height)
             else:
                 self._cams[camera] = GripperCamera(self.client, width, height, self.robot.hand_pose)
+        cam = self._cams[camera]
         if camera == "gripper":
-            return self._cams[camera].render()
+            return cam.render_rgbd() if depth else cam.render()
         c = self.client
         robot_joints = [*ARM_JOINTS, *FINGER_JOINTS]
         robot_q = dict(zip(robot_joints, (s[0] for s in p.getJointStates(self.robot.uid, robot_joints,
@@ -375,7 +396,7 @@ class EmbeddedPlayTable:
         poses = [p.getBasePositionAndOrientation(self.blocks[color], physicsClientId=c) for color in COLORS]
         colors = {self.links[link]: LIGHT_ON[name] if self.lights[name] else LIGHT_OFF
                   for name, link in (("lightbulb", "light_link"), ("led", "led_link"))}
-        return self._cams[camera].render(robot_q, table_q, poses, colors)
+        return (cam.render_rgbd if depth else cam.render)(robot_q, table_q, poses, colors)
 
     def _make_static_camera(self, width: int, height: int) -> CompositedStaticCamera:
         moving = frozenset(self.links) - STATIC_LINKS
