@@ -114,6 +114,13 @@ class Args:
     """the advantage scale of successful episodes (Eq. 3; paper 0.25)"""
     eta_failure: float = 1.0
     """the advantage scale of failed episodes (Eq. 3; paper 1)"""
+    eta_mode: Literal["fixed", "balanced"] = "fixed"
+    """"fixed": --eta-success / --eta-failure as given (the paper's 0.25 / 1); "balanced": per update,
+    from the success share p of its episodes, eta_success = min(1, (1-p)/p) and eta_failure =
+    min(1, p/(1-p)), so both classes weigh the same in every update. At p = 0.8 (a strong VLA, the
+    paper's regime) this is exactly the paper's 0.25 / 1; at p = 0.3 (a weak start) the fixed values
+    make failures weigh 9x more than successes and the mean advantage about -0.9. A batch of one
+    class only keeps the fixed values"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1
@@ -227,6 +234,18 @@ def balanced_advantages(
         lastgaelam = rewards[t] + gamma * gae_lambda * lastgaelam
         advantages[t] = eta * (indicator + lastgaelam)  # Eq. 3
     return advantages
+
+
+def class_balanced_etas(successes: int, failures: int, eta_success: float, eta_failure: float) -> tuple[float, float]:
+    """The eta of Eq. 3 that gives successes and failures equal total weight in one update.
+
+    With p the success share, ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
+    the larger class is scaled down to the size of the smaller one. The paper's fixed 0.25 / 1
+    (section 3.3) is this rule at p = 0.8. With only one class present the fixed values are returned.
+    """
+    if successes == 0 or failures == 0:
+        return eta_success, eta_failure
+    return min(1.0, failures / successes), min(1.0, successes / failures)
 
 
 def ppo_loss(
@@ -601,6 +620,12 @@ if __name__ == "__main__":
         # ALGO LOGIC: rewards (Eq. 2) and balanced advantages (Eq. 3), per episode
         update_start, update_cpu = time.time(), time.process_time()
         b_advantages, shaped_sum, shaped_steps, raw_values = [], 0.0, 0, []
+        eta_success, eta_failure = args.eta_success, args.eta_failure
+        if args.eta_mode == "balanced":  # counted over all ranks, so every rank uses the same etas
+            n_success = sum(e.success for e in finished)
+            counts = all_reduce_mean([float(n_success), float(len(finished) - n_success)], args.world_size)
+            eta_success, eta_failure = class_balanced_etas(round(counts[0] * args.world_size), round(counts[1] * args.world_size),
+                                                           args.eta_success, args.eta_failure)
         for episode in finished:
             if episode.values is not None:
                 # The wrapper's values cover s_0 .. s_T and the final state; the policy acted in s_0 .. s_T.
@@ -613,7 +638,7 @@ if __name__ == "__main__":
             shaped_sum += float(rewards.sum())
             shaped_steps += len(rewards)
             b_advantages.append(balanced_advantages(rewards, episode.success, args.gamma, args.gae_lambda,
-                                                    args.eta_success, args.eta_failure))  # Eq. 3
+                                                    eta_success, eta_failure))  # Eq. 3
         b_features = torch.stack([f for e in finished for f in e.features]).to(device)
         b_bins = torch.stack([b for e in finished for b in e.bins]).to(device)
         b_logprobs = torch.tensor([lp for e in finished for lp in e.logprobs], dtype=torch.float32, device=device)
@@ -710,6 +735,8 @@ if __name__ == "__main__":
             if raw:
                 writer.add_scalar("rftf/value_raw_mean", np.mean(raw), global_step)
             writer.add_scalar("rftf/adv_mean", adv.mean(), global_step)
+            writer.add_scalar("rftf/eta_success", eta_success, global_step)
+            writer.add_scalar("rftf/eta_failure", eta_failure, global_step)
             writer.add_scalar("rftf/adv_std", adv.std(), global_step)
             writer.add_scalar("rftf/adv_min", adv.min(), global_step)
             writer.add_scalar("rftf/adv_max", adv.max(), global_step)

@@ -13,6 +13,7 @@ Usage: ``python bench/env_throughput.py [--steps 300] [--runs 5]``
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -36,21 +37,23 @@ def _random_actions(n: int, seed: int) -> np.ndarray:
     return actions
 
 
-def backend_steps_per_s(cameras: dict[str, tuple[int, int]], steps: int, runs: int) -> float:
-    """Median control steps/s (step + get_obs) of the backend over `runs` runs."""
+def backend_steps_per_s(cameras: dict[str, tuple[int, int]], steps: int, runs: int) -> tuple[float, float]:
+    """Median control steps (step + get_obs) of the backend per wall second and per CPU second of
+    this process (which moves less with the machine's load), over `runs` runs."""
     env = EmbeddedPlayTable("D", cameras=cameras)
-    rates = []
+    rates, cpu_rates = [], []
     for run in range(runs):
         env.reset(rng=np.random.default_rng(run))
         env.get_obs()  # builds the cameras outside the timing
         actions = _random_actions(steps, run)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for a in actions:
             env.step(a)
             env.get_obs()
         rates.append(steps / (time.perf_counter() - start))
+        cpu_rates.append(steps / (time.process_time() - cpu_start))
     env.close()
-    return statistics.median(rates)
+    return statistics.median(rates), statistics.median(cpu_rates)
 
 
 def phase_ms(steps: int, runs: int) -> dict[str, float]:
@@ -133,12 +136,14 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5, help="runs; the median is reported")
     args = parser.parse_args()
 
-    cams = backend_steps_per_s(dict(OFFICIAL_CAMERAS), args.steps, args.runs)
-    state = backend_steps_per_s({}, args.steps * 4, args.runs)
+    load_before = os.getloadavg()
+    cams, cams_cpu = backend_steps_per_s(dict(OFFICIAL_CAMERAS), args.steps, args.runs)
+    state, state_cpu = backend_steps_per_s({}, args.steps * 4, args.runs)
     phases = phase_ms(args.steps, args.runs)
     reset_random, reset_explicit = reset_ms(args.runs)
     gym_rgb = gym_steps_per_s("rgb+state", args.steps, args.runs)
     gym_state = gym_steps_per_s("state", args.steps * 4, args.runs)
+    load_after = os.getloadavg()
 
     def fmt(v: float | None) -> str:
         return "not measured (env not registered)" if v is None else f"{v:.0f}"
@@ -147,12 +152,16 @@ if __name__ == "__main__":
         "## Embedded env throughput (`bench/env_throughput.py`)",
         "",
         f"One process, scene D, random actions, median of {args.runs} runs; {platform.processor() or 'cpu'}, "
-        f"{platform.python_version()}.",
+        f"{platform.python_version()}; load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} "
+        f"before, {', '.join(f'{v:.2f}' for v in load_after)} after ({os.cpu_count()} cores). Steps per CPU second "
+        "count this process's CPU time only and move much less with the load than the wall-clock figures.",
         "",
         "| measure | value | target |",
         "|---|---|---|",
         f"| backend steps/s, static 200x200 + gripper 84x84 | {cams:.0f} | >= 150 (official 17.5) |",
+        f"| backend steps per CPU second, static 200x200 + gripper 84x84 | {cams_cpu:.0f} | |",
         f"| backend steps/s, no cameras | {state:.0f} | >= 1200 (official ~680) |",
+        f"| backend steps per CPU second, no cameras | {state_cpu:.0f} | |",
         f"| gym.make steps/s, obs_mode rgb+state | {fmt(gym_rgb)} | >= 150 |",
         f"| gym.make steps/s, obs_mode state | {fmt(gym_state)} | >= 1200 |",
         f"| physics step (8 substeps) + lights (ms) | {phases['step']:.2f} | |",

@@ -217,8 +217,10 @@ def collect_rollouts(
 ) -> list[Episode]:
     """Run a policy for ``episodes_per_task`` episodes of each task and keep their frames.
 
-    Each episode resets the env to a random layout where the task applies (seed ``seed + i``),
-    with a training paraphrase of the instruction, and runs until success or the 360-step cap.
+    Each episode resets the env to a random layout where the task applies (seed ``seed + i``;
+    tasks no random layout starts get the experts' constructed start,
+    `rftf_gym.experts.reset_to_task`), with a training paraphrase of the instruction, and runs
+    until success or the 360-step cap.
     The frames are the reset observation and the observation after every step.
 
     Args:
@@ -241,6 +243,7 @@ def collect_rollouts(
     import gymnasium as gym
 
     import rftf_gym  # noqa: F401  (registers the env id)
+    from rftf_gym.experts import needs_constructed_start, reset_to_task
     from rftf_gym.policies import load_policy
 
     cache = Path(cache_dir)
@@ -289,14 +292,20 @@ def collect_rollouts(
             policy = load_policy(policy_spec, scene=scene, seed=seed)
             policy_keys = set(getattr(policy, "required_obs", ())) | set(keys)
             images = needs_images or any(k in IMAGE_KEYS for k in policy_keys)
-            state = needs_state or any(k in ("robot_obs", "scene_obs") for k in policy_keys) or policy_spec == "expert"
+            state = (needs_state or any(k in ("robot_obs", "scene_obs") for k in policy_keys) or policy_spec == "expert"
+                     or any(needs_constructed_start(t) for t in tasks))  # reset_to_task reads the state
             obs_mode = "rgb+state" if images and state else ("rgb" if images else "state")
             env = gym.make("RFTF-CALVIN-v0", scene=scene, obs_mode=obs_mode, instruction_split="train")
         task = tasks[i % len(tasks)]
         if hasattr(policy, "seed"):
             policy.seed(seed + i)
         policy.reset()
-        obs, info = env.reset(seed=seed + i, options={"task": task})
+        if needs_constructed_start(task):
+            # No random layout starts it (a block held, in the drawer, or stacked): the start
+            # state is built as for the experts (a lift first, or an edited layout).
+            obs, info = reset_to_task(env, task, np.random.default_rng([seed, i]))
+        else:
+            obs, info = env.reset(seed=seed + i, options={"task": task})
         frames = [{k: np.asarray(obs[k]) for k in keys}]
         success = False
         for _ in range(EPISODE_STEPS):

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from ppo_rftf import Args, adapt_beta, balanced_advantages, check_args, normalize_episode_values, ppo_loss, shaped_rewards
+from ppo_rftf import (
+    Args, adapt_beta, balanced_advantages, check_args, class_balanced_etas, normalize_episode_values, ppo_loss, shaped_rewards,
+)
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +45,18 @@ def test_failed_episode_by_hand():
     advantages = balanced_advantages(rewards, False, GAMMA, LAM, eta_success=0.25, eta_failure=1.0)
     # eta = 1, I = -1: GAE 0, -1, -0.1 - 0.45 = -0.55.
     np.testing.assert_allclose(advantages, [-1.55, -2.0, -1.0])
+
+
+def test_class_balanced_etas():
+    # The paper's regime: 8 successes, 2 failures -> its fixed 0.25 / 1.
+    assert class_balanced_etas(8, 2, 0.25, 1.0) == (0.25, 1.0)
+    # A weak start: 3 successes, 13 failures -> successes at full weight, failures scaled to match.
+    eta_s, eta_f = class_balanced_etas(3, 13, 0.25, 1.0)
+    assert eta_s == 1.0 and eta_f == pytest.approx(3 / 13)
+    assert 3 * eta_s == pytest.approx(13 * eta_f)  # equal total weight, so the sparse mean advantage is 0
+    # One class only: the fixed values.
+    assert class_balanced_etas(0, 16, 0.25, 1.0) == (0.25, 1.0)
+    assert class_balanced_etas(16, 0, 0.25, 1.0) == (0.25, 1.0)
 
 
 def test_sparse_ablation_is_the_success_signal_alone():

@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from rftf_gym import value_diagnostics as diag
+from rftf_gym.conventions import BLOCK_OFFSETS
 from rftf_gym.data import CalvinDataset, CalvinDatasetWriter
+from rftf_gym.experts.geometry import BLOCK_Z
 from rftf_gym.models import VLA, VLAConfig, save_checkpoint
 from rftf_gym.value_model import ValueModel, load_value_model, save_value_model
 
@@ -281,7 +283,8 @@ def train_args(data: Path, runs: Path, **extra: str) -> list[str]:
         "--batch-size": "2", "--window-size": "4", "--frame-stride": "2", "--num-epochs": "2", "--keep-epoch": "1",
         "--learning-rate": "1e-3", "--checkpoint-every": "1", "--torch-threads": "1", **extra,
     }
-    return [sys.executable, str(ROOT / "train_value.py"), *[x for kv in args.items() for x in kv]]
+    # an extra option given as None is dropped (the script's default applies)
+    return [sys.executable, str(ROOT / "train_value.py"), *[x for k, v in args.items() if v is not None for x in (k, v)]]
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -292,11 +295,11 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # Uninterrupted reference run.
-    done = run(train_args(tiny_data, tmp_path / "ref"), tmp_path)
+    # Uninterrupted reference run (Eq. 1 alone, the paper's loss).
+    done = run(train_args(tiny_data, tmp_path / "ref", **{"--loss": "paper"}), tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     # Killed after its first resume checkpoint, then resumed by the same command.
-    cmd = train_args(tiny_data, tmp_path / "killed")
+    cmd = train_args(tiny_data, tmp_path / "killed", **{"--loss": "paper"})
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = tmp_path / "killed" / "tiny" / "resume" / "progress.json"
     try:
@@ -338,16 +341,25 @@ def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_with_other_settings_is_refused(tiny_data, tmp_path):
-    first = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "1", "--max-steps-per-epoch": "2"}), tmp_path)
+def test_defaults_and_resume_with_other_settings_is_refused(tiny_data, tmp_path):
+    # Default loss and kept epoch: the grounded loss, the last epoch's model.
+    first = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "2", "--max-steps-per-epoch": "1", "--keep-epoch": None}), tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    other = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "1", "--max-steps-per-epoch": "2", "--window-size": "3"}), tmp_path)
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text())
+    assert report["kept_epoch"] == 2 and report["args"]["loss"] == "grounded"
+    assert load_value_model(tmp_path / "tiny" / "value_model").checkpoint_metadata["epoch"] == 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tiny"))
+    events.Reload()
+    assert {"losses/ranking", "losses/wrong_tie", "losses/grounding"} <= set(events.Tags()["scalars"])
+    other = run(train_args(tiny_data, tmp_path, **{"--num-epochs": "2", "--max-steps-per-epoch": "1", "--window-size": "3"}), tmp_path)
     assert other.returncode != 0 and "window_size" in other.stderr
 
 
 @pytest.mark.slow
 def test_rollout_diagnostics_and_failure_ranking_run(tiny_data, tmp_path):
-    extra = {"--num-epochs": "1", "--max-steps-per-epoch": "2", "--loss": "grounded", "--rollout-policy": "random",
+    extra = {"--num-epochs": "1", "--max-steps-per-epoch": "2", "--rollout-policy": "random",
              "--rollout-tasks": "open_drawer", "--rollout-episodes-per-task": "1",
              "--train-rollout-policy": "random", "--train-rollout-scenes": "A"}
     done = run(train_args(tiny_data, tmp_path, **extra), tmp_path)
@@ -358,6 +370,18 @@ def test_rollout_diagnostics_and_failure_ranking_run(tiny_data, tmp_path):
     model = report["history"][0]["model"]
     assert model["rollouts_failure"]["episodes"] == 1 and model["rollouts_success"]["episodes"] == 0
     assert report["history"][0]["clock"]["rollouts_failure"]["voc"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_rollouts_of_tasks_no_random_layout_starts(tmp_path):
+    # A block in the drawer and a held block: the experts' constructed start states.
+    tasks = ["lift_blue_block_drawer", "place_in_slider"]
+    episodes = diag.collect_rollouts("random", tasks, 1, ("robot_obs", "scene_obs"), tmp_path, scene="A", seed=2)
+    assert [e.task for e in episodes] == tasks
+    assert all(len(e) > 1 and e.obs["scene_obs"].shape[1] == 24 for e in episodes)
+    # The blue block starts below the table top, on the drawer's floor.
+    assert episodes[0].obs["scene_obs"][0, BLOCK_OFFSETS["blue"] + 2] < BLOCK_Z - 0.05
+    assert episodes[1].obs["robot_obs"][0, 14] == -1  # the last gripper action closed it on a block
 
 
 def test_bad_arguments_fail_clearly(tiny_data, tmp_path):

@@ -40,6 +40,6 @@ Example:
 """
 
 from rftf_gym.experts.expert import Expert, ExpertPolicy, make_expert, task_for_instruction
-from rftf_gym.experts.start_states import reset_to_task
+from rftf_gym.experts.start_states import needs_constructed_start, reset_to_task
 
-__all__ = ["Expert", "ExpertPolicy", "make_expert", "reset_to_task", "task_for_instruction"]
+__all__ = ["Expert", "ExpertPolicy", "make_expert", "needs_constructed_start", "reset_to_task", "task_for_instruction"]

@@ -11,12 +11,12 @@ from rftf_gym.conventions import COLORS, wrap_angle
 from rftf_gym.experts.control import Script
 from rftf_gym.experts.geometry import (
     BLOCK_Z, BUTTON_HOUSING_R, BUTTON_Y, CABINET_CLEAR_Y, CABINET_FACE_CLEAR_Y, CABINET_SLACK, CLOSE,
-    DOOR_CONTACT_Y, DOOR_HANDLE_HALF_X, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, GRASP_BELOW_CENTRE,
-    HAND_HALF_LENGTH, HAND_HALF_WIDTH, NEUTRAL_YAW, OPEN, PUSH_BEHIND_MAX_Y, PUSH_LEAD_CLOSED,
-    PUSH_REACH_X, PUSH_START_MAX_X, SWITCH_LEVER_HALF_X, TIP_ABOVE_TCP, YAW_REACH, drawer_grasp_yaw,
-    grasp_yaws,
+    DOOR_CONTACT_Y, DOOR_HANDLE_HALF_X, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, FINGER_HALF_WIDTH,
+    FINGER_REACH_X, GRASP_BELOW_CENTRE, HAND_HALF_DEPTH, HAND_HALF_LENGTH, HAND_HALF_WIDTH, HANDLE_LOW_FRONT_Y,
+    HELD_TRANSIT_MAX_Y, NEUTRAL_YAW, OPEN, PUSH_BEHIND_MAX_Y, PUSH_LEAD_CLOSED, PUSH_REACH_X, PUSH_START_MAX_X,
+    STACK_EDGE_MARGIN, SWITCH_LEVER_HALF_X, TIP_ABOVE_TCP, YAW_REACH, drawer_grasp_yaw, grasp_yaws,
 )
-from rftf_gym.sim.layout import DOOR_WIDTH
+from rftf_gym.sim.layout import DOOR_HANDLE_WIDTH, DOOR_WIDTH
 
 
 class BlockSkills:
@@ -241,11 +241,15 @@ class BlockSkills:
         if held is None or not candidates:
             # Nothing in the hand (the block slipped out before the script started): no stack.
             return False
-        tcp = self.tcp
+        tcp = self.tcp.copy()
         base = min(candidates, key=lambda c: np.linalg.norm(self.block_pos(c)[:2] - tcp[:2]))
+        if tcp[1] > HELD_TRANSIT_MAX_Y:
+            # A lift next to the cabinet leaves the held block level with the door handle's front:
+            # back away from the cabinet before moving along x.
+            yield from self._move(np.array([tcp[0], HELD_TRANSIT_MAX_Y, tcp[2] + 0.01]), gripper=CLOSE, tol=0.01)
         pos = self.block_pos(base)
-        # Align the held block with the one below so it rests flat on it.
-        yaw = self._grasp_yaw(self.block_yaw(base))
+        yaw = self._stack_yaw(self.block_yaw(base), float(pos[1]))
+        target = self._stack_target(held, base, yaw)
         z_top = pos[2] + 0.04
         # A block handed over by a chained lift hangs where the lift left it (lower in the hand, or
         # off-centre along its long side), not GRASP_BELOW_CENTRE above the TCP: approach high
@@ -253,12 +257,77 @@ class BlockSkills:
         hang = min(GRASP_BELOW_CENTRE, float(self.block_pos(held)[2] - self.tcp[2]))
         yield from self._goto_above(pos[:2], z_top - hang + 0.05, yaw, CLOSE)
         for clearance, max_steps in ((0.05, 40), (0.008, 30)):
+            # The held block swings about the line between the finger pads after a fast move: let
+            # it come to rest before reading where it hangs.
+            yield from self._steady(held)
             offset = self.block_pos(held) - self.tcp
-            goal = np.array([*(pos[:2] - offset[:2]), z_top - offset[2] + clearance])
-            yield from self._move(goal, yaw=yaw, gripper=CLOSE, tol=0.005, max_steps=max_steps)
+            goal = np.array([*(target - offset[:2]), z_top - offset[2] + clearance])
+            yield from self._move(goal, yaw=yaw, gripper=CLOSE, tol=0.005, max_steps=max_steps,
+                                  speed=min(self.speed, 0.5))
+        yield from self._steady(held)
+        for _ in range(2):
+            # The block can slide in the fingers on the way down: re-centre it over the base before
+            # letting go (a block whose centre is off the base's top face falls).
+            error = target - self.block_pos(held)[:2]
+            if np.linalg.norm(error) < 0.006:
+                break
+            yield from self._move(self.tcp + [*error, 0.0], yaw=yaw, gripper=CLOSE, tol=0.003, max_steps=15,
+                                  speed=min(self.speed, 0.3))
+            yield from self._steady(held)
         yield from self._hold(4, OPEN)
         yield from self._move(self.tcp + [0, 0, 0.06], gripper=OPEN, tol=0.01)
         return True
+
+    def _stack_target(self, held: str, base: str, yaw: float) -> np.ndarray:
+        """Where the held block's centre goes over the base: the base's centre, or nearer the robot
+        when that puts the held block (or the fingers) into the door handle's lower front corner,
+        which reaches out over the table top's back part at stacking height; never more than
+        STACK_EDGE_MARGIN short of the base's edge."""
+        pos = self.block_pos(base)
+        target = pos[:2].copy()
+        length = self.block_size(held)[0]
+        half_x = 0.5 * (abs(math.cos(yaw)) * length + abs(math.sin(yaw)) * 0.04)
+        half_y = 0.5 * (abs(math.sin(yaw)) * length + abs(math.cos(yaw)) * 0.04)
+        handle_x = self.layout.door_x0 + 0.5 * DOOR_WIDTH - float(self._scene[0])
+        if abs(target[0] - handle_x) < 0.5 * DOOR_HANDLE_WIDTH + max(half_x, FINGER_REACH_X) + 0.005:
+            limit = HANDLE_LOW_FRONT_Y - max(half_y, FINGER_HALF_WIDTH) - 0.006
+            base_yaw, base_length = self.block_yaw(base), self.block_size(base)[0]
+            base_half_y = 0.5 * (abs(math.sin(base_yaw)) * base_length + abs(math.cos(base_yaw)) * 0.04)
+            target[1] = max(min(target[1], limit), pos[1] - base_half_y + STACK_EDGE_MARGIN)
+        return target
+
+    def _steady(self, held: str, max_steps: int = 12) -> Script:
+        """Hold the closed hand still until the held block stops moving in it (1 mm per step)."""
+        last = self.block_pos(held)
+        for _ in range(max_steps):
+            yield from self._hold(1, CLOSE)
+            now = self.block_pos(held)
+            if np.linalg.norm(now - last) < 0.001:
+                break
+            last = now
+        return True
+
+    def _stack_yaw(self, base_yaw: float, base_y: float) -> float:
+        """Gripper yaw to set the held block down on a base block at base_y.
+
+        The held block's long axis runs along the gripper yaw: aligned with the base's long axis
+        (yaw base_yaw + k pi) it rests along it, crossed (+ pi/2) its centre still sits over the
+        base. Near the cabinet a hand turned crosswise reaches the switch lever and the door handle
+        with its long side (the hand at the stacking height hit the door and dropped the block in
+        measured failures), so aligned yaws that do are dropped for crossed ones that do not.
+        """
+        lo, hi = YAW_REACH
+        best, best_cost = self._grasp_yaw(base_yaw), np.inf
+        for k in range(-4, 5):
+            candidate = base_yaw + k * np.pi / 2
+            phi = candidate - NEUTRAL_YAW
+            if not lo <= phi <= hi:
+                continue
+            reach_y = base_y + HAND_HALF_LENGTH * abs(math.sin(phi)) + HAND_HALF_DEPTH * abs(math.cos(phi))
+            cost = 10.0 * max(0.0, reach_y - CABINET_CLEAR_Y) + 0.3 * (k % 2) + 0.1 * abs(phi)
+            if cost < best_cost:
+                best, best_cost = float(candidate), cost
+        return best
 
     def _unstack(self) -> Script:
         yield from self._free_hands()

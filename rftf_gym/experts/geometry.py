@@ -8,7 +8,9 @@ import math
 import numpy as np
 
 from rftf_gym.conventions import NEUTRAL_ROBOT_OBS
-from rftf_gym.sim.layout import SLANT_DIR, SLANT_FOOT, SLANT_NORMAL, TABLE_TOP_Z
+from rftf_gym.sim.layout import (
+    DOOR_HANDLE_N_RANGE, DOOR_HANDLE_U_RANGE, SLANT_DIR, SLANT_FOOT, SLANT_NORMAL, TABLE_TOP_Z,
+)
 
 NEUTRAL_YAW = round(NEUTRAL_ROBOT_OBS[5], 2)  # the official neutral TCP euler z, 1.50
 # Gripper yaws (minus the neutral one) the arm tracks to within ~3 mm at grasp height over the
@@ -70,6 +72,17 @@ SWITCH_LEVER_HALF_U = 0.0175
 SWITCH_TIP_GAP = 0.012
 # Door handle bar: it stands 0.02..0.05 out of the face; the fingertips stop just above the door.
 DOOR_TIP_GAP = 0.025
+# The door handle's lower front corner (rftf_gym.sim.layout DOOR_HANDLE_U_RANGE[0] up the face,
+# DOOR_HANDLE_N_RANGE[1] out of it): y ~ -0.035 at z ~ 0.51, where a block stacked on another
+# (0.48..0.52) and the fingers holding it pass; the open fingers reach this far along x from the
+# TCP at the neutral yaw.
+HANDLE_LOW_FRONT_Y = SLANT_FOOT[0] + DOOR_HANDLE_U_RANGE[0] * SLANT_DIR[1] + DOOR_HANDLE_N_RANGE[1] * SLANT_NORMAL[1]
+FINGER_REACH_X = 0.05
+# Largest TCP y for a hand carrying a lifted block along x at TRANSIT_Z: the handle's front face
+# runs from HANDLE_LOW_FRONT_Y up and back, and the block's side is 0.02-0.04 from the TCP.
+HELD_TRANSIT_MAX_Y = -0.07
+# How far inside the base block's edge a stacked block's centre must stay (it tips off beyond).
+STACK_EDGE_MARGIN = 0.008
 BUTTON_HOUSING_R = 0.038  # the button's housing on the table top (rftf_gym.sim.layout)
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.
 MAX_WAYPOINT_STEPS = 90
@@ -84,6 +97,17 @@ HAND_LEVER = 0.07  # leaning the hand by a shifts its lower body sideways by abo
 SHELF_MARGIN = 0.012
 MAX_LEAN = 0.5  # rad; beyond this the fingers lose the block's faces
 SHELF_FRONT_Y = 0.0  # pre-grasp y: in front of the tilted face, over the table top's back edge
+# Largest TCP y for moves along x at TRANSIT_Z in front of the shelf: the door handle's front is
+# at y ~ 0.01 there (rftf_gym.sim.layout DOOR_HANDLE_N_RANGE), a held 8 cm block along y reaches
+# 0.04 from the TCP and the hand's body 0.032.
+SHELF_APPROACH_Y = -0.06
+# How far a TCP may sit off a block's centre along the closing axis of the open fingers (0.08
+# apart around a 0.04 wide block) and still grasp it: the first finger to touch slides the block
+# to the middle.
+GRIP_SLACK = 0.008
+# Sideways shifts of the hand's body up to this (a lean of ~0.25 rad) are left to the lean alone:
+# the lean handles them reliably (measured on lift_*_block_slider in scenes B and C).
+SMALL_LEAN_SHIFT = 0.017
 
 
 def rot_x(a: float) -> np.ndarray:

@@ -9,8 +9,8 @@ import numpy as np
 
 from rftf_gym.experts.control import Script
 from rftf_gym.experts.geometry import (
-    BLOCK_Z, CLOSE, GRASP_BELOW_CENTRE, HAND_HALF_DEPTH, HAND_HALF_WIDTH, HAND_LEVER, MAX_LEAN, OPEN,
-    SHELF_FRONT_Y, SHELF_MARGIN, TRANSIT_Z, rot_x, rot_y, rot_z,
+    BLOCK_Z, CLOSE, GRASP_BELOW_CENTRE, GRIP_SLACK, HAND_HALF_DEPTH, HAND_HALF_WIDTH, HAND_LEVER, MAX_LEAN, OPEN,
+    SHELF_APPROACH_Y, SHELF_FRONT_Y, SHELF_MARGIN, SMALL_LEAN_SHIFT, TRANSIT_Z, rot_x, rot_y, rot_z,
 )
 from rftf_gym.sim.layout import DOOR_WIDTH, SHELF_Y
 
@@ -26,6 +26,18 @@ class ShelfSkills:
         lo, hi = lay.shelf_x
         return (lo, door_lo) if x < 0.5 * (door_lo + door_hi) else (door_hi, hi)
 
+    @staticmethod
+    def _shelf_shift_x(x: float, gyaw: float, opening: tuple[float, float]) -> tuple[float, bool]:
+        """How far along x the hand's body must move off a TCP at x to clear the opening's edges,
+        and whether the opening is wide enough for it at all."""
+        ext_x = HAND_HALF_WIDTH * abs(math.sin(gyaw)) + HAND_HALF_DEPTH * abs(math.cos(gyaw)) + SHELF_MARGIN
+        lo_shift = opening[0] - (x - ext_x)  # least x shift that clears the left edge
+        hi_shift = opening[1] - (x + ext_x)  # most x shift that clears the right edge
+        # The margin keeps the hand centred when there is room; the fit test itself allows the
+        # measured mesh width plus 5 mm a side.
+        fits = lo_shift <= hi_shift + 2 * (SHELF_MARGIN - 0.005)
+        return (float(np.clip(0.0, lo_shift, hi_shift)) if fits else 0.5 * (lo_shift + hi_shift)), fits
+
     def _shelf_pose(self, xy: np.ndarray, gyaw: float, opening: tuple[float, float]) -> tuple[np.ndarray, float, bool]:
         """Orientation (euler) for a hand at xy in the shelf, its TCP raise, and whether it fits.
 
@@ -33,14 +45,8 @@ class ShelfSkills:
         its body shifts away from the side panels or door edges and from the back wall while the
         TCP stays on the block.
         """
-        ext_x = HAND_HALF_WIDTH * abs(math.sin(gyaw)) + HAND_HALF_DEPTH * abs(math.cos(gyaw)) + SHELF_MARGIN
         ext_y = HAND_HALF_WIDTH * abs(math.cos(gyaw)) + HAND_HALF_DEPTH * abs(math.sin(gyaw)) + SHELF_MARGIN
-        lo_shift = opening[0] - (xy[0] - ext_x)  # least x shift that clears the left edge
-        hi_shift = opening[1] - (xy[0] + ext_x)  # most x shift that clears the right edge
-        # The margin keeps the hand centred when there is room; the fit test itself allows the
-        # measured mesh width plus 5 mm a side.
-        fits = lo_shift <= hi_shift + 2 * (SHELF_MARGIN - 0.005)
-        shift_x = float(np.clip(0.0, lo_shift, hi_shift)) if fits else 0.5 * (lo_shift + hi_shift)
+        shift_x, fits = self._shelf_shift_x(float(xy[0]), gyaw, opening)
         shift_y = min(-0.005, SHELF_Y[1] - (xy[1] + ext_y))
         lean_x = math.asin(float(np.clip(shift_x / HAND_LEVER, -math.sin(MAX_LEAN), math.sin(MAX_LEAN))))
         lean_y = math.asin(float(np.clip(-shift_y / HAND_LEVER, 0.0, math.sin(MAX_LEAN))))
@@ -53,11 +59,13 @@ class ShelfSkills:
         return euler, raise_z, fits
 
     def _shelf_enter(self, grip: np.ndarray, long_axis: np.ndarray, gyaw: float, gripper: float,
-                     lean: tuple[np.ndarray, float] | None = None) -> Script:
+                     lean: tuple[np.ndarray, float] | None = None, slack: float = 0.0) -> Script:
         """Bring the TCP to grip inside the shelf: from the front, low, sliding in along long_axis.
 
         The open fingers (or a held block) slide along the block's long axis, which CALVIN's
         front-facing shelf blocks keep roughly along y, so nothing sweeps across the block.
+        ``slack``: how far the TCP may sit off grip along the fingers' closing axis (open fingers
+        around a block), spent on moving the hand away from the opening's edges before leaning it.
         Returns False when the hand cannot pass the opening even leant.
         """
         opening = self._shelf_opening(float(grip[0]))
@@ -68,12 +76,27 @@ class ShelfSkills:
             yield from self._shelf_open_door(float(grip[0]))
             opening = self._shelf_opening(float(grip[0]))
             orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
+        closing = np.array([math.sin(gyaw), -math.cos(gyaw), 0.0])
+        shift_x, _ = self._shelf_shift_x(float(grip[0]), gyaw, opening)
+        if lean is None and slack > 0 and abs(closing[0]) > 0.5 and abs(shift_x) > SMALL_LEAN_SHIFT:
+            # A hand leant far tracks its target worse and drags a finger on the shelf: slide the
+            # whole hand sideways within the fingers' slack first (the closing fingers re-centre
+            # the block).
+            grip = grip + closing * float(np.clip(shift_x / closing[0], -slack, slack))
+            orn, raise_z, fits = self._shelf_pose(grip[:2], gyaw, opening)
         goal = grip + [0.0, 0.0, raise_z]
         direction = long_axis if long_axis[1] > 0 else -long_axis
         front = goal - direction * (goal[1] - SHELF_FRONT_Y) / max(direction[1], 0.5)
         self._shelf_orn = orn
         self._shelf_out = -direction
         yield from self._clear()
+        if abs(front[0] - self.tcp[0]) > 0.02:
+            # Cross the table in front of the cabinet, then come in: at TRANSIT_Z the door handle
+            # reaches out to y ~ 0, and a hand (or held block) sweeping along x near the shelf
+            # front catches it and drags the door along (seen in failed place_in_slider and
+            # lift_*_block_slider runs).
+            y = min(float(self.tcp[1]), SHELF_APPROACH_Y)
+            yield from self._pose_move(np.array([front[0], y, TRANSIT_Z]), orn, gripper, tol=0.015, speed=None)
         yield from self._pose_move(np.array([front[0], front[1], TRANSIT_Z]), orn, gripper, tol=0.01, speed=None)
         yield from self._pose_move(front + [0, 0, 0.008], orn, gripper, tol=0.006)
         ok = yield from self._pose_move(goal, orn, gripper, tol=0.004, speed=min(self.speed, 0.6))
@@ -100,7 +123,8 @@ class ShelfSkills:
             out = long_axis if long_axis[1] < 0 else -long_axis
             along = max(0.0, (self.block_size(color)[0] - 0.04) / 2) * (0.5 + 0.5 * self.rng.uniform() * self.offsets)
             grip = pos + out * along + [0.0, 0.0, -GRASP_BELOW_CENTRE]
-            yield from self._shelf_enter(grip, long_axis, gyaw, OPEN)
+            # The open fingers (8 cm) leave 2 cm a side around the block's 4 cm width.
+            yield from self._shelf_enter(grip, long_axis, gyaw, OPEN, slack=GRIP_SLACK)
             yield from self._pose_hold(6, self._shelf_orn, CLOSE)
             if self._held_block() == color:
                 return True

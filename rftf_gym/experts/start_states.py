@@ -51,6 +51,12 @@ def _explicit_scene(task: str, scene_obs: np.ndarray, layout: SceneLayout, rng: 
     return scene_obs
 
 
+def needs_constructed_start(task: str) -> bool:
+    """Whether no random layout starts ``task`` (a block held, in the drawer, or stacked), so
+    `reset_to_task` builds its start state: a lift first, or an edited layout."""
+    return task in _NEEDS_GRASP or task == "unstack_block" or (task.startswith("lift_") and task.endswith("_drawer"))
+
+
 def _wedged_block(env: Any) -> bool:
     """A block over the shelf that counts as on the table: sampled with its footprint in the
     cabinet's side wall, it touches base_link and not the shelf (a state no play data reaches)."""

@@ -147,7 +147,7 @@ LAYOUTS: dict[str, SceneLayout] = {
         name="B",
         button_x=0.28,
         switch_x=-0.32,
-        light_y=0.164,
+        light_y=0.16,  # light_link's bounding-box centre on the official table, as in A, C and D
         door_x0=0.088,
         slider_range=0.304,
         drawer_x=0.18,
@@ -383,17 +383,28 @@ def table_urdf(layout: SceneLayout, visual_links: frozenset[str] | None = None, 
 
     # Switch lever: a bar sticking out of the tilted face; slides up the face (official axis).
     switch = _Link("switch_link")
-    # The official lever (ray casts): its grip 0.13 wide with its front 0.055 out of the face and
-    # centred 0.006 further up the face than the joint origin.
-    switch.box((0.0, *_slant_point(SWITCH_U + 0.006, 0.025)), (0.10, 0.025, 0.05), (0.4, 0.4, 0.4), rpy=SLANT_RPY)
-    switch.box((0.0, *_slant_point(SWITCH_U + 0.006, 0.049)), (0.13, 0.035, 0.012), (0.3, 0.3, 0.3), rpy=SLANT_RPY)
+    # The official lever (ray casts along the face's normal, along x and up the face, bench/fidelity.py
+    # geometry): a bar 0.122 wide and 0.036 along the face (u 0.057..0.093 from the face's foot,
+    # centred 0.007 above the joint origin), 0.034..0.057 out of the face with rounded edges (its
+    # front drops to ~0.052 out within 4-6 mm of each edge: a full-size slab to 0.052 under a core
+    # inset 6 mm in x and 4 mm in u), held by a leg 0.022 wide under each end; between the legs
+    # the space under the bar is open. (The official legs' mesh also reaches ~0.015 into the face,
+    # where no ray or contact meets it: left out.)
+    switch_u = SWITCH_U + 0.007
+    switch.box((0.0, *_slant_point(switch_u, 0.043)), (0.122, 0.036, 0.018), (0.3, 0.3, 0.3), rpy=SLANT_RPY)
+    switch.box((0.0, *_slant_point(switch_u, 0.04565)), (0.110, 0.028, 0.0233), (0.3, 0.3, 0.3), rpy=SLANT_RPY)
+    for side in (-1.0, 1.0):
+        switch.box((side * 0.050, *_slant_point(switch_u, 0.017)), (0.022, 0.034, 0.034), (0.4, 0.4, 0.4),
+                   rpy=SLANT_RPY)
 
     led = _Link("led_link")
     led.box((0.0, 0.0, 0.0), (0.16, 0.04, 0.016), (1.0, 1.0, 1.0))
     light = _Link("light_link")
-    # The official bulb spans 0.062 across and z 0.645..0.700 (light_link's bounding box).
-    light.sphere((0.0, 0.0, 0.0245), 0.028, (1.0, 1.0, 1.0))
-    light.cylinder((0.0, 0.0, 0.007), 0.031, 0.02, (1.0, 1.0, 1.0))
+    # The official bulb (horizontal ray casts every 4 mm of height): round, radius 0.029 at its
+    # widest (z 0.664..0.676), top at z 0.6985; its foot (z 0.6455..0.66) 0.021 in radius. A sphere
+    # over a short cylinder (pybullet pads cylinders' collision shapes by 1 mm: radius 0.020 here).
+    light.sphere((0.0, 0.0, 0.022), 0.029, (1.0, 1.0, 1.0))
+    light.cylinder((0.0, 0.0, 0.005), 0.020, 0.015, (1.0, 1.0, 1.0))
 
     # The switch joint origin sits on the tilted face at the official height.
     switch_origin = (layout.switch_x, 0.0, 0.0)
