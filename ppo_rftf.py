@@ -101,11 +101,11 @@ class Args:
     episodes_per_iteration: int = 16
     """finished episodes per policy update, all ranks together"""
     learning_rate: float = 1e-4
-    """the learning rate of the action head (Adam). Measured on the state BC model in scene D, 8
-    updates of 16 episodes each: the exact KL to the start reached 0.0004 at 1e-5 (the head barely
-    moves, so ~1000 episodes would not either), 0.004 at 3e-5, 0.042 at 1e-4 (the --target-kl range,
-    clip fraction <= 1.2 %) and 0.18 at 3e-4 (3.7 x the target, clip fraction 4-19 %). The paper's
-    1e-7 suits its much larger VLAs"""
+    """the learning rate of the action head (Adam). Measured on a state BC model (378 demo windows)
+    in scene D, 8 updates of 16 episodes each: the exact KL to the start reached 0.0004 at 1e-5 (the
+    head barely moves, so ~1000 episodes would not either), 0.004 at 3e-5, 0.042 at 1e-4 (the
+    --target-kl range, clip fraction <= 1.2 %) and 0.18 at 3e-4 (3.7 x the target, clip fraction
+    4-19 %). The paper's 1e-7 suits its much larger VLAs"""
     gamma: float = 0.99
     """the discount factor of the shaped reward (Eq. 2) and of GAE (Eq. 3)"""
     gae_lambda: float = 0.95
