@@ -298,7 +298,7 @@ def save_optimizer(path: Path, optimizer: torch.optim.Optimizer) -> None:
                 tensors[key] = value.detach().cpu().contiguous()
             else:
                 scalars[key] = float(value)
-    tensors["rng/torch"] = torch.get_rng_state()  # dropout masks continue as without the interruption
+    tensors["rng/torch"] = torch.get_rng_state()  # on CPU, dropout masks continue as without the interruption
     atomic_write_bytes(path, save(tensors))
     atomic_json(path.with_suffix(".json"), {"scalars": scalars, "param_groups": state["param_groups"]})
 
@@ -333,7 +333,11 @@ def save_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimiz
 
 def load_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
     """Restore what `save_resume` committed; returns the progress dict."""
-    progress = json.loads((run_dir / "resume" / "progress.json").read_text())
+    path = run_dir / "resume" / "progress.json"
+    progress = json.loads(path.read_text())
+    if "checkpoint" not in progress:
+        raise ValueError(f"{path} was written by an older train_value.py (no step directory named in it); "
+                         f"delete {path.parent} to start over, or use another --run-name")
     directory = run_dir / "resume" / progress.pop("checkpoint")
     model.load_state_dict(load_value_model(directory, device=device).state_dict())
     load_optimizer(directory / "optimizer.safetensors", optimizer)
@@ -341,9 +345,11 @@ def load_resume(run_dir: Path, model: ValueModel, optimizer: torch.optim.Optimiz
 
 
 def model_fields(args: Args) -> dict[str, Any]:
-    """The Args fields that fix the architecture or the data; a resumed run must match them."""
+    """The Args fields that fix the architecture, the data or the optimisation; a resumed run must
+    match them (the optimizer state restores the learning rate and weight decay of the checkpoint)."""
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
-            "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch")
+            "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch",
+            "learning_rate", "weight_decay", "obs_noise", "wrong_tie_coef", "wrong_rank_coef", "failure_coef")
     return {k: getattr(args, k) for k in keys}
 
 

@@ -795,6 +795,7 @@ def value_diagnostics(run_dir: Path, args: Args) -> list[str]:
             source = Path(args.value) / "config.json" if args.value else None
             lines.append(f"Value model of seed {seed}: {'the shipped checkpoint ' + str(args.value) if source else 'no report'}"
                          " (its training report is in the checkpoint's config.json metadata).")
+            lines.append("")
             continue
         report = json.loads(report_path.read_text())
         kept = next((h for h in report["history"] if h["epoch"] == report["kept_epoch"]), report["history"][-1])

@@ -206,6 +206,14 @@ def test_a_kill_while_checkpointing_resumes_from_the_last_complete_step(tmp_path
     assert again_opt.state_dict()["state"][0]["step"].item() == 1
 
 
+def test_a_resume_folder_of_the_older_layout_is_refused_clearly(tmp_path):
+    (tmp_path / "resume").mkdir()
+    (tmp_path / "resume" / "progress.json").write_text(json.dumps({"global_step": 3, "args": {}, "history": [], "losses": []}))
+    model = ValueModel(VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2), head_hidden=32)
+    with pytest.raises(ValueError, match="older train_value.py"):
+        train_value.load_resume(tmp_path, model, torch.optim.AdamW(model.parameters()), torch.device("cpu"))
+
+
 def test_diagnostics_separate_progress_from_a_clock(tiny_data):
     demos = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), ("robot_obs", "scene_obs"))
     assert [len(e) for e in demos] == [16] * 4 and {e.task for e in demos} == {"move_slider_left", "open_drawer"}

@@ -126,12 +126,16 @@ def scene_config(scene: str) -> dict[str, Any]:
 def cameras_config(image_sizes: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
     """calvin_env's ``cameras`` node for the static and gripper cameras at (height, width)."""
     (static_h, static_w), (gripper_h, gripper_w) = image_sizes["static"], image_sizes["gripper"]
+
+    def aspect(w: int, h: int) -> float | int:  # width / height, as the cameras render (1 for CALVIN's square images)
+        return 1 if w == h else w / h
+
     return {
         "static": {
             "_target_": "calvin_env.camera.static_camera.StaticCamera",
             "name": "static",
             "fov": cam.STATIC_FOV,
-            "aspect": 1,
+            "aspect": aspect(static_w, static_h),
             "nearval": cam.STATIC_NEAR,
             "farval": cam.STATIC_FAR,
             "width": int(static_w),
@@ -144,7 +148,7 @@ def cameras_config(image_sizes: Mapping[str, tuple[int, int]]) -> dict[str, Any]
             "_target_": "calvin_env.camera.gripper_camera.GripperCamera",
             "name": "gripper",
             "fov": cam.GRIPPER_FOV,
-            "aspect": 1,
+            "aspect": aspect(gripper_w, gripper_h),
             "nearval": cam.GRIPPER_NEAR,
             "farval": cam.GRIPPER_FAR,
             "width": int(gripper_w),
