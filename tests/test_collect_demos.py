@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +233,7 @@ def test_a_full_disk_names_the_file_and_what_to_do(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_after_five_episodes_resumes_to_the_uninterrupted_dataset(tmp_path: Path) -> None:
+def test_kill_9_after_five_episodes_resumes_to_the_uninterrupted_dataset(tmp_path: Path, kill_when_ready) -> None:
     """The reported case: 8 attempts, two of which fail, killed after 5 committed episodes."""
     cli_args = [*_small_cli(tmp_path / "full", episodes=8), "--noise", "30"]
     assert _run_script(cli_args).returncode == 0
@@ -244,20 +241,14 @@ def test_kill_9_after_five_episodes_resumes_to_the_uninterrupted_dataset(tmp_pat
     proc = subprocess.Popen([sys.executable, str(ROOT / "collect_demos.py"), *_small_cli(killed, episodes=8),
                              "--noise", "30"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ids = killed / "training" / "ep_start_end_ids.npy"
-    try:
-        while proc.poll() is None:
-            try:
-                if len(np.load(ids)) >= 5:
-                    break
-            except (OSError, ValueError):  # not written yet
-                pass
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+
+    def five_committed() -> bool:
+        try:
+            return len(np.load(ids)) >= 5
+        except (OSError, ValueError):  # not written yet
+            return False
+
+    kill_when_ready(proc, five_committed)
     assert _run_script([*_small_cli(killed, episodes=8), "--noise", "30"]).returncode == 0
     assert _dataset_contents(killed) == _dataset_contents(tmp_path / "full")
 

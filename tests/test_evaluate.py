@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -251,23 +249,12 @@ def test_resume_after_stop_and_cut_line_equals_uninterrupted(uninterrupted, tmp_
     assert resumed == full
 
 
-def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path):
+def test_killed_run_resumes_to_identical_results(uninterrupted, tmp_path, kill_when_ready):
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *base_args(out)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 90
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            path = out / "results.jsonl"
-            if path.exists() and path.read_text().count('"kind": "chain"') >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+    path = out / "results.jsonl"
+    kill_when_ready(proc, lambda: path.exists() and path.read_text().count('"kind": "chain"') >= 2, timeout=90)
     assert not (out / "metrics.json").exists()
     run_evaluate(*base_args(out), cwd=tmp_path)
     assert chain_records(out) == chain_records(uninterrupted)

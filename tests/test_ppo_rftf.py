@@ -5,10 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -211,20 +209,13 @@ def test_torchrun_two_ranks_keep_identical_heads(tiny_vla, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_and_resume(tiny_vla, tmp_path):
+def test_kill_and_resume(tiny_vla, tmp_path, kill_when_ready):
     run_dir = tmp_path / "ckpt" / "resume"
     args = ("--reward-mode", "sparse", "--run-name", "resume", "--checkpoint-dir", "ckpt")
     proc = subprocess.Popen(_command(tiny_vla, *args, "--total-episodes", "400"), cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 900
-        while not (run_dir / "latest.json").exists():
-            assert proc.poll() is None, "the run ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 900 s"
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when_ready(proc, (run_dir / "latest.json").exists, timeout=900)
+    assert (run_dir / "latest.json").exists(), "no checkpoint within 900 s"
     killed_at = _final_state(run_dir)["iteration"]
     assert killed_at < 100
     done = subprocess.run(_command(tiny_vla, *args, "--total-episodes", str(4 * (killed_at + 1))), cwd=tmp_path,

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +299,7 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
+def test_train_kill_resume_reload_and_score(tiny_data, tmp_path, kill_when_ready):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # Uninterrupted reference run (Eq. 1 alone, the paper's loss).
     done = run(train_args(tiny_data, tmp_path / "ref", **{"--loss": "paper"}), tmp_path)
@@ -310,16 +308,7 @@ def test_train_kill_resume_reload_and_score(tiny_data, tmp_path):
     cmd = train_args(tiny_data, tmp_path / "killed", **{"--loss": "paper"})
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = tmp_path / "killed" / "tiny" / "resume" / "progress.json"
-    try:
-        deadline = time.time() + 300
-        while not progress.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_when_ready(proc, progress.exists, timeout=300)
     assert json.loads(progress.read_text())["global_step"] < 16
     resumed = run(cmd, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -1,0 +1,33 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+
+
+def _kill_when_ready(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float | None = None) -> None:
+    """Wait until ``ready()`` (or ``timeout`` seconds, or the process ends), then SIGKILL ``proc``.
+
+    Asserts that the process was still running when it was to be killed, so a test of resuming
+    after ``kill -9`` cannot pass on a run that simply finished. The process is killed and reaped
+    whatever happens.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while proc.poll() is None and not ready() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def kill_when_ready() -> Callable[..., None]:
+    """`_kill_when_ready`: start a script with subprocess.Popen, then ``kill_when_ready(proc, ready, timeout)``."""
+    return _kill_when_ready
