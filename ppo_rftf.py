@@ -44,7 +44,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import cli
+from rftf_gym import cli, tasks
 from rftf_gym.conventions import EP_LEN, SCENES, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
@@ -84,6 +84,10 @@ class Args:
     """"dense": value-model rewards (Eq. 2); "sparse": the paper's success-only ablation"""
     scenes: str = "ABC"
     """training scenes: "ABC" (generalisation setting) or "D" (adaptation setting), paper 4.1"""
+    tasks: str = ""
+    """comma-separated task names to train on, one per environment in turn (e.g.
+    "open_drawer,turn_on_led"); empty: each episode's task is drawn among those applicable in its
+    random layout (the paper's setting)"""
     num_envs: int = 8
     """parallel environments per rank (the policy and value model act on all of them in one batch)"""
     async_envs: bool = False
@@ -114,13 +118,16 @@ class Args:
     """the advantage scale of successful episodes (Eq. 3; paper 0.25)"""
     eta_failure: float = 1.0
     """the advantage scale of failed episodes (Eq. 3; paper 1)"""
-    eta_mode: Literal["fixed", "balanced"] = "fixed"
+    eta_mode: Literal["fixed", "balanced", "steps"] = "fixed"
     """"fixed": --eta-success / --eta-failure as given (the paper's 0.25 / 1); "balanced": per update,
     from the success share p of its episodes, eta_success = min(1, (1-p)/p) and eta_failure =
     min(1, p/(1-p)), so both classes weigh the same in every update. At p = 0.8 (a strong VLA, the
     paper's regime) this is exactly the paper's 0.25 / 1; at p = 0.3 (a weak start) the fixed values
-    make failures weigh 9x more than successes and the mean advantage about -0.9. A batch of one
-    class only keeps the fixed values"""
+    make failures weigh 9x more than successes and the mean advantage about -0.9. "steps": the same
+    rule with p the successful episodes' share of the update's steps, so the success term of Eq. 3
+    averages to zero over the steps the loss averages over (failed episodes run to the step limit,
+    successful ones stop early, so episode balance still leaves failures most of the steps). A batch
+    of one class only keeps the fixed values"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1
@@ -239,7 +246,7 @@ def balanced_advantages(
 def class_balanced_etas(successes: int, failures: int, eta_success: float, eta_failure: float) -> tuple[float, float]:
     """The eta of Eq. 3 that gives successes and failures equal total weight in one update.
 
-    With p the success share, ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
+    ``successes`` and ``failures`` count episodes or steps of each class. With p the success share, ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
     the larger class is scaled down to the size of the smaller one. The paper's fixed 0.25 / 1
     (section 3.3) is this rule at p = 0.8. With only one class present the fixed values are returned.
     """
@@ -340,10 +347,11 @@ def env_obs_mode(*model_obs_modes: str) -> str:
     return "rgb+state" if any(mode != "state" for mode in model_obs_modes) else "state"
 
 
-def make_env(args: Args, scene: str, obs_mode: str):
+def make_env(args: Args, scene: str, obs_mode: str, task: str | None = None):
     def thunk() -> gym.Env:
         env = CalvinEnv(
             scene=scene,
+            task=task,
             obs_mode=obs_mode,
             static_size=args.static_size,
             gripper_size=args.gripper_size,
@@ -465,6 +473,9 @@ def check_args(args: Args) -> None:
     """Raises ValueError naming the first bad argument."""
     if not args.scenes or not set(args.scenes) <= set(SCENES):
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
+    for task in (t.strip() for t in args.tasks.split(",") if t.strip()):
+        if task not in tasks.TASK_SPECS:
+            raise ValueError(f"--tasks: unknown task {task!r} (one of the 34 CALVIN tasks, rftf_gym.tasks.TASK_SPECS)")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
     if not 1 <= args.max_episode_steps <= EP_LEN:
@@ -562,7 +573,9 @@ if __name__ == "__main__":
         value_fn = TimedValue(raw_value_fn)
     obs_mode = env_obs_mode(vla.config.obs_mode, value_obs_mode)
     scene_of = [args.scenes[(rank * args.num_envs + i) % len(args.scenes)] for i in range(args.num_envs)]
-    thunks = [make_env(args, scene, obs_mode) for scene in scene_of]
+    task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    task_of = [task_list[(rank * args.num_envs + i) % len(task_list)] if task_list else None for i in range(args.num_envs)]
+    thunks = [make_env(args, scene, obs_mode, task) for scene, task in zip(scene_of, task_of)]
     if args.async_envs:
         envs = gym.vector.AsyncVectorEnv(thunks, shared_memory=False, autoreset_mode=AutoresetMode.SAME_STEP)
     else:
@@ -621,9 +634,11 @@ if __name__ == "__main__":
         update_start, update_cpu = time.time(), time.process_time()
         b_advantages, shaped_sum, shaped_steps, raw_values = [], 0.0, 0, []
         eta_success, eta_failure = args.eta_success, args.eta_failure
-        if args.eta_mode == "balanced":  # counted over all ranks, so every rank uses the same etas
-            n_success = sum(e.success for e in finished)
-            counts = all_reduce_mean([float(n_success), float(len(finished) - n_success)], args.world_size)
+        if args.eta_mode != "fixed":  # counted over all ranks, so every rank uses the same etas
+            weight = (lambda e: 1) if args.eta_mode == "balanced" else len  # per episode or per step
+            n_success = sum(weight(e) for e in finished if e.success)
+            n_failure = sum(weight(e) for e in finished if not e.success)
+            counts = all_reduce_mean([float(n_success), float(n_failure)], args.world_size)
             eta_success, eta_failure = class_balanced_etas(round(counts[0] * args.world_size), round(counts[1] * args.world_size),
                                                            args.eta_success, args.eta_failure)
         for episode in finished:

@@ -57,6 +57,25 @@ def test_class_balanced_etas():
     assert class_balanced_etas(16, 0, 0.25, 1.0) == (0.25, 1.0)
 
 
+def test_step_balanced_etas_zero_the_mean_success_term_per_step():
+    # --eta-mode steps counts steps: two 50-step successes and three failures run to 360 steps.
+    lengths, outcomes = [50, 50, 360, 360, 360], [True, True, False, False, False]
+    eta_s, eta_f = class_balanced_etas(100, 1080, 0.25, 1.0)
+    per_step = np.concatenate([balanced_advantages(np.zeros(n), ok, 0.99, 0.95, eta_s, eta_f)
+                               for n, ok in zip(lengths, outcomes)])
+    assert per_step.mean() == pytest.approx(0.0, abs=1e-12)
+    # Balancing episodes instead (2 vs 3) leaves the long failures most of the weight per step.
+    eta_s, eta_f = class_balanced_etas(2, 3, 0.25, 1.0)
+    per_step = np.concatenate([balanced_advantages(np.zeros(n), ok, 0.99, 0.95, eta_s, eta_f)
+                               for n, ok in zip(lengths, outcomes)])
+    assert per_step.mean() < -0.5
+
+
+def test_unknown_training_task_is_refused():
+    with pytest.raises(ValueError, match="--tasks: unknown task 'open_the_drawer'"):
+        check_args(Args(value_model="v", tasks="open_drawer,open_the_drawer"))
+
+
 def test_sparse_ablation_is_the_success_signal_alone():
     rewards = shaped_rewards(np.zeros(4), GAMMA)
     np.testing.assert_array_equal(balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0), [0.25] * 4)
@@ -248,7 +267,8 @@ def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path):
     torch.manual_seed(1)
     value_model.save_value_model(tmp_path / "value", value_model.ValueModel.from_vla(load_vla(tiny_vla), head_hidden=8))
     subprocess.run(_command(tiny_vla, "--value-model", str(tmp_path / "value"), "--total-episodes", "4",
-                            "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none"),
+                            "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none",
+                            "--tasks", "turn_on_led", "--eta-mode", "steps"),
                    cwd=tmp_path, env=_env(), check=True, timeout=900)
     events = EventAccumulator(str(tmp_path / "runs" / "dense"))
     events.Reload()
@@ -256,3 +276,5 @@ def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path):
     assert scalar["charts/value_time"] > 0 and scalar["rftf/reward_shaped_mean"] != 0.0
     # Every episode failed (12 steps of a random head), so A = -(1 + GAE of shaped rewards).
     assert scalar["rftf/train_success"] == 0.0 and scalar["rftf/adv_mean"] != -1.0
+    # --tasks turn_on_led: every training episode was that task.
+    assert [tag for tag in scalar if tag.startswith("rftf/task_success/")] == ["rftf/task_success/turn_on_led"]
