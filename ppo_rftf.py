@@ -128,6 +128,9 @@ class Args:
     averages to zero over the steps the loss averages over (failed episodes run to the step limit,
     successful ones stop early, so episode balance still leaves failures most of the steps). A batch
     of one class only keeps the fixed values"""
+    success_weight: float = 1.0
+    """the size of Eq. 3's success indicator I = +-1 (paper 1). 0 is an ablation that keeps only the
+    temporal feedback (the discounted sum of Eq. 2's shaped rewards) as the advantage"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1
@@ -154,6 +157,10 @@ class Args:
     """the maximum norm for the gradient clipping"""
     norm_adv: bool = False
     """if toggled, standardise advantages per minibatch (off: it would erase Eq. 3's success term)"""
+    grad_agreement: bool = False
+    """if toggled, log `losses/grad_half_cosine` each update: the cosine between the policy gradients
+    of Eq. 4's surrogate (at ratio 1, before the update) from the even and the odd episodes of the
+    batch. Near 0 the update is mostly sampling noise; it costs one extra pass over the batch"""
 
     # Evaluation and checkpoints
     checkpoint_dir: str = "checkpoints"
@@ -221,7 +228,8 @@ def shaped_rewards(values: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def balanced_advantages(
-    rewards: np.ndarray, success: bool, gamma: float, gae_lambda: float, eta_success: float, eta_failure: float
+    rewards: np.ndarray, success: bool, gamma: float, gae_lambda: float, eta_success: float, eta_failure: float,
+    success_weight: float = 1.0,
 ) -> np.ndarray:
     """Eq. 3: ``A_t = eta * [I(success) + sum_{n>=t} (gamma*lambda)^(n-t) R_n]``.
 
@@ -230,11 +238,12 @@ def balanced_advantages(
         success: whether the episode's task was done; I = +1 on success, -1 on failure.
         gamma, gae_lambda: GAE's discount and lambda.
         eta_success, eta_failure: the balancing coefficient eta (paper 0.25 and 1).
+        success_weight: the size of I (paper 1); 0 leaves the temporal feedback alone (an ablation).
 
     Returns:
         float64 advantages (T+1,).
     """
-    eta, indicator = (eta_success, 1.0) if success else (eta_failure, -1.0)
+    eta, indicator = (eta_success, success_weight) if success else (eta_failure, -success_weight)
     advantages = np.zeros(len(rewards), dtype=np.float64)
     lastgaelam = 0.0
     for t in reversed(range(len(rewards))):
@@ -288,6 +297,39 @@ def ppo_loss(
         approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
     return {"loss": loss, "pg_loss": pg_loss.detach(), "kl_ref": kl.detach(), "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def half_gradient_cosine(head: torch.nn.Module, log_prob_fn: Any, advantages: torch.Tensor,
+                         episode_index: torch.Tensor) -> float:
+    """Agreement of the policy gradient between two halves of an update's episodes.
+
+    The gradient of Eq. 4's clipped surrogate at ratio 1 (before any step) is
+    ``-mean_t A_t * grad log pi(a_t | s_t)``; it is formed once from the even-numbered and once from
+    the odd-numbered episodes (whole episodes, so one episode's correlated steps stay on one side),
+    and their cosine is returned. With true gradient g and per-half noise of variance sigma^2 / n,
+    the expected cosine is about |g|^2 / (|g|^2 + sigma^2 / n): near 0 the batch is too small to
+    show a direction, and doubling n roughly halves (1 - cos) / cos.
+
+    Args:
+        head: the trained module (its ``.grad`` are overwritten, then zeroed).
+        log_prob_fn: ``log_prob_fn(rows) -> (len(rows),)`` log pi_theta of the taken actions.
+        advantages: Eq. 3's advantages (N,).
+        episode_index: the episode each sample belongs to (N,).
+
+    Returns:
+        The cosine in [-1, 1]; 0.0 when a half has no samples or no gradient.
+    """
+    grads = []
+    for half in (0, 1):
+        rows = torch.nonzero(episode_index % 2 == half).squeeze(1)
+        if len(rows) == 0:
+            return 0.0
+        head.zero_grad(set_to_none=False)
+        (-(advantages[rows] * log_prob_fn(rows)).mean()).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in head.parameters() if p.grad is not None]).clone())
+    head.zero_grad(set_to_none=False)
+    norms = grads[0].norm() * grads[1].norm()
+    return float(grads[0] @ grads[1] / norms) if norms > 0 else 0.0
 
 
 def adapt_beta(
@@ -476,6 +518,10 @@ def check_args(args: Args) -> None:
     for task in (t.strip() for t in args.tasks.split(",") if t.strip()):
         if task not in tasks.TASK_SPECS:
             raise ValueError(f"--tasks: unknown task {task!r} (one of the 34 CALVIN tasks, rftf_gym.tasks.TASK_SPECS)")
+    if not (np.isfinite(args.success_weight) and args.success_weight >= 0):
+        raise ValueError(f"--success-weight must be a finite number >= 0, got {args.success_weight}")
+    if args.reward_mode == "sparse" and args.success_weight == 0:
+        raise ValueError("--reward-mode sparse with --success-weight 0 leaves every advantage at 0: nothing to learn")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
     if not 1 <= args.max_episode_steps <= EP_LEN:
@@ -653,7 +699,7 @@ if __name__ == "__main__":
             shaped_sum += float(rewards.sum())
             shaped_steps += len(rewards)
             b_advantages.append(balanced_advantages(rewards, episode.success, args.gamma, args.gae_lambda,
-                                                    eta_success, eta_failure))  # Eq. 3
+                                                    eta_success, eta_failure, args.success_weight))  # Eq. 3
         b_features = torch.stack([f for e in finished for f in e.features]).to(device)
         b_bins = torch.stack([b for e in finished for b in e.bins]).to(device)
         b_logprobs = torch.tensor([lp for e in finished for lp in e.logprobs], dtype=torch.float32, device=device)
@@ -669,6 +715,10 @@ if __name__ == "__main__":
             probe_old_logits = vla.logits(b_features[probe])
         head.train()
         stats = defaultdict(list)
+        if args.grad_agreement:
+            b_episode = torch.tensor([i for i, e in enumerate(finished) for _ in range(len(e))], device=device)
+            stats["grad_half_cosine"].append(half_gradient_cosine(
+                head, lambda rows: vla.distribution(b_features[rows]).log_prob(b_bins[rows]), b_advantages, b_episode))
         kl_ref_last_epoch = torch.zeros((), dtype=torch.float64)
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1000 + iteration * 10 + epoch))
@@ -763,6 +813,8 @@ if __name__ == "__main__":
             for key in ("pg_loss", "approx_kl", "clipfrac", "entropy"):
                 writer.add_scalar(f"losses/{key}", mean_stats.get(key, 0.0), global_step)
             writer.add_scalar("losses/kl_ref_minibatch", mean_stats.get("kl_ref", 0.0), global_step)
+            if args.grad_agreement:
+                writer.add_scalar("losses/grad_half_cosine", mean_stats.get("grad_half_cosine", 0.0), global_step)
             writer.add_scalar("rftf/kl_ref", kl_ref_after, global_step)
             writer.add_scalar("losses/exact_kl_old_new", kl_old_new, global_step)
             writer.add_scalar("rftf/beta", beta_used, global_step)
