@@ -364,7 +364,10 @@ class TimedValue:
     """A value model callable that adds up the seconds spent in it."""
 
     def __init__(self, value_fn: Any) -> None:
+        from rftf_gym.wrappers import value_context
+
         self.value_fn = value_fn
+        self.context = value_context(value_fn)  # the reward wrappers supply start frames by it
         self.seconds = 0.0
         self.cpu_seconds = 0.0
 

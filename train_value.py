@@ -64,7 +64,15 @@ from rftf_gym import value_diagnostics as diag
 from rftf_gym.data import CalvinDataset
 from rftf_gym.files import atomic_write_bytes, atomic_write_text
 from rftf_gym.models import PRECOMPUTED_TEXT, VLAConfig, load_vla
-from rftf_gym.value_model import ValueModel, load_value_model, save_value_model
+from rftf_gym.value_model import (
+    CONTEXT_KEYS,
+    CONTEXTS,
+    START_PREFIX,
+    ValueModel,
+    context_difference,
+    load_value_model,
+    save_value_model,
+)
 
 # A mix of task families for the rollout diagnostics (articulation, lights, blocks, placing).
 DEFAULT_ROLLOUT_TASKS = (
@@ -126,6 +134,9 @@ class Args:
     weight decay (and obs noise): held-out pairwise accuracy 0.855 instead of 0.77 (module docstring)"""
     head_hidden: int = 256
     """hidden width of the value head"""
+    context: str = "none"
+    """"none": V(s_t, l), one frame; "start": V(s_t | s_start, l), also conditioned on the frame where the
+    instruction started (the annotation's first frame here, the reset observation in the env); state variant"""
 
     # optimisation (RFTF 4.1.4: batch 4 x 8, lr 1e-5; 4.3: keep the first epoch's model)
     batch_size: int = 32
@@ -153,12 +164,14 @@ class Args:
     """Gaussian noise added to robot_obs / scene_obs in training, as a fraction of each dimension's std
     (0.1 helped on 378 windows, cost 0.01 pairwise accuracy on 2152)"""
 
-    # loss. No rewound clips or stalls as negatives: this model scores one frame at a time,
-    # V(s_t, l), so a rewound clip holds only states of the forward clip, and ranking its
-    # returning half below its peak is the forward Eq. 1 constraint again (the reversed-demo VOC
-    # of any such model is exactly minus its demo VOC); a stall repeats a frame, whose value
-    # equals itself by construction. They constrain models that read a clip, not this one.
-    # Negatives that add information here are other instructions and failed rollouts.
+    # loss. No rewound clips or stalls as negatives for a model of one frame, V(s_t, l): a rewound
+    # clip holds only states of the forward clip, and ranking its returning half below its peak
+    # is the forward Eq. 1 constraint again (the reversed-demo VOC of any such model is exactly
+    # minus its demo VOC); a stall repeats a frame, whose value equals itself by construction.
+    # Negatives that add information there are other instructions and failed rollouts. A model of
+    # the start frame (--context start) can read "distance from the start" as a clock, which a
+    # reversed demonstration (started from its own first frame, the demonstration's end) also
+    # satisfies: for it, reversed windows must fall (--reversed-coef).
     loss: str = "grounded"
     """"grounded": Eq. 1 plus wrong-instruction negatives (wrong-instruction VOC 0.09 vs 0.21-0.57
     without them); "paper": Eq. 1 on demonstrations only"""
@@ -174,6 +187,9 @@ class Args:
     """rollouts per task and scene, over every task of the training windows"""
     failure_coef: float = 1.0
     """weight of ranking failed-rollout frames below the last frame of a demonstration of their task"""
+    reversed_coef: float = 1.0
+    """(--context start) weight of Eq. 1 reversed on windows of time-reversed demonstrations, each seen from
+    its own first frame: progress undone must lower the value"""
 
     # diagnostics
     rollout_policy: str | None = None
@@ -266,6 +282,30 @@ def gather(episodes: list[diag.Episode], rows: np.ndarray, window_size: int, str
     return {k: np.concatenate(v) for k, v in obs.items()}, np.stack(embs)
 
 
+def gather_starts(episodes: list[diag.Episode], rows: np.ndarray, window_size: int) -> dict[str, np.ndarray]:
+    """The start frame (each episode's first frame, where its instruction starts) of B windows,
+    repeated for the window's n rows, under the ``start_`` keys a context model reads."""
+    out = {}
+    for k in CONTEXT_KEYS:
+        out[START_PREFIX + k] = np.repeat(np.stack([episodes[int(e)].obs[k][0] for e, _ in rows]), window_size, axis=0)
+    return out
+
+
+def reversed_rows(lengths: list[int], rows: np.ndarray, window_size: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """A window at a random offset in the reversed copy of each row's episode: (episode, first frame)."""
+    span = (window_size - 1) * stride + 1
+    return np.asarray([(e, int(rng.integers(0, max(lengths[int(e)] - span, 0) + 1))) for e, _ in rows], dtype=np.int64).reshape(-1, 2)
+
+
+def context_differences(episodes: list[diag.Episode]) -> np.ndarray:
+    """`context_difference` of every frame against its episode's first frame, (sum T, 39)."""
+    parts = []
+    for e in episodes:
+        robot, scene = torch.as_tensor(e.obs["robot_obs"]), torch.as_tensor(e.obs["scene_obs"])
+        parts.append(context_difference(robot, scene, robot[:1].expand_as(robot), scene[:1].expand_as(scene)).numpy())
+    return np.concatenate(parts)
+
+
 def attach_embeddings(episodes: list[diag.Episode], model: ValueModel, dataset: CalvinDataset) -> None:
     """Give every episode its instruction embedding: the split's language.emb for a model that
     reads precomputed embeddings, else the model's own text encoder (as at inference, where the
@@ -350,7 +390,12 @@ def model_fields(args: Args) -> dict[str, Any]:
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
             "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch",
             "learning_rate", "weight_decay", "obs_noise", "wrong_tie_coef", "wrong_rank_coef", "failure_coef")
+    keys += ("context", "reversed_coef")  # absent from older runs' progress.json: see LATER_FIELDS
     return {k: getattr(args, k) for k in keys}
+
+
+LATER_FIELDS = {"context": "none", "reversed_coef": 1.0}
+"""Fields added after runs were made; a progress.json without them ran with these values."""
 
 
 def plot_examples(run_dir: Path, report_sets: dict[str, Any], episodes: dict[str, list[diag.Episode]]) -> None:
@@ -369,6 +414,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.loss not in ("paper", "grounded"):
         raise ValueError(f"--loss must be 'paper' or 'grounded', got {args.loss!r}")
+    if args.context not in CONTEXTS:
+        raise ValueError(f"--context must be one of {CONTEXTS}, got {args.context!r}")
     if args.window_size < 2 or args.frame_stride < 1:
         raise ValueError("--window-size must be >= 2 and --frame-stride >= 1")
     if args.keep_epoch is None:
@@ -400,7 +447,7 @@ if __name__ == "__main__":
         raise ValueError("--use-dataset-embeddings trains from scratch: the BC body reads its own text encoder's embeddings")
     if args.bc_checkpoint:
         vla = load_vla(args.bc_checkpoint)
-        model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden)
+        model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden, args.context)
         del vla
     else:
         text = {}
@@ -409,7 +456,7 @@ if __name__ == "__main__":
             if emb is None:
                 raise ValueError(f"--use-dataset-embeddings: {args.data_root}/{args.train_split} has no language.emb")
             text = {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
-        model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden)
+        model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden, args.context)
     config = model.config
     if model.text_encoder is None and (args.rollout_policy or args.train_rollout_policy):
         raise ValueError("the model reads precomputed language.emb, which rollout instructions do not have; drop the rollout options")
@@ -430,6 +477,10 @@ if __name__ == "__main__":
     if not args.bc_checkpoint and config.obs_mode == "state":
         model.body.set_state_normalization(frames["robot_obs"], frames["scene_obs"])
     del frames
+    use_start = model.context == "start"
+    if use_start:
+        model.context_std.copy_(torch.as_tensor(context_differences(train_eps).std(0)).clamp_min(1e-3))
+    train_rev = diag.reversed_episodes(train_eps) if use_start and args.reversed_coef > 0 else []
     model.to(device)
     rollouts: list[diag.Episode] = []
     if args.rollout_policy:
@@ -468,7 +519,8 @@ if __name__ == "__main__":
     resume_file = run_dir / "resume" / "progress.json"
     if resume_file.exists():
         found = json.loads(resume_file.read_text())
-        differ = [f"{k}: {found['args'].get(k)!r} vs {v!r}" for k, v in model_fields(args).items() if found["args"].get(k) != v]
+        found_args = {**LATER_FIELDS, **found["args"]}
+        differ = [f"{k}: {found_args.get(k)!r} vs {v!r}" for k, v in model_fields(args).items() if found_args.get(k) != v]
         if differ:
             raise ValueError(f"{run_dir} holds a run with other settings ({'; '.join(differ)}); use another --run-name")
         progress = load_resume(run_dir, model, optimizer, device)
@@ -495,9 +547,20 @@ if __name__ == "__main__":
             for k in vector_keys:
                 obs[k] = obs[k] + noise_rng.normal(size=obs[k].shape) * (args.obs_noise * obs_std[k])
         obs["lang_emb"] = np.repeat(emb.reshape(B, -1), n, axis=0)
+        if use_start:
+            obs.update(gather_starts(train_eps, rows, n))
         values = model(model.preprocess(obs)).view(B, n)
         pg = {"ranking": ranking_loss(values)}
         loss = pg["ranking"]
+        if train_rev:
+            # Rewound clips (a reversed demonstration seen from its own first frame, the
+            # demonstration's end): values must fall, Eq. 1 with time reversed.
+            rev_rows = reversed_rows(lengths, rows, n, args.frame_stride, np.random.default_rng([args.seed, epoch, in_epoch, 4]))
+            rev_obs, _ = gather(train_rev, rev_rows, n, args.frame_stride)
+            rev_obs.update(gather_starts(train_rev, rev_rows, n), lang_emb=obs["lang_emb"])
+            rev_values = model(model.preprocess(rev_obs)).view(B, n)
+            pg["reversed"] = ranking_loss(rev_values.flip(1))
+            loss = loss + args.reversed_coef * pg["reversed"]
         if args.loss == "grounded":
             # Negatives where a clock is right and progress is not: the same frames under the
             # instruction of another task must not rise (tie loss) and must score below the
@@ -524,11 +587,15 @@ if __name__ == "__main__":
                 start = int(rng.integers(0, len(f) - (n - 1) * args.frame_stride))
                 idx = window_frames(len(f), start, n, args.frame_stride)
                 fails.append(({k: v[idx] for k, v in f.obs.items()}, f.emb))
-                ends.setdefault("obs", []).append({k: v[-1:] for k, v in d.obs.items()})
+                ends.setdefault("obs", []).append({**{k: v[-1:] for k, v in d.obs.items()},
+                                                   **{START_PREFIX + k: d.obs[k][:1] for k in CONTEXT_KEYS if k in d.obs}})
             fail_obs = {k: np.concatenate([o[k] for o, _ in fails]) for k in keys}
             fail_obs["lang_emb"] = np.repeat(np.stack([e for _, e in fails]).reshape(B, -1), n, axis=0)
             end_obs = {k: np.concatenate([o[k] for o in ends["obs"]]) for k in keys}
             end_obs["lang_emb"] = np.stack([e for _, e in fails]).reshape(B, -1)
+            if use_start:  # each from its own episode's first frame (a rollout's: the reset)
+                fail_obs.update({START_PREFIX + k: np.repeat(np.stack([f.obs[k][0] for f in picks]), n, axis=0) for k in CONTEXT_KEYS})
+                end_obs.update({START_PREFIX + k: np.concatenate([o[START_PREFIX + k] for o in ends["obs"]]) for k in CONTEXT_KEYS})
             fail_values = model(model.preprocess(fail_obs)).view(B, n)
             end_values = model(model.preprocess(end_obs))
             pg["failure"] = -F.logsigmoid(end_values[:, None] - fail_values).mean()

@@ -357,8 +357,14 @@ class VLABody(nn.Module):
         self.state_mean.copy_(feats.mean(0))
         self.state_std.copy_(feats.std(0).clamp_min(1e-3))
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Query outputs (B, num_queries, d_model) from a `VLA.preprocess` batch."""
+    def forward(self, batch: Mapping[str, torch.Tensor], extra_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Query outputs (B, num_queries, d_model) from a `VLA.preprocess` batch.
+
+        Args:
+            batch: The model inputs.
+            extra_tokens: Optional (B, k, d_model) tokens appended to the observation tokens
+                before the queries (the value model's context tokens); None for the VLA.
+        """
         state = self._state(batch)
         tokens = [self.lang_proj(batch["lang_emb"].float()).unsqueeze(1), self.robot_proj(state[0]).unsqueeze(1)]
         if self.config.obs_mode == "rgb":
@@ -367,6 +373,8 @@ class VLABody(nn.Module):
             tokens.append(self.articulation_proj(state[1]).unsqueeze(1))
             tokens.append(self.block_proj(torch.stack(state[2:], dim=1)))
         x = torch.cat(tokens, dim=1) + self.token_type
+        if extra_tokens is not None:
+            x = torch.cat([x, extra_tokens], dim=1)
         x = torch.cat([x, self.queries.expand(x.shape[0], -1, -1)], dim=1)
         x = self.norm(self.backbone(x))
         return x[:, -self.num_queries :]

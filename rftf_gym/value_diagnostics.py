@@ -17,8 +17,11 @@ value model is scored on episode sets where a clock fails:
 The clock V = t / 360 (CALVIN's per-instruction step cap) is scored on the same sets.
 
 A value function here is one observation to one value (the contract of the reward wrapper:
-``value_fn(obs, instructions) -> (B,)``), so the values of a reversed clip are exactly the clip's
-values in reverse order; they are computed that way instead of by a second forward pass.
+``value_fn(obs, instructions) -> (B,)``). For a model of one frame the values of a reversed clip
+are exactly the clip's values in reverse order; they are computed that way instead of by a
+second forward pass. A model conditioned on the instruction's start frame (``context="start"``,
+`rftf_gym.value_model`) gets each episode's first frame with every frame; the reversed clip's
+start is its own first frame (the demonstration's last), so its values are scored afresh.
 
 Rollouts are cached, one ``.npz`` per episode (``allow_pickle=False``) next to a ``meta.json``
 that must match the request, so a rerun (or the next epoch) reuses them and an interrupted
@@ -335,14 +338,19 @@ def score_episodes(value_fn: ValueFn, episodes: Sequence[Episode], batch_size: i
     Returns:
         One float64 array (T,) per episode.
     """
+    from rftf_gym.value_model import START_PREFIX, value_context
+
     if hasattr(value_fn, "predict"):
         value_fn = value_fn.predict
+    start = value_context(value_fn) == "start"
     rows = [(e, t) for e in episodes for t in range(len(e))]
     flat = np.empty(len(rows), dtype=np.float64)
     for lo in range(0, len(rows), batch_size):
         chunk = rows[lo : lo + batch_size]
         keys = chunk[0][0].obs.keys()
         obs = {k: np.stack([e.obs[k][t] for e, t in chunk]) for k in keys}
+        if start:  # the frame where the episode's instruction started
+            obs.update({START_PREFIX + k: np.stack([e.obs[k][0] for e, _ in chunk]) for k in keys if k in ("robot_obs", "scene_obs")})
         if all(e.emb is not None for e, _ in chunk):
             obs["lang_emb"] = np.stack([e.emb for e, _ in chunk]).reshape(len(chunk), -1)
         values = np.asarray(value_fn(obs, [e.instruction for e, _ in chunk]), dtype=np.float64)
@@ -383,11 +391,18 @@ def _success_failure_scores(episodes: Sequence[Episode], values: Sequence[np.nda
     }
 
 
-def _voc_stats(values: Sequence[np.ndarray]) -> dict[str, Any]:
+ACCURACY_LAGS = (1, 4, 8, 16, 32)
+"""Frame lags of the per-lag pairwise accuracy of the demonstrations."""
+
+
+def _voc_stats(values: Sequence[np.ndarray], lags: Sequence[int] = ()) -> dict[str, Any]:
     values = [v for v in values if v.size >= 2]
     if not values:
         return {"voc": None, "pairwise_accuracy": None, "episodes": 0}
-    return {"voc": vm.mean_voc(values), "pairwise_accuracy": vm.pairwise_accuracy(values), "episodes": len(values)}
+    out = {"voc": vm.mean_voc(values), "pairwise_accuracy": vm.pairwise_accuracy(values), "episodes": len(values)}
+    if lags:
+        out["accuracy_by_lag"] = {str(lag): vm.pairwise_accuracy_at_lag(values, lag) for lag in lags}
+    return out
 
 
 def evaluate_values(
@@ -404,7 +419,8 @@ def evaluate_values(
     Args:
         demos, demo_values: Held-out demonstrations and their values.
         reversed_values: Values of the demonstrations played backwards; None takes
-            ``demo_values`` reversed (exact for a model of one observation).
+            ``demo_values`` reversed (exact for a model of one observation, not for one
+            conditioned on the start frame).
         wrong, wrong_values: Wrong-instruction episodes and their values.
         rollouts, rollout_values: Policy rollouts and their values.
 
@@ -413,10 +429,11 @@ def evaluate_values(
         ``rollouts_success``, ``rollouts_failure``) its VOC, pairwise accuracy and episode
         count; ``grounding_accuracy`` (share of frames valued higher under their own instruction
         than under the wrong one); and ``success_vs_failure`` (same-time accuracy, final-value
-        AUC).
+        AUC). ``demos`` also holds ``accuracy_by_lag``: pairwise accuracy of frames 1, 4, 8,
+        16 and 32 apart.
     """
     report: dict[str, Any] = {
-        "demos": _voc_stats(demo_values),
+        "demos": _voc_stats(demo_values, ACCURACY_LAGS),
         "reversed": _voc_stats([v[::-1] for v in demo_values] if reversed_values is None else reversed_values),
     }
     if wrong:
@@ -453,14 +470,19 @@ def diagnose(
         batch_size: Frames per forward pass.
 
     Returns:
-        (report with ``model`` and ``clock`` entries, the model's raw values per set).
+        (report with ``model`` and ``clock`` entries, the model's raw values per set;
+        ``reversed`` is None for a model of one frame, whose reversed values are the demos').
     """
+    from rftf_gym.value_model import value_context
+
     values = {
         "demos": score_episodes(value_fn, demos, batch_size),
+        # A model of the start frame sees a reversed clip from the clip's own first frame.
+        "reversed": score_episodes(value_fn, reversed_episodes(demos), batch_size) if value_context(value_fn) == "start" else None,
         "wrong_instruction": score_episodes(value_fn, wrong, batch_size) if wrong else [],
         "rollouts": score_episodes(value_fn, rollouts, batch_size) if rollouts else [],
     }
-    model = evaluate_values(demos, values["demos"], None, wrong, values["wrong_instruction"], rollouts, values["rollouts"])
+    model = evaluate_values(demos, values["demos"], values["reversed"], wrong, values["wrong_instruction"], rollouts, values["rollouts"])
     clock = evaluate_values(demos, clock_fn(demos), clock_fn(demos), wrong, clock_fn(wrong), rollouts, clock_fn(rollouts))
     return {"model": model, "clock": clock}, values
 

@@ -7,6 +7,8 @@ Pure numpy functions over value sequences (one 1-d array per episode, in time or
   1 for values that rise at every step, -1 for values that fall at every step.
 - `pairwise_accuracy`: share of frame pairs (i < j) whose later frame has the higher value, the
   accuracy RFTF reports for its value model (arXiv 2505.19767, section 4.3 and Fig. 5).
+- `pairwise_accuracy_at_lag`: the same over pairs a fixed number of frames apart (near pairs
+  are the hard ones).
 - `same_time_accuracy` and `roc_auc`: success against failure at the same time step, and of the
   final values; pairs that elapsed time alone cannot order.
 - `clock_values`: the baseline V = t / T, a pure clock. It scores VOC 1 and pairwise accuracy 1 on
@@ -102,6 +104,23 @@ def pairwise_accuracy(episodes: Sequence[np.ndarray | Sequence[float]]) -> float
     if total == 0:
         raise ValueError("pairwise_accuracy needs an episode with at least two frames")
     return correct / total
+
+
+def pairwise_accuracy_at_lag(episodes: Sequence[np.ndarray | Sequence[float]], lag: int) -> float | None:
+    """Share of frame pairs exactly ``lag`` steps apart (v_{t+lag} > v_t; ties half), pooled.
+
+    Returns:
+        The accuracy, or None when no episode is longer than ``lag`` frames.
+    """
+    if lag < 1:
+        raise ValueError(f"lag must be >= 1, got {lag}")
+    correct, total = 0.0, 0
+    for values in episodes:
+        array = _as_sequence(values)
+        d = array[lag:] - array[:-lag]
+        correct += float(np.sum(d > 0) + 0.5 * np.sum(d == 0))
+        total += int(d.size)
+    return correct / total if total else None
 
 
 def same_time_accuracy(

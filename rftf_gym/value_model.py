@@ -10,6 +10,18 @@ outputs go through a small MLP to one raw value. Training starts from the BC mod
 Values are raw: their range differs between tasks, and consumers normalise them within an
 episode (section 3.3).
 
+Context. By default (``context="none"``) the model sees one frame, V(s_t, l). With
+``context="start"`` (state variant) it also sees the frame where the instruction started,
+V(s_t | s_start, l): "progress since the instruction was given". A frame alone cannot show how
+far a block has turned or moved relative to where it started; the paper's value model is built
+on a VLA body that reads a short history of observations (sections 3.2 and 4.1.4), and this
+conditions on the one frame of history that fixes the task's starting point. The difference
+s_t - s_start (positions and articulations subtracted, Euler angles as the wrapped angle
+difference) enters as five extra tokens (robot, articulation, three blocks), each normalised by
+the spread of such differences in the training data. The start observation is passed in the
+same observation batch under ``start_robot_obs`` / ``start_scene_obs`` (`START_PREFIX`); in a
+demonstration window it is the window's first frame, in an env episode the reset observation.
+
 Example:
     >>> model = ValueModel(VLAConfig(obs_mode="state"))
     >>> obs = {"robot_obs": np.zeros((2, 15)), "scene_obs": np.zeros((2, 24))}
@@ -37,10 +49,21 @@ from rftf_gym.models import (
     save_safetensors_checkpoint,
 )
 from rftf_gym.text_encoder import make_text_encoder
+from rftf_gym.wrappers import CONTEXT_KEYS, START_PREFIX, value_context  # noqa: F401  (re-exported)
 
 VALUE_MODEL_TYPE = "rftf_value"
 """The ``policy_type`` a value checkpoint's config.json names (it is not a policy: `load_policy`
 refuses it with a message listing the registered policy types)."""
+CONTEXTS = ("none", "start")
+"""What a value model is conditioned on besides the current frame and the instruction. The start
+frame's keys (`START_PREFIX` + `CONTEXT_KEYS`: ``start_robot_obs``, ``start_scene_obs``) and
+`value_context` live in `rftf_gym.wrappers`, which supplies them without importing torch."""
+# Layout of the raw difference features (robot_obs 15, scene_obs 24; CALVIN's
+# conf/observation/state_obs ordering as in rftf_gym.conventions): Euler angles are wrapped.
+_ROBOT_ANGLES = slice(3, 6)
+_BLOCK_ANGLE_OFFSETS = (9, 10, 11, 15, 16, 17, 21, 22, 23)
+CONTEXT_TOKEN_SIZES = (15, 6, 6, 6, 6)
+"""Widths of the five context tokens: robot, articulations, red / blue / pink block."""
 QUERY_PARAMETER = "queries"
 """Name of the query-token parameter in `VLABody`: the one body tensor not copied from a VLA."""
 
@@ -55,14 +78,28 @@ class ValueModel(nn.Module):
         head_hidden: Hidden width of the value head MLP.
     """
 
-    def __init__(self, config: VLAConfig, num_value_queries: int = 1, head_hidden: int = 256) -> None:
+    def __init__(self, config: VLAConfig, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none") -> None:
         super().__init__()
         if num_value_queries < 1 or head_hidden < 1:
             raise ValueError(f"num_value_queries and head_hidden must be >= 1, got {num_value_queries}, {head_hidden}")
+        if context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+        if context == "start" and config.obs_mode != "state":
+            raise ValueError(f"context 'start' is implemented for the state variant only, got obs_mode {config.obs_mode!r}")
         self.config = config
         self.num_value_queries = int(num_value_queries)
         self.head_hidden = int(head_hidden)
+        self.context = context
         self.body = VLABody(config, self.num_value_queries)
+        if context == "start":
+            d = config.d_model
+            self.context_robot_proj = nn.Linear(CONTEXT_TOKEN_SIZES[0], d)
+            self.context_articulation_proj = nn.Linear(CONTEXT_TOKEN_SIZES[1], d)
+            self.context_block_proj = nn.Linear(CONTEXT_TOKEN_SIZES[2], d)
+            self.context_token_type = nn.Parameter(torch.zeros(len(CONTEXT_TOKEN_SIZES), d))
+            nn.init.normal_(self.context_token_type, std=0.02)
+            # Spread of s_t - s_start in the training data (`set_context_normalization`).
+            self.register_buffer("context_std", torch.ones(sum(CONTEXT_TOKEN_SIZES)))
         width = self.num_value_queries * config.d_model
         self.value_head = nn.Sequential(
             nn.LayerNorm(width), nn.Linear(width, head_hidden), nn.GELU(), nn.Linear(head_hidden, 1)
@@ -75,10 +112,28 @@ class ValueModel(nn.Module):
                     f"text encoder {config.text_encoder!r} has dim {self.text_encoder.dim}, config.text_dim is {config.text_dim}"
                 )
 
-    # The VLA's input pipeline, unchanged: it reads only config, device and text_encoder, which
-    # this model has under the same names, so observations and instructions are prepared
-    # exactly as for the policy the values will reward.
-    preprocess = VLA.preprocess
+    def preprocess(self, obs: Mapping[str, Any], instructions: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Env observations + instructions -> model inputs, exactly as the VLA prepares them
+        (`VLA.preprocess`), plus the start frame (``start_robot_obs``, ``start_scene_obs``) for a
+        ``context="start"`` model.
+
+        Raises:
+            ValueError: A missing key or a bad shape (the message names it).
+        """
+        batch = VLA.preprocess(self, obs, instructions)
+        if self.context == "start":
+            missing = [START_PREFIX + k for k in CONTEXT_KEYS if START_PREFIX + k not in obs]
+            if missing:
+                raise ValueError(
+                    f"this value model is conditioned on the instruction's start frame (context 'start'): "
+                    f"pass {missing} with the observations"
+                )
+            for k in CONTEXT_KEYS:
+                value = torch.as_tensor(np.asarray(obs[START_PREFIX + k]), dtype=torch.float32)
+                if value.shape != batch[k].shape:
+                    raise ValueError(f"{START_PREFIX + k} must have the shape of {k}, {tuple(batch[k].shape)}; got {tuple(value.shape)}")
+                batch[START_PREFIX + k] = value.to(batch[k].device)
+        return batch
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +141,29 @@ class ValueModel(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw values (B,) of a `preprocess` batch."""
-        return self.value_head(self.body(batch).flatten(1)).squeeze(-1)
+        extra = self._context_tokens(batch) if self.context == "start" else None
+        return self.value_head(self.body(batch, extra).flatten(1)).squeeze(-1)
+
+    def _context_tokens(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 5, d_model) tokens of s_t - s_start."""
+        delta = context_difference(
+            batch["robot_obs"], batch["scene_obs"], batch[START_PREFIX + "robot_obs"], batch[START_PREFIX + "scene_obs"]
+        ) / self.context_std
+        robot, articulation, *blocks = torch.split(delta, CONTEXT_TOKEN_SIZES, dim=-1)
+        tokens = [self.context_robot_proj(robot).unsqueeze(1), self.context_articulation_proj(articulation).unsqueeze(1)]
+        tokens.append(self.context_block_proj(torch.stack(blocks, dim=1)))
+        return torch.cat(tokens, dim=1) + self.context_token_type
+
+    @torch.no_grad()
+    def set_context_normalization(self, differences: np.ndarray) -> None:
+        """Set the scale of each difference feature from `context_difference` values (N, 39) of
+        training frames against their start frames (std, floored at 1e-3)."""
+        if self.context != "start":
+            raise ValueError("set_context_normalization is for a context 'start' model")
+        diffs = torch.as_tensor(np.asarray(differences), dtype=torch.float32)
+        if diffs.ndim != 2 or diffs.shape[1] != self.context_std.numel():
+            raise ValueError(f"differences must be (N, {self.context_std.numel()}), got {tuple(diffs.shape)}")
+        self.context_std.copy_(diffs.std(0).clamp_min(1e-3).to(self.context_std.device))
 
     @torch.no_grad()
     def predict(self, obs: Mapping[str, Any], instructions: Sequence[str] | None = None) -> np.ndarray:
@@ -107,14 +184,14 @@ class ValueModel(nn.Module):
             self.train(was_training)
 
     @classmethod
-    def from_vla(cls, vla: VLA, num_value_queries: int = 1, head_hidden: int = 256) -> ValueModel:
+    def from_vla(cls, vla: VLA, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none") -> ValueModel:
         """A value model whose body starts from a BC model's body (RFTF section 3.2).
 
         Every body tensor (encoders, instruction projection, backbone, state normalisation) is
         copied; the value query tokens replace the action query tokens and start fresh, as does
         the value head.
         """
-        model = cls(vla.config, num_value_queries, head_hidden)
+        model = cls(vla.config, num_value_queries, head_hidden, context)
         source = {k: v for k, v in vla.body.state_dict().items() if k != QUERY_PARAMETER}
         missing, unexpected = model.body.load_state_dict(source, strict=False)
         if set(missing) != {QUERY_PARAMETER} or unexpected:
@@ -126,7 +203,7 @@ class ValueModel(nn.Module):
         return {
             "policy_type": VALUE_MODEL_TYPE,
             "vla_config": self.config.to_dict(),
-            "value": {"num_value_queries": self.num_value_queries, "head_hidden": self.head_hidden},
+            "value": {"num_value_queries": self.num_value_queries, "head_hidden": self.head_hidden, "context": self.context},
             "observation": {
                 "obs_mode": self.config.obs_mode,
                 "keys": list(self.config.obs_keys),
@@ -134,6 +211,31 @@ class ValueModel(nn.Module):
                 "gripper_size": self.config.gripper_size,
             },
         }
+
+
+def context_difference(
+    robot_obs: torch.Tensor, scene_obs: torch.Tensor, start_robot_obs: torch.Tensor, start_scene_obs: torch.Tensor
+) -> torch.Tensor:
+    """s_t - s_start as (B, 39) features: robot (15), articulations (6), three blocks (6 each).
+
+    Positions, joints and articulations are subtracted; Euler angles (the tcp's and the blocks')
+    become the difference wrapped to (-pi, pi], so a block turned across +-pi reads as a small turn.
+    """
+    diff = torch.cat([robot_obs.float() - start_robot_obs.float(), scene_obs.float() - start_scene_obs.float()], dim=-1)
+    angles = [_ROBOT_ANGLES.start + i for i in range(3)] + [15 + i for i in _BLOCK_ANGLE_OFFSETS]
+    wrapped = torch.atan2(torch.sin(diff[:, angles]), torch.cos(diff[:, angles]))
+    diff = diff.clone()
+    diff[:, angles] = wrapped
+    return diff
+
+
+def with_start(obs: Mapping[str, Any], start: Mapping[str, Any]) -> dict[str, Any]:
+    """``obs`` plus the start frame's `CONTEXT_KEYS` under `START_PREFIX` (both batched alike)."""
+    out = dict(obs)
+    for k in CONTEXT_KEYS:
+        if k in start:
+            out[START_PREFIX + k] = start[k]
+    return out
 
 
 def save_value_model(directory: str | Path, model: ValueModel, metadata: Mapping[str, Any] | None = None) -> Path:
@@ -165,7 +267,8 @@ def load_value_model(directory: str | Path, device: str | torch.device = "cpu") 
     try:
         vla_config = VLAConfig.from_dict(config.get("vla_config"))
         value = config["value"]
-        model = ValueModel(vla_config, int(value["num_value_queries"]), int(value["head_hidden"]))
+        # Checkpoints written before the context option have no "context": one frame.
+        model = ValueModel(vla_config, int(value["num_value_queries"]), int(value["head_hidden"]), str(value.get("context", "none")))
     except (TypeError, KeyError, ValueError) as err:
         raise ValueError(f"{where}: invalid value model config: {err!r}") from err
     check_state_dict(model, tensors, f"value checkpoint {str(directory)!r}")

@@ -38,6 +38,11 @@ Example:
     >>> reward == info["dense_reward"], sorted(k for k in info if "reward" in k)
     (True, ['dense_reward', 'shaping_reward', 'sparse_reward'])
 
+A value model conditioned on the instruction's start frame (``context == "start"``, see
+`rftf_gym.value_model`) gets each episode's reset observation with every observation, under the
+``start_robot_obs`` / ``start_scene_obs`` keys: V(s_t | s_0, l). The model says so by a
+``context`` attribute (on the object, its bound ``predict``, or the callable).
+
 `ValueRewardVectorWrapper` does the same over a whole `SyncVectorEnv` / `AsyncVectorEnv` with
 one batched value call per step in the main process (no model copy per worker), following the
 vector env's declared autoreset mode. `ValueReward.compute_reward(batch)` serves the value model
@@ -64,6 +69,27 @@ REWARD_MODES = ("dense", "sparse")
 # Keys the wrappers write; an env that already writes one of them is refused.
 WRITTEN_KEYS = ("value", "shaping_reward", "dense_reward", "episode_values")
 INSTRUCTION_KEY = "instruction"
+START_PREFIX = "start_"
+"""Prefix of the start-frame keys a ``context="start"`` value model reads (`rftf_gym.value_model`)."""
+CONTEXT_KEYS = ("robot_obs", "scene_obs")
+"""The observation keys whose start frame such a model reads (state variant)."""
+
+
+def value_context(value_fn: Any) -> str:
+    """``"start"`` when the value function (or the object of a bound ``predict``) needs each
+    episode's start observation, else ``"none"``."""
+    for obj in (value_fn, getattr(value_fn, "__self__", None)):
+        context = getattr(obj, "context", None)
+        if context is not None:
+            if context not in ("none", "start"):
+                raise ValueError(f"value model context must be 'none' or 'start', got {context!r}")
+            return str(context)
+    return "none"
+
+
+def _start_of(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The start-frame entries of a (single or batched) observation."""
+    return {START_PREFIX + k: np.array(obs[k], copy=True) for k in CONTEXT_KEYS if k in obs}
 
 ValueFn = Callable[[Mapping[str, np.ndarray], Sequence[str]], np.ndarray]
 
@@ -182,18 +208,23 @@ class ValueRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, reward_mode=reward_mode, gamma=gamma)
         gym.Wrapper.__init__(self, env)
         self.value_fn = as_value_fn(value_model)
+        self.context = value_context(self.value_fn)
         self.reward_mode = reward_mode
         self.gamma = float(gamma)
         self._prev_value: float | None = None
         self._episode_values: list[float] = []
+        self._start: dict[str, np.ndarray] = {}  # the episode's reset observation (context "start")
 
     def _value(self, obs: Mapping[str, Any]) -> float:
         batch = {k: np.asarray(v)[None] for k, v in obs.items() if k != INSTRUCTION_KEY}
+        if self.context == "start":
+            batch.update({k: v[None] for k, v in self._start.items()})
         return float(compute_values(self.value_fn, batch, [obs[INSTRUCTION_KEY]])[0])
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
         _refuse_written_keys(info, "reset")
+        self._start = _start_of(obs)
         value = self._value(obs)
         self._prev_value = value
         self._episode_values = [value]
@@ -268,20 +299,46 @@ class ValueRewardVectorWrapper(VectorWrapper):
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.autoreset_mode = AutoresetMode(mode)
         self.value_fn = as_value_fn(value_model)
+        self.context = value_context(self.value_fn)
         self.reward_mode = reward_mode
         self.gamma = float(gamma)
         n = self.num_envs
+        self._start: dict[str, np.ndarray] = {}  # per row, its episode's reset observation (context "start")
         self._prev_values = np.zeros(n, dtype=np.float64)
         self._episode_values: list[list[float]] = [[] for _ in range(n)]
         self._started = np.zeros(n, dtype=bool)  # the row has a current episode with a value
         self._autoreset = np.zeros(n, dtype=bool)  # NEXT_STEP: the row resets on the next step
 
-    def _values(self, obs: Mapping[str, Any], rows: np.ndarray, extra: list[Mapping[str, Any]] | None = None):
-        """Values of ``obs`` at ``rows`` and of the ``extra`` single observations, in one call."""
+    def _set_starts(self, obs: Mapping[str, Any], rows: np.ndarray) -> None:
+        """Rows ``rows`` of ``obs`` are reset observations: the starts of their new episodes."""
+        if self.context != "start" or len(rows) == 0:
+            return
+        for key, value in _start_of(obs).items():
+            if key not in self._start:
+                self._start[key] = np.zeros_like(value)
+            self._start[key][rows] = value[rows]
+
+    def _values(
+        self,
+        obs: Mapping[str, Any],
+        rows: np.ndarray,
+        extra: list[Mapping[str, Any]] | None = None,
+        extra_starts: Mapping[str, np.ndarray] | None = None,
+    ):
+        """Values of ``obs`` at ``rows`` and of the ``extra`` single observations, in one call.
+
+        A start-context model gets each row's episode start (`_set_starts` first for rows that
+        just reset) and, for ``extra``, ``extra_starts`` (the starts of the episodes they end).
+        """
         batch = {k: np.asarray(v)[rows] for k, v in obs.items() if k != INSTRUCTION_KEY}
+        if self.context == "start":
+            batch.update({k: v[rows] for k, v in self._start.items()})
         instructions = [obs[INSTRUCTION_KEY][i] for i in rows]
         if extra:
-            batch = {k: np.concatenate([v, np.stack([np.asarray(e[k]) for e in extra])]) for k, v in batch.items()}
+            extra_batch = {k: np.stack([np.asarray(e[k]) for e in extra]) for k in batch if not k.startswith(START_PREFIX)}
+            if self.context == "start":
+                extra_batch.update(extra_starts or {})
+            batch = {k: np.concatenate([v, extra_batch[k]]) for k, v in batch.items()}
             instructions += [e[INSTRUCTION_KEY] for e in extra]
         values = compute_values(self.value_fn, batch, instructions)
         return values[: len(rows)], values[len(rows):]
@@ -299,6 +356,7 @@ class ValueRewardVectorWrapper(VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=None if options is None else dict(options))
         _refuse_written_keys(info, "reset")
         rows = np.arange(self.num_envs) if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
+        self._set_starts(obs, rows)
         values, _ = self._values(obs, rows)
         self._start_episodes(rows, values)
         info = dict(info)
@@ -325,7 +383,11 @@ class ValueRewardVectorWrapper(VectorWrapper):
         # the rows that finished under SAME_STEP (their returned observation is already a reset).
         same_step_done = np.flatnonzero(done) if self.autoreset_mode == AutoresetMode.SAME_STEP else np.array([], int)
         finals = [info["final_obs"][i] for i in same_step_done]
-        obs_values, final_values = self._values(obs, np.arange(n), finals)
+        # A final observation belongs to the episode that ended (its start as stored); a reset
+        # observation starts a new episode, whose start it is.
+        final_starts = {k: v[same_step_done] for k, v in self._start.items()}
+        self._set_starts(obs, same_step_done if self.autoreset_mode == AutoresetMode.SAME_STEP else np.flatnonzero(reset_rows))
+        obs_values, final_values = self._values(obs, np.arange(n), finals, final_starts)
         next_values = obs_values.copy()
         next_values[same_step_done] = final_values
 

@@ -289,14 +289,17 @@ def test_kill_and_resume(tiny_vla, tmp_path, kill_when_ready):
 
 
 @pytest.mark.slow
-def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path):
+@pytest.mark.parametrize("context", ["none", "start"])
+def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path, context):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from rftf_gym.models import load_vla
 
     value_model = pytest.importorskip("rftf_gym.value_model")  # lands with train_value.py
     torch.manual_seed(1)
-    value_model.save_value_model(tmp_path / "value", value_model.ValueModel.from_vla(load_vla(tiny_vla), head_hidden=8))
+    # context "start": V(s_t | s_0, l), the reward wrapper passes each episode's reset observation.
+    model = value_model.ValueModel.from_vla(load_vla(tiny_vla), head_hidden=8, context=context)
+    value_model.save_value_model(tmp_path / "value", model)
     subprocess.run(_command(tiny_vla, "--value-model", str(tmp_path / "value"), "--total-episodes", "4",
                             "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none",
                             "--tasks", "turn_on_led", "--eta-mode", "steps", "--grad-agreement"),

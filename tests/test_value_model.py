@@ -15,11 +15,20 @@ import pytest
 import torch
 
 from rftf_gym import value_diagnostics as diag
+from rftf_gym import value_metrics as vm
 from rftf_gym.conventions import BLOCK_OFFSETS
 from rftf_gym.data import CalvinDataset, CalvinDatasetWriter
 from rftf_gym.experts.geometry import BLOCK_Z
 from rftf_gym.models import VLA, VLAConfig, save_checkpoint
-from rftf_gym.value_model import ValueModel, load_value_model, save_value_model
+from rftf_gym.value_model import (
+    START_PREFIX,
+    ValueModel,
+    context_difference,
+    load_value_model,
+    save_value_model,
+    value_context,
+    with_start,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -386,3 +395,186 @@ def test_bad_arguments_fail_clearly(tiny_data, tmp_path):
     assert bad.returncode != 0 and "--loss" in bad.stderr
     missing = run(train_args(tmp_path / "nowhere", tmp_path), tmp_path)
     assert missing.returncode != 0 and "dataset directory is missing" in missing.stderr
+
+
+# ---------------------------------------------------------------------------- start-frame context
+# The value model conditioned on the instruction's start frame, V(s_t | s_start, l): its inputs,
+# checkpoints, diagnostics and training (train_value.py --context start).
+SMALL_STATE = VLAConfig(obs_mode="state", d_model=32, n_layers=1, n_heads=2)
+
+
+def context_model(seed: int = 0) -> ValueModel:
+    torch.manual_seed(seed)
+    model = ValueModel(SMALL_STATE, head_hidden=32, context="start")
+    with torch.no_grad():  # non-trivial difference scales, so a checkpoint must carry them
+        model.context_std.copy_(torch.linspace(0.5, 2.0, model.context_std.numel()))
+    return model
+
+
+def test_context_difference_wraps_angles_and_subtracts_the_rest():
+    start, now = state_obs(1, 0), state_obs(1, 1)
+    start["scene_obs"][0, 11], now["scene_obs"][0, 11] = 3.1, -3.1  # red block yaw across +-pi
+    start["robot_obs"][0, 3], now["robot_obs"][0, 3] = -3.0, 3.0  # tcp roll across +-pi
+    t = {k: torch.as_tensor(v) for k, v in now.items()}
+    s = {k: torch.as_tensor(v) for k, v in start.items()}
+    diff = context_difference(t["robot_obs"], t["scene_obs"], s["robot_obs"], s["scene_obs"])[0].numpy()
+    assert diff.shape == (39,)
+    assert diff[15 + 11] == pytest.approx(2 * math.pi - 6.2, abs=1e-5)  # a turn of 0.083 rad, not -6.2
+    assert diff[3] == pytest.approx(6.0 - 2 * math.pi, abs=1e-5)
+    np.testing.assert_allclose(diff[:3], now["robot_obs"][0, :3] - start["robot_obs"][0, :3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(diff[15 + 6 : 15 + 9], now["scene_obs"][0, 6:9] - start["scene_obs"][0, 6:9], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(diff[15:21], now["scene_obs"][0, :6] - start["scene_obs"][0, :6], rtol=1e-5, atol=1e-6)
+
+
+def test_start_model_reads_the_start_frame_batched_equals_one_by_one():
+    model = context_model()
+    obs, start = state_obs(5, 0), state_obs(5, 1)
+    values = model.predict(with_start(obs, start), ["open the drawer"] * 5)
+    assert values.shape == (5,) and values.dtype == np.float32
+    single = [model.predict(with_start({k: v[i : i + 1] for k, v in obs.items()}, {k: v[i : i + 1] for k, v in start.items()}),
+                            ["open the drawer"])[0] for i in range(5)]
+    np.testing.assert_allclose(values, single, rtol=1e-5, atol=1e-6)
+    # The start frame changes the value; the current frame as its own start is another input.
+    assert not np.allclose(values, model.predict(with_start(obs, obs), ["open the drawer"] * 5))
+    assert value_context(model) == value_context(model.predict) == "start"
+    assert value_context(ValueModel(SMALL_STATE, head_hidden=32)) == "none" and value_context(lambda o, l: o) == "none"
+
+
+def test_start_model_refuses_missing_or_misshapen_start_and_bad_configs():
+    model = context_model()
+    obs = state_obs(2)
+    with pytest.raises(ValueError, match="start_robot_obs"):
+        model.predict(obs, ["a", "b"])
+    with pytest.raises(ValueError, match="start_scene_obs must have the shape"):
+        model.predict({**with_start(obs, obs), "start_scene_obs": np.zeros((2, 23))}, ["a", "b"])
+    with pytest.raises(ValueError, match="context must be one of"):
+        ValueModel(SMALL_STATE, context="history")
+    with pytest.raises(ValueError, match="state variant only"):
+        ValueModel(VLAConfig(obs_mode="rgb", d_model=32, n_layers=1, n_heads=2), context="start")
+    with pytest.raises(ValueError, match=r"\(N, 39\)"):
+        model.set_context_normalization(np.zeros((4, 24)))
+    with pytest.raises(ValueError, match="context 'start' model"):
+        ValueModel(SMALL_STATE).set_context_normalization(np.zeros((4, 39)))
+
+
+def test_start_checkpoint_round_trip_and_refusal_on_mismatch(tmp_path):
+    model = context_model()
+    save_value_model(tmp_path / "v", model, {"epoch": 1})
+    loaded = load_value_model(tmp_path / "v")
+    assert loaded.context == "start"
+    torch.testing.assert_close(loaded.context_std, model.context_std)
+    obs, start = state_obs(3, 0), state_obs(3, 1)
+    np.testing.assert_array_equal(loaded.predict(with_start(obs, start), ["x"] * 3), model.predict(with_start(obs, start), ["x"] * 3))
+    config_file = tmp_path / "v" / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["value"]["context"] == "start"
+    # The config says one frame but the weights hold the context tokens: the tensors are named.
+    config["value"]["context"] = "none"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="context_robot_proj"):
+        load_value_model(tmp_path / "v")
+    config["value"]["context"] = "clip"
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="context must be one of"):
+        load_value_model(tmp_path / "v")
+    # And the other way: a one-frame checkpoint whose config claims a start context.
+    torch.manual_seed(0)
+    plain = ValueModel(SMALL_STATE, head_hidden=32)
+    save_value_model(tmp_path / "p", plain)
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    config["value"]["context"] = "start"
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="context_std"):
+        load_value_model(tmp_path / "p")
+
+
+def test_a_checkpoint_without_the_context_field_loads_as_one_frame(tmp_path):
+    """Checkpoints written before the option have no "context": they load and score as before."""
+    torch.manual_seed(0)
+    plain = ValueModel(SMALL_STATE, head_hidden=32)
+    save_value_model(tmp_path / "p", plain)
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    del config["value"]["context"]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(config))
+    loaded = load_value_model(tmp_path / "p")
+    obs = state_obs(4)
+    assert loaded.context == "none" and not any(k.startswith("context") for k in loaded.state_dict())
+    np.testing.assert_array_equal(loaded.predict(obs, ["x"] * 4), plain.predict(obs, ["x"] * 4))
+    # Start keys next to the observations do not change a one-frame model's values.
+    np.testing.assert_array_equal(loaded.predict(with_start(obs, state_obs(4, 9)), ["x"] * 4), plain.predict(obs, ["x"] * 4))
+
+
+def test_accuracy_at_lag_on_hand_made_values():
+    values = [np.array([0.0, 1.0, 0.5, 2.0]), np.array([3.0, 3.0])]
+    # lag 1: (1>0) (0.5<1) (2>0.5) + one tie -> 2.5 / 4; lag 2: (0.5>0) (2>1) -> 1; lag 3: 2>0 -> 1
+    assert vm.pairwise_accuracy_at_lag(values, 1) == pytest.approx(2.5 / 4)
+    assert vm.pairwise_accuracy_at_lag(values, 2) == 1.0 and vm.pairwise_accuracy_at_lag(values, 3) == 1.0
+    assert vm.pairwise_accuracy_at_lag(values, 4) is None
+    with pytest.raises(ValueError, match="lag"):
+        vm.pairwise_accuracy_at_lag(values, 0)
+
+
+def test_start_models_are_scored_from_each_episodes_own_first_frame(tiny_data):
+    demos = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), ("robot_obs", "scene_obs"))
+    wrong = diag.wrong_instruction_episodes(demos, seed=0)
+
+    def distance(obs, instructions):  # how far the scene moved from where the instruction started
+        return np.abs(obs["scene_obs"] - obs[START_PREFIX + "scene_obs"]).sum(1)
+
+    distance.context = "start"
+    report, values = diag.diagnose(distance, demos, wrong, batch_size=7)  # batches span episodes
+    for e, v in zip(demos, values["demos"]):
+        one_by_one = [distance(with_start({k: x[t : t + 1] for k, x in e.obs.items()}, {k: x[:1] for k, x in e.obs.items()}), [""])[0]
+                      for t in range(len(e))]
+        np.testing.assert_allclose(v, one_by_one)
+    # A distance from the start rises on the demonstrations AND on their reversals (each seen
+    # from its own first frame, the demonstration's end): a clock in disguise, which the reversed
+    # set exposes. Reversing the demonstrations' values instead would have hidden it (VOC -1).
+    assert report["model"]["demos"]["voc"] == pytest.approx(1.0)
+    assert report["model"]["reversed"]["voc"] == pytest.approx(1.0)
+    np.testing.assert_allclose(values["reversed"][0], distance(
+        with_start({k: v[::-1] for k, v in demos[0].obs.items()}, {k: np.repeat(v[-1:], len(v), 0) for k, v in demos[0].obs.items()}), [""]))
+    assert set(report["model"]["demos"]["accuracy_by_lag"]) == {"1", "4", "8", "16", "32"}
+    assert report["model"]["demos"]["accuracy_by_lag"]["32"] is None  # 16-frame windows
+
+
+def test_training_batches_carry_each_windows_start_frame():
+    def obs(n: int, base: float) -> dict[str, np.ndarray]:
+        return {"robot_obs": np.full((n, 15), base), "scene_obs": np.arange(n * 24, dtype=float).reshape(n, 24) + base}
+
+    episodes = [diag.Episode(obs(10, 0.0), "a", "a"), diag.Episode(obs(12, 1000.0), "b", "b")]
+    rows = np.array([[1, 3], [0, 2]])
+    starts = train_value.gather_starts(episodes, rows, 4)
+    assert starts["start_scene_obs"].shape == (8, 24)
+    np.testing.assert_array_equal(starts["start_scene_obs"][:4], np.repeat(episodes[1].obs["scene_obs"][:1], 4, 0))
+    np.testing.assert_array_equal(starts["start_scene_obs"][4:], np.repeat(episodes[0].obs["scene_obs"][:1], 4, 0))
+    rev = train_value.reversed_rows([10, 12], rows, 4, 2, np.random.default_rng(0))
+    assert rev[:, 0].tolist() == [1, 0] and 0 <= rev[0, 1] <= 12 - 7 and 0 <= rev[1, 1] <= 10 - 7
+    diffs = train_value.context_differences(episodes)
+    assert diffs.shape == (22, 39) and np.all(diffs[[0, 10]] == 0)  # each first frame is its own start
+
+
+@pytest.mark.slow
+def test_train_with_start_context_reloads_scores_and_refuses_another_context(tiny_data, tmp_path):
+    extra = {"--context": "start", "--num-epochs": "1", "--max-steps-per-epoch": "3"}
+    done = run(train_args(tiny_data, tmp_path, **extra), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text())
+    model_report = report["history"][0]["model"]
+    # Reversed values are scored afresh, not the demos' values reversed.
+    assert model_report["reversed"]["voc"] != pytest.approx(-model_report["demos"]["voc"], abs=1e-9)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tiny"))
+    events.Reload()
+    assert {"losses/ranking", "losses/reversed", "losses/wrong_tie"} <= set(events.Tags()["scalars"])
+    model = load_value_model(tmp_path / "tiny" / "value_model")
+    assert model.context == "start" and not torch.all(model.context_std == 1)
+    demo = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), model.config.obs_keys)[0]
+    values = model.predict(with_start(demo.obs, {k: np.repeat(v[:1], len(demo), 0) for k, v in demo.obs.items()}),
+                           [demo.instruction] * len(demo))
+    assert values.shape == (16,) and np.all(np.isfinite(values))
+    other = run(train_args(tiny_data, tmp_path, **{**extra, "--context": "none"}), tmp_path)
+    assert other.returncode != 0 and "context: 'start' vs 'none'" in other.stderr
+    bad = run(train_args(tiny_data, tmp_path / "bad", **{"--context": "clip"}), tmp_path)
+    assert bad.returncode != 0 and "--context must be one of" in bad.stderr

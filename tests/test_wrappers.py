@@ -290,3 +290,112 @@ def test_gym_make_loads_a_value_checkpoint(tmp_path):
     batch = {k: obs[k][None] for k in ("robot_obs", "scene_obs")}
     assert info["value"] == pytest.approx(float(model.predict(batch, [obs["instruction"]])[0]), rel=1e-5)
     env.close()
+
+
+# ---------------------------------------------------------------------------- start-frame context
+class Episodic(Counter):
+    """Counter whose robot_obs[0] is 100 * (episode index) + t: every episode starts elsewhere."""
+
+    def __init__(self, length: int = 3, terminate: bool = True) -> None:
+        super().__init__(length, terminate)
+        self.observation_space = spaces.Dict(
+            {"robot_obs": spaces.Box(-1e4, 1e4, (15,), np.float64), "instruction": spaces.Text(20)}
+        )
+        self.episode = -1
+
+    def _obs(self):
+        robot = np.zeros(15)
+        robot[0] = 100.0 * self.episode + self.t
+        return {"robot_obs": robot, "instruction": "count"}
+
+    def reset(self, *, seed=None, options=None):
+        self.episode += 1
+        return super().reset(seed=seed, options=options)
+
+
+def since_start(obs, instructions):
+    """V(s_t | s_0) = x_t - x_0 (progress since the episode's reset observation)."""
+    return obs["robot_obs"][:, 0] - obs["start_robot_obs"][:, 0]
+
+
+since_start.context = "start"
+
+
+def test_single_env_gives_a_start_model_the_episodes_reset_observation():
+    env = ValueRewardWrapper(Episodic(length=2), since_start, gamma=GAMMA)
+    assert env.context == "start"
+    for _ in range(2):  # the second episode starts at x = 100: its values are again 0, 1, 2
+        _, info = env.reset()
+        assert info["value"] == 0.0
+        _, r1, *_ = env.step(np.zeros(1))
+        _, r2, terminated, _, i2 = env.step(np.zeros(1))
+        assert r1 == pytest.approx(0.9 * 1 - 0) and terminated and r2 == pytest.approx(1.0 - 1.0)
+        np.testing.assert_array_equal(i2["episode_values"], [0.0, 1.0, 2.0])
+
+
+def test_vector_start_model_uses_the_new_episodes_start_after_next_step_autoreset():
+    vec = ValueRewardVectorWrapper(SyncVectorEnv([lambda: Episodic(length=2), lambda: Episodic(length=3)]), since_start, gamma=GAMMA)
+    assert vec.autoreset_mode == AutoresetMode.NEXT_STEP and vec.context == "start"
+    out = _run_vector(vec, 5)
+    np.testing.assert_array_equal(out[1][4]["episode_values"][0], [0.0, 1.0, 2.0])
+    # Step 3 resets row 0 (x = 100): its value is 0 from its own start, not 100 from the old one.
+    assert out[2][0]["robot_obs"][0, 0] == 100.0 and out[2][4]["value"][0] == 0.0
+    np.testing.assert_array_equal(out[2][4]["episode_values"][1], [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_allclose(out[3][1], [0.9 * 1 - 0, 0.0])  # both new episodes rise from 0 (row 1 resets now)
+    np.testing.assert_allclose(out[4][1], [1.0 - 1.0, 0.9 * 1 - 0])
+
+
+def test_vector_start_model_same_step_autoreset_scores_the_final_from_the_old_start():
+    vec = ValueRewardVectorWrapper(
+        SyncVectorEnv([lambda: Episodic(length=2, terminate=False)], autoreset_mode=AutoresetMode.SAME_STEP), since_start, gamma=GAMMA
+    )
+    (_, r1, *_), (o2, r2, _, tr2, i2), (_, r3, *_, i3) = _run_vector(vec, 3)
+    assert r1[0] == pytest.approx(0.9 * 1 - 0)
+    assert tr2[0] and o2["robot_obs"][0, 0] == 100.0  # already the next episode's reset
+    assert i2["value"][0] == 2.0 and r2[0] == pytest.approx(0.9 * 2 - 1)  # final obs x=2 from start x=0
+    np.testing.assert_array_equal(i2["episode_values"][0], [0.0, 1.0, 2.0])
+    assert i3["value"][0] == 1.0 and r3[0] == pytest.approx(0.9 * 1 - 0)  # from the new start x=100
+
+
+def test_vector_start_model_reset_mask_updates_only_the_reset_rows():
+    vec = ValueRewardVectorWrapper(
+        SyncVectorEnv([lambda: Episodic(length=1), lambda: Episodic(length=5)], autoreset_mode=AutoresetMode.DISABLED),
+        since_start, gamma=GAMMA,
+    )
+    vec.reset(seed=0)
+    vec.step(np.zeros((2, 1)))
+    _, info = vec.reset(options={"reset_mask": np.array([True, False])})
+    assert info["value"][0] == 0.0
+    _, reward, _, _, info = vec.step(np.zeros((2, 1)))
+    np.testing.assert_allclose(info["value"], [1.0, 2.0])  # row 0 from x=100, row 1 still from x=0
+    np.testing.assert_allclose(reward, [1.0 - 0.0, 0.9 * 2 - 1])
+
+
+def test_vector_start_model_on_calvin_equals_one_by_one_in_one_call_per_step():
+    calls = []
+
+    def counted(obs, instructions):
+        calls.append(len(instructions))
+        start = {"robot_obs": obs["start_robot_obs"], "scene_obs": obs["start_scene_obs"]}
+        return calvin_value(obs, instructions) - 0.7 * calvin_value(start, instructions)
+
+    counted.context = "start"
+    seeds = [0, 1, 2]
+    vec = ValueRewardVectorWrapper(SyncVectorEnv([lambda: CalvinEnv(obs_mode="state") for _ in seeds]), counted, gamma=GAMMA)
+    singles = [ValueRewardWrapper(CalvinEnv(obs_mode="state"), counted, gamma=GAMMA) for _ in seeds]
+    _, vinfo = vec.reset(seed=seeds)
+    calls.clear()
+    sinfos = [env.reset(seed=s)[1] for env, s in zip(singles, seeds)]
+    np.testing.assert_allclose(vinfo["value"], [i["value"] for i in sinfos])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        actions = rng.uniform(-1, 1, (3, 7))
+        calls.clear()
+        _, vreward, _, _, vinfo = vec.step(actions)
+        assert calls == [3]
+        steps = [env.step(a) for env, a in zip(singles, actions)]
+        np.testing.assert_allclose(vinfo["value"], [s[4]["value"] for s in steps])
+        np.testing.assert_allclose(vreward, [s[1] for s in steps])
+    vec.close()
+    for env in singles:
+        env.close()
