@@ -110,11 +110,37 @@ def test_step_info_keys_and_sparse_reward():
     env = make()
     env.reset(seed=0)
     _, reward, terminated, truncated, info = env.step(np.zeros(7))
-    for key in ("task", "instruction", "success", "completed_tasks", "sparse_reward", "elapsed_steps"):
+    for key in ("task", "instruction", "success", "sparse_reward", "elapsed_steps"):
         assert key in info
+    assert "completed_tasks" not in info  # the 34-task check is opt-in (info_completed_tasks)
     assert reward == info["sparse_reward"] == float(info["success"])
     assert terminated == info["success"] and not truncated
     env.close()
+
+
+def test_info_completed_tasks_changes_nothing_else():
+    # The same seeded episodes with and without the 34-task info: identical observations, rewards,
+    # ends and tasks; success is the episode's task among the completed ones, on every step.
+    runs = []
+    for full in (False, True):
+        env = make(info_completed_tasks=full)
+        obs, info = env.reset(seed=3)
+        trace = [(info["task"], obs["robot_obs"], obs["scene_obs"])]
+        for action in np.random.default_rng(3).uniform(-1, 1, (150, 7)):
+            obs, reward, terminated, truncated, info = env.step(action)
+            trace.append((reward, terminated, truncated, info["success"], obs["robot_obs"], obs["scene_obs"]))
+            if full:
+                assert info["success"] == (info["task"] in info["completed_tasks"])
+                assert info["completed_tasks"] == env.unwrapped.completed_tasks()
+            if terminated or truncated:
+                obs, info = env.reset()
+                trace.append((info["task"], obs["robot_obs"], obs["scene_obs"]))
+        runs.append(trace)
+        env.close()
+    assert len(runs[0]) == len(runs[1])
+    for a, b in zip(*runs):
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
 
 
 def test_success_terminates_with_reward_one():
@@ -129,7 +155,7 @@ def test_success_terminates_with_reward_one():
     env.unwrapped.sim.reset(robot_obs=obs["robot_obs"], scene_obs=opened)
     _, reward, terminated, truncated, info = env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))
     assert info["success"] and terminated and not truncated and reward == 1.0
-    assert "open_drawer" in info["completed_tasks"]
+    assert "open_drawer" in env.unwrapped.completed_tasks()
     env.close()
 
 

@@ -101,6 +101,17 @@ def test_relative_action_moves_about_two_cm_per_unit(env_d):
     assert 0.13 < moved[0] < 0.21 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01
 
 
+def test_relative_action_is_clipped_to_one_unit(env_d):
+    # Components beyond +-1 move the target by exactly one unit (0.02 m, 0.05 rad), as np.clip would.
+    env_d.reset(rng=np.random.default_rng(3))
+    ro = env_d.get_obs()["robot_obs"]
+    pos, orn = clamp_target(env_d.robot.target_pos, env_d.robot.target_orn, ro[:3], ro[3:6])
+    action = np.array([5.0, -3.0, 0.25, -1.5, 2.0, -0.5, OPEN])
+    env_d.step(action)
+    np.testing.assert_array_equal(env_d.robot.target_pos, pos + np.clip(action[:3], -1, 1) * MAX_REL_POS)
+    np.testing.assert_array_equal(env_d.robot.target_orn, orn + np.clip(action[3:6], -1, 1) * MAX_REL_ORN)
+
+
 def test_no_target_windup_when_blocked(env_d):
     env_d.reset(scene_obs=_scene_obs({}))
     _go(env_d, [0.05, -0.1, 0.5], 1.5, CLOSE, 30)

@@ -195,6 +195,10 @@ class EmbeddedPlayTable:
             info = p.getJointInfo(self.table_uid, j, physicsClientId=self.client)
             self.links[info[12].decode()] = j
             self.joints[info[1].decode()] = j
+        # scene_obs order (door, drawer, button, switch), and the two joints that drive the lights.
+        self._table_joint_ids = tuple(self.joints[n] for n in ("base__slide", "base__drawer", "base__button",
+                                                               "base__switch"))
+        self._light_joint_ids = (self.joints["base__button"], self.joints["base__switch"])
         uid = self.table_uid
         for name, force in (("base__slide", DOOR_FRICTION), ("base__drawer", DRAWER_FRICTION),
                             ("base__switch", SWITCH_FRICTION)):
@@ -300,8 +304,8 @@ class EmbeddedPlayTable:
         self._update_lights()
 
     def _update_lights(self) -> None:
-        button, switch = (p.getJointState(self.table_uid, self.joints[n], physicsClientId=self.client)[0]
-                          for n in ("base__button", "base__switch"))
+        button, switch = (s[0] for s in p.getJointStates(self.table_uid, self._light_joint_ids,
+                                                         physicsClientId=self.client))
         pressed = button > BUTTON_THRESHOLD
         changed = False
         if pressed and not self._button_was_pressed:
@@ -321,10 +325,6 @@ class EmbeddedPlayTable:
             p.changeVisualShape(self.table_uid, self.links[link], rgbaColor=color, physicsClientId=self.client)
 
     # ------------------------------------------------------------ observation
-    @property
-    def _table_joint_ids(self) -> list[int]:
-        return [self.joints[n] for n in ("base__slide", "base__drawer", "base__button", "base__switch")]
-
     def _joint_states(self) -> list[float]:
         states = p.getJointStates(self.table_uid, self._table_joint_ids, physicsClientId=self.client)
         return [s[0] for s in states]

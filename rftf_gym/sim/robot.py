@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -278,17 +279,18 @@ class Panda:
             pos, orn = self.tcp_pose()
             self.target_pos, self.target_orn = clamp_target(self.target_pos, self.target_orn, pos,
                                                             p.getEulerFromQuaternion(orn))
-            self.target_pos = self.target_pos + np.clip(action[:3], -1, 1) * MAX_REL_POS
-            self.target_orn = self.target_orn + np.clip(action[3:6], -1, 1) * MAX_REL_ORN
+            # np.minimum/np.maximum: the values of np.clip without its per-call dispatch cost.
+            self.target_pos = self.target_pos + np.minimum(np.maximum(action[:3], -1.0), 1.0) * MAX_REL_POS
+            self.target_orn = self.target_orn + np.minimum(np.maximum(action[3:6], -1.0), 1.0) * MAX_REL_ORN
         self.gripper_action = 1.0 if action[6] >= 0 else -1.0
         quat = p.getQuaternionFromEuler(self.target_orn)
         q = p.calculateInverseKinematics(
             self.uid, TCP_LINK, self.target_pos.tolist(), quat, lowerLimits=self._ll, upperLimits=self._ul,
             jointRanges=self._jr, restPoses=self._rest, physicsClientId=self.client)
-        self._command_arm(np.clip(q[:7], LOWER_LIMITS, UPPER_LIMITS))
+        self._command_arm([min(max(v, lo), hi) for v, lo, hi in zip(q[:7], LOWER_LIMITS, UPPER_LIMITS)])
         self._command_gripper()
 
-    def _command_arm(self, q: np.ndarray | tuple[float, ...]) -> None:
+    def _command_arm(self, q: Sequence[float]) -> None:
         for j, v in zip(ARM_JOINTS, q):
             p.setJointMotorControl2(self.uid, j, p.POSITION_CONTROL, targetPosition=float(v),
                                     force=MAX_JOINT_FORCE, maxVelocity=MAX_VELOCITY, physicsClientId=self.client)
