@@ -44,7 +44,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import rftf_gym  # noqa: F401  (registers RFTF-CALVIN-v0)
-from rftf_gym import cli
+from rftf_gym import cli, tasks
 from rftf_gym.conventions import EP_LEN, SCENES, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
@@ -84,6 +84,10 @@ class Args:
     """"dense": value-model rewards (Eq. 2); "sparse": the paper's success-only ablation"""
     scenes: str = "ABC"
     """training scenes: "ABC" (generalisation setting) or "D" (adaptation setting), paper 4.1"""
+    tasks: str = ""
+    """comma-separated task names to train on, one per environment in turn (e.g.
+    "open_drawer,turn_on_led"); empty: each episode's task is drawn among those applicable in its
+    random layout (the paper's setting)"""
     num_envs: int = 8
     """parallel environments per rank (the policy and value model act on all of them in one batch)"""
     async_envs: bool = False
@@ -114,13 +118,19 @@ class Args:
     """the advantage scale of successful episodes (Eq. 3; paper 0.25)"""
     eta_failure: float = 1.0
     """the advantage scale of failed episodes (Eq. 3; paper 1)"""
-    eta_mode: Literal["fixed", "balanced"] = "fixed"
+    eta_mode: Literal["fixed", "balanced", "steps"] = "fixed"
     """"fixed": --eta-success / --eta-failure as given (the paper's 0.25 / 1); "balanced": per update,
     from the success share p of its episodes, eta_success = min(1, (1-p)/p) and eta_failure =
     min(1, p/(1-p)), so both classes weigh the same in every update. At p = 0.8 (a strong VLA, the
     paper's regime) this is exactly the paper's 0.25 / 1; at p = 0.3 (a weak start) the fixed values
-    make failures weigh 9x more than successes and the mean advantage about -0.9. A batch of one
-    class only keeps the fixed values"""
+    make failures weigh 9x more than successes and the mean advantage about -0.9. "steps": the same
+    rule with p the successful episodes' share of the update's steps, so the success term of Eq. 3
+    averages to zero over the steps the loss averages over (failed episodes run to the step limit,
+    successful ones stop early, so episode balance still leaves failures most of the steps). A batch
+    of one class only keeps the fixed values"""
+    success_weight: float = 1.0
+    """the size of Eq. 3's success indicator I = +-1 (paper 1). 0 is an ablation that keeps only the
+    temporal feedback (the discounted sum of Eq. 2's shaped rewards) as the advantage"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1
@@ -147,6 +157,10 @@ class Args:
     """the maximum norm for the gradient clipping"""
     norm_adv: bool = False
     """if toggled, standardise advantages per minibatch (off: it would erase Eq. 3's success term)"""
+    grad_agreement: bool = False
+    """if toggled, log `losses/grad_half_cosine` each update: the cosine between the policy gradients
+    of Eq. 4's surrogate (at ratio 1, before the update) from the even and the odd episodes of the
+    batch. Near 0 the update is mostly sampling noise; it costs one extra pass over the batch"""
 
     # Evaluation and checkpoints
     checkpoint_dir: str = "checkpoints"
@@ -214,7 +228,8 @@ def shaped_rewards(values: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def balanced_advantages(
-    rewards: np.ndarray, success: bool, gamma: float, gae_lambda: float, eta_success: float, eta_failure: float
+    rewards: np.ndarray, success: bool, gamma: float, gae_lambda: float, eta_success: float, eta_failure: float,
+    success_weight: float = 1.0,
 ) -> np.ndarray:
     """Eq. 3: ``A_t = eta * [I(success) + sum_{n>=t} (gamma*lambda)^(n-t) R_n]``.
 
@@ -223,11 +238,12 @@ def balanced_advantages(
         success: whether the episode's task was done; I = +1 on success, -1 on failure.
         gamma, gae_lambda: GAE's discount and lambda.
         eta_success, eta_failure: the balancing coefficient eta (paper 0.25 and 1).
+        success_weight: the size of I (paper 1); 0 leaves the temporal feedback alone (an ablation).
 
     Returns:
         float64 advantages (T+1,).
     """
-    eta, indicator = (eta_success, 1.0) if success else (eta_failure, -1.0)
+    eta, indicator = (eta_success, success_weight) if success else (eta_failure, -success_weight)
     advantages = np.zeros(len(rewards), dtype=np.float64)
     lastgaelam = 0.0
     for t in reversed(range(len(rewards))):
@@ -239,7 +255,7 @@ def balanced_advantages(
 def class_balanced_etas(successes: int, failures: int, eta_success: float, eta_failure: float) -> tuple[float, float]:
     """The eta of Eq. 3 that gives successes and failures equal total weight in one update.
 
-    With p the success share, ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
+    ``successes`` and ``failures`` count episodes or steps of each class. With p the success share, ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
     the larger class is scaled down to the size of the smaller one. The paper's fixed 0.25 / 1
     (section 3.3) is this rule at p = 0.8. With only one class present the fixed values are returned.
     """
@@ -281,6 +297,39 @@ def ppo_loss(
         approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
     return {"loss": loss, "pg_loss": pg_loss.detach(), "kl_ref": kl.detach(), "approx_kl": approx_kl, "clipfrac": clipfrac}
+
+
+def half_gradient_cosine(head: torch.nn.Module, log_prob_fn: Any, advantages: torch.Tensor,
+                         episode_index: torch.Tensor) -> float:
+    """Agreement of the policy gradient between two halves of an update's episodes.
+
+    The gradient of Eq. 4's clipped surrogate at ratio 1 (before any step) is
+    ``-mean_t A_t * grad log pi(a_t | s_t)``; it is formed once from the even-numbered and once from
+    the odd-numbered episodes (whole episodes, so one episode's correlated steps stay on one side),
+    and their cosine is returned. With true gradient g and per-half noise of variance sigma^2 / n,
+    the expected cosine is about |g|^2 / (|g|^2 + sigma^2 / n): near 0 the batch is too small to
+    show a direction, and doubling n roughly halves (1 - cos) / cos.
+
+    Args:
+        head: the trained module (its ``.grad`` are overwritten, then zeroed).
+        log_prob_fn: ``log_prob_fn(rows) -> (len(rows),)`` log pi_theta of the taken actions.
+        advantages: Eq. 3's advantages (N,).
+        episode_index: the episode each sample belongs to (N,).
+
+    Returns:
+        The cosine in [-1, 1]; 0.0 when a half has no samples or no gradient.
+    """
+    grads = []
+    for half in (0, 1):
+        rows = torch.nonzero(episode_index % 2 == half).squeeze(1)
+        if len(rows) == 0:
+            return 0.0
+        head.zero_grad(set_to_none=False)
+        (-(advantages[rows] * log_prob_fn(rows)).mean()).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in head.parameters() if p.grad is not None]).clone())
+    head.zero_grad(set_to_none=False)
+    norms = grads[0].norm() * grads[1].norm()
+    return float(grads[0] @ grads[1] / norms) if norms > 0 else 0.0
 
 
 def adapt_beta(
@@ -343,10 +392,11 @@ def env_obs_mode(*model_obs_modes: str) -> str:
     return "rgb+state" if any(mode != "state" for mode in model_obs_modes) else "state"
 
 
-def make_env(args: Args, scene: str, obs_mode: str):
+def make_env(args: Args, scene: str, obs_mode: str, task: str | None = None):
     def thunk() -> gym.Env:
         env = CalvinEnv(
             scene=scene,
+            task=task,
             obs_mode=obs_mode,
             static_size=args.static_size,
             gripper_size=args.gripper_size,
@@ -468,6 +518,13 @@ def check_args(args: Args) -> None:
     """Raises ValueError naming the first bad argument."""
     if not args.scenes or not set(args.scenes) <= set(SCENES):
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
+    for task in (t.strip() for t in args.tasks.split(",") if t.strip()):
+        if task not in tasks.TASK_SPECS:
+            raise ValueError(f"--tasks: unknown task {task!r} (one of the 34 CALVIN tasks, rftf_gym.tasks.TASK_SPECS)")
+    if not (np.isfinite(args.success_weight) and args.success_weight >= 0):
+        raise ValueError(f"--success-weight must be a finite number >= 0, got {args.success_weight}")
+    if args.reward_mode == "sparse" and args.success_weight == 0:
+        raise ValueError("--reward-mode sparse with --success-weight 0 leaves every advantage at 0: nothing to learn")
     if args.reward_mode == "dense" and args.value_model is None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
     if not 1 <= args.max_episode_steps <= EP_LEN:
@@ -565,7 +622,9 @@ if __name__ == "__main__":
         value_fn = TimedValue(raw_value_fn)
     obs_mode = env_obs_mode(vla.config.obs_mode, value_obs_mode)
     scene_of = [args.scenes[(rank * args.num_envs + i) % len(args.scenes)] for i in range(args.num_envs)]
-    thunks = [make_env(args, scene, obs_mode) for scene in scene_of]
+    task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    task_of = [task_list[(rank * args.num_envs + i) % len(task_list)] if task_list else None for i in range(args.num_envs)]
+    thunks = [make_env(args, scene, obs_mode, task) for scene, task in zip(scene_of, task_of)]
     if args.async_envs:
         envs = gym.vector.AsyncVectorEnv(thunks, shared_memory=False, autoreset_mode=AutoresetMode.SAME_STEP)
     else:
@@ -624,9 +683,11 @@ if __name__ == "__main__":
         update_start, update_cpu = time.time(), time.process_time()
         b_advantages, shaped_sum, shaped_steps, raw_values = [], 0.0, 0, []
         eta_success, eta_failure = args.eta_success, args.eta_failure
-        if args.eta_mode == "balanced":  # counted over all ranks, so every rank uses the same etas
-            n_success = sum(e.success for e in finished)
-            counts = all_reduce_mean([float(n_success), float(len(finished) - n_success)], args.world_size)
+        if args.eta_mode != "fixed":  # counted over all ranks, so every rank uses the same etas
+            weight = (lambda e: 1) if args.eta_mode == "balanced" else len  # per episode or per step
+            n_success = sum(weight(e) for e in finished if e.success)
+            n_failure = sum(weight(e) for e in finished if not e.success)
+            counts = all_reduce_mean([float(n_success), float(n_failure)], args.world_size)
             eta_success, eta_failure = class_balanced_etas(round(counts[0] * args.world_size), round(counts[1] * args.world_size),
                                                            args.eta_success, args.eta_failure)
         for episode in finished:
@@ -641,7 +702,7 @@ if __name__ == "__main__":
             shaped_sum += float(rewards.sum())
             shaped_steps += len(rewards)
             b_advantages.append(balanced_advantages(rewards, episode.success, args.gamma, args.gae_lambda,
-                                                    eta_success, eta_failure))  # Eq. 3
+                                                    eta_success, eta_failure, args.success_weight))  # Eq. 3
         b_features = torch.stack([f for e in finished for f in e.features]).to(device)
         b_bins = torch.stack([b for e in finished for b in e.bins]).to(device)
         b_logprobs = torch.tensor([lp for e in finished for lp in e.logprobs], dtype=torch.float32, device=device)
@@ -657,6 +718,10 @@ if __name__ == "__main__":
             probe_old_logits = vla.logits(b_features[probe])
         head.train()
         stats = defaultdict(list)
+        if args.grad_agreement:
+            b_episode = torch.tensor([i for i, e in enumerate(finished) for _ in range(len(e))], device=device)
+            stats["grad_half_cosine"].append(half_gradient_cosine(
+                head, lambda rows: vla.distribution(b_features[rows]).log_prob(b_bins[rows]), b_advantages, b_episode))
         kl_ref_last_epoch = torch.zeros((), dtype=torch.float64)
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1000 + iteration * 10 + epoch))
@@ -751,6 +816,8 @@ if __name__ == "__main__":
             for key in ("pg_loss", "approx_kl", "clipfrac", "entropy"):
                 writer.add_scalar(f"losses/{key}", mean_stats.get(key, 0.0), global_step)
             writer.add_scalar("losses/kl_ref_minibatch", mean_stats.get("kl_ref", 0.0), global_step)
+            if args.grad_agreement:
+                writer.add_scalar("losses/grad_half_cosine", mean_stats.get("grad_half_cosine", 0.0), global_step)
             writer.add_scalar("rftf/kl_ref", kl_ref_after, global_step)
             writer.add_scalar("losses/exact_kl_old_new", kl_old_new, global_step)
             writer.add_scalar("rftf/beta", beta_used, global_step)

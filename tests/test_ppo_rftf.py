@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from ppo_rftf import (
-    Args, adapt_beta, balanced_advantages, check_args, class_balanced_etas, normalize_episode_values, ppo_loss, shaped_rewards,
+    Args, adapt_beta, balanced_advantages, check_args, class_balanced_etas, half_gradient_cosine, normalize_episode_values,
+    ppo_loss, shaped_rewards,
 )
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
 
@@ -55,6 +56,36 @@ def test_class_balanced_etas():
     # One class only: the fixed values.
     assert class_balanced_etas(0, 16, 0.25, 1.0) == (0.25, 1.0)
     assert class_balanced_etas(16, 0, 0.25, 1.0) == (0.25, 1.0)
+
+
+def test_step_balanced_etas_zero_the_mean_success_term_per_step():
+    # --eta-mode steps counts steps: two 50-step successes and three failures run to 360 steps.
+    lengths, outcomes = [50, 50, 360, 360, 360], [True, True, False, False, False]
+    eta_s, eta_f = class_balanced_etas(100, 1080, 0.25, 1.0)
+    per_step = np.concatenate([balanced_advantages(np.zeros(n), ok, 0.99, 0.95, eta_s, eta_f)
+                               for n, ok in zip(lengths, outcomes)])
+    assert per_step.mean() == pytest.approx(0.0, abs=1e-12)
+    # Balancing episodes instead (2 vs 3) leaves the long failures most of the weight per step.
+    eta_s, eta_f = class_balanced_etas(2, 3, 0.25, 1.0)
+    per_step = np.concatenate([balanced_advantages(np.zeros(n), ok, 0.99, 0.95, eta_s, eta_f)
+                               for n, ok in zip(lengths, outcomes)])
+    assert per_step.mean() < -0.5
+
+
+def test_success_weight_scales_the_indicator_only():
+    rewards = np.array([0.1, -0.05, 0.2, 0.0])
+    full = balanced_advantages(rewards, False, GAMMA, LAM, 0.25, 1.0)
+    feedback_only = balanced_advantages(rewards, False, GAMMA, LAM, 0.25, 1.0, success_weight=0.0)
+    np.testing.assert_allclose(full - feedback_only, [-1.0] * 4)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        check_args(Args(reward_mode="sparse", success_weight=0.0))
+    with pytest.raises(ValueError, match="--success-weight must be"):
+        check_args(Args(value_model="v", success_weight=-1.0))
+
+
+def test_unknown_training_task_is_refused():
+    with pytest.raises(ValueError, match="--tasks: unknown task 'open_the_drawer'"):
+        check_args(Args(value_model="v", tasks="open_drawer,open_the_drawer"))
 
 
 def test_sparse_ablation_is_the_success_signal_alone():
@@ -115,6 +146,25 @@ def test_clipped_loss_on_a_toy_batch():
     out["loss"].backward()
     # Clipped terms pass no gradient; unclipped ones pass -A r / B.
     np.testing.assert_allclose(newlogprob.grad.numpy(), [0.0, -0.5 / 4, 1.1 / 4, 0.0])
+
+
+def test_half_gradient_cosine_measures_agreement_between_episode_halves():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(4, 3)
+    x = torch.randn(6, 4)
+    actions = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def log_prob(rows):
+        return torch.log_softmax(head(x[rows]), -1).gather(1, actions[rows, None]).squeeze(1)
+
+    # Episodes 0 and 1 hold the same states and actions: the two halves' gradients coincide...
+    episode = torch.tensor([0, 0, 0, 1, 1, 1])
+    x[3:] = x[:3]
+    assert half_gradient_cosine(head, log_prob, torch.ones(6), episode) == pytest.approx(1.0, abs=1e-6)
+    # ...and point opposite ways when the second episode's advantages are negated.
+    assert half_gradient_cosine(head, log_prob, torch.tensor([1.0, 1, 1, -1, -1, -1]), episode) == pytest.approx(-1.0, abs=1e-6)
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in head.parameters())  # gradients left zeroed
+    assert half_gradient_cosine(head, log_prob, torch.ones(6), torch.zeros(6, dtype=torch.long)) == 0.0  # one half empty
 
 
 def test_adaptive_beta():
@@ -251,7 +301,8 @@ def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path, 
     model = value_model.ValueModel.from_vla(load_vla(tiny_vla), head_hidden=8, context=context)
     value_model.save_value_model(tmp_path / "value", model)
     subprocess.run(_command(tiny_vla, "--value-model", str(tmp_path / "value"), "--total-episodes", "4",
-                            "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none"),
+                            "--run-name", "dense", "--checkpoint-dir", "ckpt", "--value-norm", "none",
+                            "--tasks", "turn_on_led", "--eta-mode", "steps", "--grad-agreement"),
                    cwd=tmp_path, env=_env(), check=True, timeout=900)
     events = EventAccumulator(str(tmp_path / "runs" / "dense"))
     events.Reload()
@@ -259,3 +310,6 @@ def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path, 
     assert scalar["charts/value_time"] > 0 and scalar["rftf/reward_shaped_mean"] != 0.0
     # Every episode failed (12 steps of a random head), so A = -(1 + GAE of shaped rewards).
     assert scalar["rftf/train_success"] == 0.0 and scalar["rftf/adv_mean"] != -1.0
+    # --tasks turn_on_led: every training episode was that task.
+    assert [tag for tag in scalar if tag.startswith("rftf/task_success/")] == ["rftf/task_success/turn_on_led"]
+    assert -1.0 <= scalar["losses/grad_half_cosine"] <= 1.0 and scalar["losses/grad_half_cosine"] != 0.0
