@@ -453,7 +453,8 @@ class ValueReward:
     ``observation.images.rgb_gripper`` as float CHW in [0, 1] or uint8 HWC,
     ``observation.state`` = robot_obs, ``observation.environment_state`` = scene_obs, ``task`` = one
     instruction per row) or this env's own keys (``rgb_static``, ``robot_obs``, ...,
-    ``instruction``).
+    ``instruction``). A start-frame model (context ``"start"``) also reads ``start_robot_obs`` /
+    ``start_scene_obs`` (the episode's first frame, one per row).
 
     Example:
         >>> import torch
@@ -489,7 +490,8 @@ class ValueReward:
         obs: dict[str, np.ndarray] = {}
         for key, value in batch.items():
             name = LEROBOT_KEYS.get(key, key)
-            if name not in ("rgb_static", "rgb_gripper", "robot_obs", "scene_obs"):
+            vector_keys = ("robot_obs", "scene_obs", *(START_PREFIX + k for k in CONTEXT_KEYS))  # + a start model's
+            if name not in ("rgb_static", "rgb_gripper", *vector_keys):
                 continue
             if isinstance(value, torch.Tensor):
                 device = value.device

@@ -276,6 +276,10 @@ def test_compute_reward_reads_lerobot_batches():
     np.testing.assert_allclose(got.numpy(), value({"rgb_static": static, "robot_obs": robot}, []), rtol=1e-6)
     with pytest.raises(ValueError, match="instruction"):
         reward.compute_reward({"observation.state": torch.zeros(2, 15)})
+    # A start-frame model gets the batch's start frames through.
+    start = ValueReward(since_start).compute_reward({"observation.state": torch.as_tensor(robot),
+                                                     "start_robot_obs": torch.zeros(2, 15), "task": ["a", "b"]})
+    np.testing.assert_allclose(start.numpy(), robot[:, 0], rtol=1e-6)
 
 
 def test_gym_make_loads_a_value_checkpoint(tmp_path):
