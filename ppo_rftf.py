@@ -255,7 +255,8 @@ def balanced_advantages(
 def class_balanced_etas(successes: int, failures: int, eta_success: float, eta_failure: float) -> tuple[float, float]:
     """The eta of Eq. 3 that gives successes and failures equal total weight in one update.
 
-    ``successes`` and ``failures`` count episodes or steps of each class. With p the success share, ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
+    ``successes`` and ``failures`` count episodes or steps of each class. With p the success share,
+    ``eta_success = min(1, (1-p)/p)`` and ``eta_failure = min(1, p/(1-p))``:
     the larger class is scaled down to the size of the smaller one. The paper's fixed 0.25 / 1
     (section 3.3) is this rule at p = 0.8. With only one class present the fixed values are returned.
     """
