@@ -515,11 +515,16 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
     return json.loads((out / "metrics.json").read_text())
 
 
+def training_tasks(args: Args) -> list[str]:
+    """The task names of ``--tasks`` (empty: a task drawn per episode)."""
+    return [t.strip() for t in args.tasks.split(",") if t.strip()]
+
+
 def check_args(args: Args) -> None:
     """Raises ValueError naming the first bad argument."""
     if not args.scenes or not set(args.scenes) <= set(SCENES):
         raise ValueError(f"--scenes must be letters among A-D, got {args.scenes!r}")
-    for task in (t.strip() for t in args.tasks.split(",") if t.strip()):
+    for task in training_tasks(args):
         if task not in tasks.TASK_SPECS:
             raise ValueError(f"--tasks: unknown task {task!r} (one of the 34 CALVIN tasks, rftf_gym.tasks.TASK_SPECS)")
     if not (np.isfinite(args.success_weight) and args.success_weight >= 0):
@@ -623,7 +628,7 @@ if __name__ == "__main__":
         value_fn = TimedValue(raw_value_fn)
     obs_mode = env_obs_mode(vla.config.obs_mode, value_obs_mode)
     scene_of = [args.scenes[(rank * args.num_envs + i) % len(args.scenes)] for i in range(args.num_envs)]
-    task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    task_list = training_tasks(args)
     task_of = [task_list[(rank * args.num_envs + i) % len(task_list)] if task_list else None for i in range(args.num_envs)]
     thunks = [make_env(args, scene, obs_mode, task) for scene, task in zip(scene_of, task_of)]
     if args.async_envs:

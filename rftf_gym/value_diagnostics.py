@@ -338,7 +338,7 @@ def score_episodes(value_fn: ValueFn, episodes: Sequence[Episode], batch_size: i
     Returns:
         One float64 array (T,) per episode.
     """
-    from rftf_gym.value_model import START_PREFIX, value_context
+    from rftf_gym.value_model import CONTEXT_KEYS, START_PREFIX, value_context
 
     if hasattr(value_fn, "predict"):
         value_fn = value_fn.predict
@@ -350,7 +350,7 @@ def score_episodes(value_fn: ValueFn, episodes: Sequence[Episode], batch_size: i
         keys = chunk[0][0].obs.keys()
         obs = {k: np.stack([e.obs[k][t] for e, t in chunk]) for k in keys}
         if start:  # the frame where the episode's instruction started
-            obs.update({START_PREFIX + k: np.stack([e.obs[k][0] for e, _ in chunk]) for k in keys if k in ("robot_obs", "scene_obs")})
+            obs.update({START_PREFIX + k: np.stack([e.obs[k][0] for e, _ in chunk]) for k in keys if k in CONTEXT_KEYS})
         if all(e.emb is not None for e, _ in chunk):
             obs["lang_emb"] = np.stack([e.emb for e, _ in chunk]).reshape(len(chunk), -1)
         values = np.asarray(value_fn(obs, [e.instruction for e, _ in chunk]), dtype=np.float64)

@@ -488,9 +488,9 @@ class ValueReward:
             instructions = [instructions]
         device = None
         obs: dict[str, np.ndarray] = {}
+        vector_keys = ("robot_obs", "scene_obs", *(START_PREFIX + k for k in CONTEXT_KEYS))  # + a start model's
         for key, value in batch.items():
             name = LEROBOT_KEYS.get(key, key)
-            vector_keys = ("robot_obs", "scene_obs", *(START_PREFIX + k for k in CONTEXT_KEYS))  # + a start model's
             if name not in ("rgb_static", "rgb_gripper", *vector_keys):
                 continue
             if isinstance(value, torch.Tensor):
