@@ -48,7 +48,8 @@ from rftf_gym import cli, tasks
 from rftf_gym.conventions import EP_LEN, SCENES, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
-from rftf_gym.models import BinnedActionDistribution, bins_to_actions, freeze_body, load_vla, save_checkpoint
+from rftf_gym.models import (BinnedActionDistribution, SmoothHeadDelta, bins_to_actions, freeze_body, load_vla,
+                             save_checkpoint)
 from rftf_gym.wrappers import ValueRewardVectorWrapper
 
 
@@ -157,6 +158,13 @@ class Args:
     """the maximum norm for the gradient clipping"""
     norm_adv: bool = False
     """if toggled, standardise advantages per minibatch (off: it would erase Eq. 3's success term)"""
+    head_basis_width: float = 0.0
+    """0: train every weight of the action head (the paper). > 0: freeze the head and train only a
+    change of its last layer's logits spanned by Gaussian bumps of this width over the bin centres
+    (rftf_gym.models.SmoothHeadDelta; 0.1 gives 21 bumps per dimension), so neighbouring bins move
+    together. The policy gradient over 1000 free bins is mostly sampling noise at ~1000 episodes;
+    projected on such bumps it agrees between halves of the episodes (BENCHMARKS.md,
+    bench/grad_agreement.py). Checkpoints hold the plain head with the change folded in"""
     grad_agreement: bool = False
     """if toggled, log `losses/grad_half_cosine` each update: the cosine between the policy gradients
     of Eq. 4's surrogate (at ratio 1, before the update) from the even and the odd episodes of the
@@ -436,7 +444,7 @@ def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
 # States on which the exact KL between the policies before and after an update is logged.
 KL_PROBE = 512
 # Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
-RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size")
+RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size", "head_basis_width")
 
 
 def save_trainer(
@@ -449,9 +457,16 @@ def save_trainer(
     from safetensors.torch import save
 
     directory = run_dir / f"iter_{iteration:06d}"
-    save_checkpoint(directory, vla, metadata={"rftf": state}, decoding=decoding)
+    head, tensors = vla.action_head, {}
+    if isinstance(head, SmoothHeadDelta):  # the policy checkpoint holds the plain, folded head
+        vla.action_head = head.folded()
+        tensors = {f"head_delta.{name}": p.detach().cpu().contiguous() for name, p in (("weight", head.weight), ("bias", head.bias))}
+    try:
+        save_checkpoint(directory, vla, metadata={"rftf": state}, decoding=decoding)
+    finally:
+        vla.action_head = head
     opt = optimizer.state_dict()
-    tensors, scalars = {}, {}
+    scalars = {}
     for index, entries in opt["state"].items():
         for name, value in entries.items():
             if torch.is_tensor(value) and value.ndim > 0:
@@ -470,8 +485,10 @@ def save_trainer(
     return directory
 
 
-def load_trainer(run_dir: Path, args: Args, optimizer: torch.optim.Optimizer) -> tuple[Path, dict[str, Any]] | None:
-    """The latest checkpoint of a run and its trainer state, or None for a fresh run.
+def load_trainer(run_dir: Path, args: Args, optimizer: torch.optim.Optimizer,
+                 head_delta: SmoothHeadDelta | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The latest checkpoint of a run and its trainer state, or None for a fresh run; with
+    ``head_delta``, its trained parameters are restored too.
 
     Raises:
         ValueError: the checkpoint was made with other settings (names each that differs).
@@ -484,13 +501,24 @@ def load_trainer(run_dir: Path, args: Args, optimizer: torch.optim.Optimizer) ->
     directory = run_dir / json.loads(latest.read_text())["checkpoint"]
     trainer = json.loads((directory / "trainer.json").read_text())
     saved = trainer["state"]["args"]
-    differ = [f"{k}: checkpoint {saved.get(k)!r} vs now {getattr(args, k)!r}" for k in RESUME_FIELDS if saved.get(k) != getattr(args, k)]
+    defaults = Args()  # a field added after the checkpoint was written held its default then
+    differ = [f"{k}: checkpoint {saved.get(k, getattr(defaults, k))!r} vs now {getattr(args, k)!r}"
+              for k in RESUME_FIELDS if saved.get(k, getattr(defaults, k)) != getattr(args, k)]
     if differ:
         raise ValueError(
             f"cannot resume {directory}: it was made with other settings ({'; '.join(differ)}); "
             "use another --run-name or the same settings"
         )
     tensors = load_file(str(directory / "trainer.safetensors"))
+    if head_delta is not None:
+        for name in ("weight", "bias"):
+            saved_delta = tensors.pop(f"head_delta.{name}", None)
+            target = getattr(head_delta, name)
+            if saved_delta is None or saved_delta.shape != target.shape:
+                raise ValueError(f"cannot resume {directory}: trainer.safetensors has no head_delta.{name} of shape "
+                                 f"{tuple(target.shape)} for --head-basis-width {args.head_basis_width}")
+            with torch.no_grad():
+                target.copy_(saved_delta)
     state: dict[int, dict[str, Any]] = defaultdict(dict)
     for key, value in tensors.items():
         index, name = key.split(".", 1)
@@ -545,6 +573,8 @@ def check_args(args: Args) -> None:
             f"beta must satisfy 0 <= --min-beta <= --init-beta <= --max-beta, got {args.min_beta}, "
             f"{args.init_beta}, {args.max_beta}"
         )
+    if not (args.head_basis_width == 0 or 0 < args.head_basis_width <= 2):
+        raise ValueError(f"--head-basis-width must be 0 (the whole head) or in (0, 2], got {args.head_basis_width}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
 
@@ -591,16 +621,20 @@ if __name__ == "__main__":
     freeze_body(vla)
     head = vla.action_head
     ref_head = copy.deepcopy(head).requires_grad_(False)  # pi_ref: the starting policy (Eq. 4)
-    optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate, eps=1e-5)
+    if args.head_basis_width > 0:  # only a smooth change of the last layer is trained
+        head = vla.action_head = SmoothHeadDelta(head, vla.config.num_bins, args.head_basis_width)
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=args.learning_rate, eps=1e-5)
 
     start_iteration, global_step, episodes_done, beta = 1, 0, 0, args.init_beta
     run_dir.mkdir(parents=True, exist_ok=True)
     with cli.usage_errors(PROG):  # a checkpoint of other settings
-        resumed = load_trainer(run_dir, args, optimizer)
+        resumed = load_trainer(run_dir, args, optimizer, head if isinstance(head, SmoothHeadDelta) else None)
     if resumed is not None:
         directory, state = resumed
-        head.load_state_dict({k[len("action_head."):]: v for k, v in load_vla(directory, device=device).state_dict().items()
-                              if k.startswith("action_head.")})
+        if not isinstance(head, SmoothHeadDelta):  # a smooth change was restored by load_trainer
+            head.load_state_dict({k[len("action_head."):]: v for k, v in load_vla(directory, device=device).state_dict().items()
+                                  if k.startswith("action_head.")})
         start_iteration = state["iteration"] + 1
         global_step, episodes_done = state["global_step"], state["episodes"]
         beta = min(max(state["beta"], args.min_beta), args.max_beta)  # new bounds apply on resume
@@ -752,15 +786,15 @@ if __name__ == "__main__":
                         kl_ref_last_epoch += kl_ref.detach().double().sum()
                 if args.world_size > 1:
                     # Gradients of the head averaged over ranks (cleanrl/ppo_atari_multigpu.py).
-                    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in head.parameters()]
+                    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
                     flat = torch.cat([g.reshape(-1) for g in grads])
                     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
                     flat /= args.world_size
                     offset = 0
-                    for p in head.parameters():
+                    for p in trainable:
                         p.grad = flat[offset: offset + p.numel()].view_as(p).clone()
                         offset += p.numel()
-                torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
                 optimizer.step()
         head.eval()
 
