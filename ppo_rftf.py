@@ -753,7 +753,18 @@ if __name__ == "__main__":
         num_samples = len(b_logprobs)
         with torch.no_grad():
             # pi_ref is frozen: its log-probabilities over all bins are computed once per update.
-            b_ref_logprobs = torch.log_softmax(ref_head(b_features).view(num_samples, *b_bins.shape[1:], -1).float(), -1)
+            if isinstance(head, SmoothHeadDelta):
+                # The frozen head's part of the logits is computed once; it is also pi_ref's.
+                b_hidden, b_head_logits = head.frozen_outputs(b_features)
+                b_ref_logprobs = torch.log_softmax(b_head_logits.view(num_samples, *b_bins.shape[1:], -1).float(), -1)
+
+                def policy(rows: Any) -> BinnedActionDistribution:
+                    return BinnedActionDistribution(head.with_change(b_hidden[rows], b_head_logits[rows]).view(len(rows), *b_bins.shape[1:], -1))
+            else:
+                b_ref_logprobs = torch.log_softmax(ref_head(b_features).view(num_samples, *b_bins.shape[1:], -1).float(), -1)
+
+                def policy(rows: Any) -> BinnedActionDistribution:
+                    return vla.distribution(b_features[rows])
             probe = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + iteration))[:KL_PROBE]
             probe_old_logits = vla.logits(b_features[probe])
         head.train()
@@ -761,14 +772,14 @@ if __name__ == "__main__":
         if args.grad_agreement:
             b_episode = torch.tensor([i for i, e in enumerate(finished) for _ in range(len(e))], device=device)
             stats["grad_half_cosine"].append(half_gradient_cosine(
-                head, lambda rows: vla.distribution(b_features[rows]).log_prob(b_bins[rows]), b_advantages, b_episode))
+                head, lambda rows: policy(rows).log_prob(b_bins[rows]), b_advantages, b_episode))
         kl_ref_last_epoch = torch.zeros((), dtype=torch.float64)
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1000 + iteration * 10 + epoch))
             for mb_inds in np.array_split(permutation.numpy(), args.num_minibatches):
                 optimizer.zero_grad()
                 if len(mb_inds):
-                    new_dist = vla.distribution(b_features[mb_inds])
+                    new_dist = policy(mb_inds)
                     newlogprob = new_dist.log_prob(b_bins[mb_inds])
                     # The exact KL(pi_theta || pi_ref) over the 1000-bin categoricals, summed over
                     # dims (BinnedActionDistribution.kl, on the cached reference log-probabilities).

@@ -747,10 +747,19 @@ class SmoothHeadDelta(nn.Module):
         self.bias = nn.Parameter(torch.zeros(ACTION_DIM * k, device=last.weight.device))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.with_change(*self.frozen_outputs(features))
+
+    def frozen_outputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The wrapped head's last hidden layer (B, H) and logits (B, 7 * num_bins); they do not
+        depend on the trained parameters, so a trainer can compute them once per batch."""
         hidden = self.head[:-1](features)
+        return hidden, self.head[-1](hidden)
+
+    def with_change(self, hidden: torch.Tensor, head_logits: torch.Tensor) -> torch.Tensor:
+        """``head_logits`` plus the smooth change at ``hidden``: (B, 7 * num_bins)."""
         coefficients = F.linear(hidden, self.weight, self.bias).view(hidden.shape[0], ACTION_DIM, -1)
         delta = coefficients @ self.basis.T.to(coefficients.dtype)  # (B, 7, num_bins)
-        return self.head[-1](hidden) + delta.flatten(1).to(hidden.dtype)
+        return head_logits + delta.flatten(1).to(head_logits.dtype)
 
     @torch.no_grad()
     def folded(self) -> nn.Sequential:
