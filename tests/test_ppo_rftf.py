@@ -228,11 +228,11 @@ def _final_state(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_sparse_run_trains_the_head_only_and_saves_a_loadable_policy(tiny_vla, tmp_path):
+def test_tiny_sparse_run_trains_the_whole_head_only_and_saves_a_loadable_policy(tiny_vla, tmp_path):
     from rftf_gym.models import load_vla
 
     subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
-                            "--checkpoint-dir", "ckpt", "--eval-chains", "1"), cwd=tmp_path, env=_env(), check=True,
+                            "--checkpoint-dir", "ckpt", "--eval-chains", "1", "--head-basis-width", "0"), cwd=tmp_path, env=_env(), check=True,
                    timeout=900)
     state = _final_state(tmp_path / "ckpt" / "tiny")
     # The chained evaluation ran through evaluate.py on the final checkpoint.
