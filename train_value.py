@@ -144,6 +144,9 @@ class Args:
     supply it, the diagnostics do); "start+recent": both; state variant"""
     recent_lag: int = DEFAULT_RECENT_LAG
     """(--context recent, start+recent) frames k between s_t and the recent frame s_{t-k}"""
+    relative: bool = False
+    """(--context start, start+recent; from scratch) the body reads s_t - s_start instead of s_t: no absolute
+    position, which does not transfer to a scene whose table is laid out differently"""
 
     # optimisation (RFTF 4.1.4: batch 4 x 8, lr 1e-5; 4.3: keep the first epoch's model)
     batch_size: int = 32
@@ -428,11 +431,11 @@ def model_fields(args: Args) -> dict[str, Any]:
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
             "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch",
             "learning_rate", "weight_decay", "obs_noise", "wrong_tie_coef", "wrong_rank_coef", "failure_coef")
-    keys += ("context", "reversed_coef", "lr_schedule", "recent_lag")  # absent from older runs' progress.json: see LATER_FIELDS
+    keys += ("context", "reversed_coef", "lr_schedule", "recent_lag", "relative")  # absent from older runs' progress.json: see LATER_FIELDS
     return {k: getattr(args, k) for k in keys}
 
 
-LATER_FIELDS = {"context": "none", "reversed_coef": 1.0, "lr_schedule": "constant", "recent_lag": DEFAULT_RECENT_LAG}
+LATER_FIELDS = {"context": "none", "reversed_coef": 1.0, "lr_schedule": "constant", "recent_lag": DEFAULT_RECENT_LAG, "relative": False}
 """Fields added after runs were made; a progress.json without them ran with these values."""
 
 
@@ -489,7 +492,7 @@ if __name__ == "__main__":
         raise ValueError("--use-dataset-embeddings trains from scratch: the BC body reads its own text encoder's embeddings")
     if args.bc_checkpoint:
         vla = load_vla(args.bc_checkpoint)
-        model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden, args.context, args.recent_lag)
+        model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden, args.context, args.recent_lag, args.relative)
         del vla
     else:
         text = {}
@@ -499,7 +502,7 @@ if __name__ == "__main__":
                 raise ValueError(f"--use-dataset-embeddings: {args.data_root}/{args.train_split} has no language.emb")
             text = {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
         model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden, args.context,
-                           args.recent_lag)
+                           args.recent_lag, args.relative)
     config = model.config
     if model.text_encoder is None and (args.rollout_policy or args.train_rollout_policy):
         raise ValueError("the model reads precomputed language.emb, which rollout instructions do not have; drop the rollout options")
@@ -517,11 +520,14 @@ if __name__ == "__main__":
     vector_keys = [k for k in keys if k in ("robot_obs", "scene_obs")]
     frames = {k: np.concatenate([e.obs[k] for e in train_eps]) for k in vector_keys}
     obs_std = {k: v.std(0) for k, v in frames.items()}
-    if not args.bc_checkpoint and config.obs_mode == "state":
+    use_start, use_recent = model.uses_start, model.uses_recent
+    if model.relative:  # the body's inputs are the differences from the start
+        diffs = context_differences(train_eps)
+        model.body.set_state_normalization(diffs[:, :15], diffs[:, 15:])
+    elif not args.bc_checkpoint and config.obs_mode == "state":
         model.body.set_state_normalization(frames["robot_obs"], frames["scene_obs"])
     del frames
-    use_start, use_recent = model.uses_start, model.uses_recent
-    if use_start:
+    if use_start and not model.relative:
         model.set_context_normalization(context_differences(train_eps), "start")
     if use_recent:
         model.set_context_normalization(context_differences(train_eps, args.recent_lag), "recent")

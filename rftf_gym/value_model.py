@@ -25,7 +25,11 @@ With ``context="recent"`` the model sees the frame k = ``recent_lag`` steps back
 V(s_t | s_{t-k}, l): how the scene moved lately, as a VLA body reading a short history of frames
 would (section 4.1.4); five more tokens of s_t - s_{t-k}, under ``recent_robot_obs`` /
 ``recent_scene_obs`` (`RECENT_PREFIX`; the episode's first frame while t < k).
-``context="start+recent"`` reads both. The reward wrappers supply the start frame only, so a
+``context="start+recent"`` reads both. ``relative=True`` (with a start context) feeds the body
+s_t - s_start in place of s_t, so that no absolute position reaches the model: a held-out scene
+places the drawer, slider and switches elsewhere (CALVIN's calvin_env conf/scene/calvin_scene_*.yaml
+load a different table per scene), and motion relative to the start transfers where absolute
+positions do not. The reward wrappers supply the start frame only, so a
 recent-context model is for the offline diagnostics (`rftf_gym.value_diagnostics`).
 
 Example:
@@ -84,11 +88,14 @@ class ValueModel(nn.Module):
             and action-head fields are not used).
         num_value_queries: Value query tokens; their outputs are concatenated for the head.
         head_hidden: Hidden width of the value head MLP.
+        context: One of `CONTEXTS` (module docstring).
+        recent_lag: Frames k back of the recent frame (contexts with "recent").
+        relative: The body reads s_t - s_start instead of s_t (start contexts; module docstring).
     """
 
     def __init__(
         self, config: VLAConfig, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none",
-        recent_lag: int = DEFAULT_RECENT_LAG,
+        recent_lag: int = DEFAULT_RECENT_LAG, relative: bool = False,
     ) -> None:
         super().__init__()
         if num_value_queries < 1 or head_hidden < 1:
@@ -99,13 +106,16 @@ class ValueModel(nn.Module):
             raise ValueError(f"context {context!r} is implemented for the state variant only, got obs_mode {config.obs_mode!r}")
         if recent_lag < 1:
             raise ValueError(f"recent_lag must be >= 1 frame, got {recent_lag}")
+        if relative and context not in ("start", "start+recent"):
+            raise ValueError(f"relative (the body reads s_t - s_start) needs a start context, got context {context!r}")
         self.config = config
         self.num_value_queries = int(num_value_queries)
         self.head_hidden = int(head_hidden)
         self.context = context
         self.recent_lag = int(recent_lag)
+        self.relative = bool(relative)
         self.body = VLABody(config, self.num_value_queries)
-        if self.uses_start:
+        if self.uses_start and not self.relative:
             d = config.d_model
             self.context_robot_proj = nn.Linear(CONTEXT_TOKEN_SIZES[0], d)
             self.context_articulation_proj = nn.Linear(CONTEXT_TOKEN_SIZES[1], d)
@@ -178,7 +188,13 @@ class ValueModel(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw values (B,) of a `preprocess` batch."""
         parts = []
-        if self.uses_start:
+        if self.relative:
+            # The body reads s_t - s_start in place of s_t: no absolute position reaches the model.
+            delta = context_difference(
+                batch["robot_obs"], batch["scene_obs"], batch[START_PREFIX + "robot_obs"], batch[START_PREFIX + "scene_obs"]
+            )
+            batch = {**batch, "robot_obs": delta[:, :15], "scene_obs": delta[:, 15:]}
+        elif self.uses_start:
             parts.append(self._context_tokens(batch))
         if self.uses_recent:
             parts.append(self._recent_tokens(batch))
@@ -212,7 +228,7 @@ class ValueModel(nn.Module):
         `recent_lag` steps back (``frame="recent"``), as std floored at 1e-3."""
         if frame not in ("start", "recent"):
             raise ValueError(f"frame must be 'start' or 'recent', got {frame!r}")
-        if not (self.uses_start if frame == "start" else self.uses_recent):
+        if not (self.uses_start and not self.relative if frame == "start" else self.uses_recent):
             raise ValueError(f"set_context_normalization(frame={frame!r}) is for a context {frame!r} model (or 'start+recent'), "
                              f"this one's context is {self.context!r}")
         std = self.context_std if frame == "start" else self.recent_std
@@ -241,7 +257,8 @@ class ValueModel(nn.Module):
 
     @classmethod
     def from_vla(
-        cls, vla: VLA, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none", recent_lag: int = DEFAULT_RECENT_LAG
+        cls, vla: VLA, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none", recent_lag: int = DEFAULT_RECENT_LAG,
+        relative: bool = False,
     ) -> ValueModel:
         """A value model whose body starts from a BC model's body (RFTF section 3.2).
 
@@ -249,6 +266,8 @@ class ValueModel(nn.Module):
         copied; the value query tokens replace the action query tokens and start fresh, as does
         the value head.
         """
+        if relative:
+            raise ValueError("a relative model's body reads s_t - s_start, not the observations a BC body was trained on")
         model = cls(vla.config, num_value_queries, head_hidden, context, recent_lag)
         source = {k: v for k, v in vla.body.state_dict().items() if k != QUERY_PARAMETER}
         missing, unexpected = model.body.load_state_dict(source, strict=False)
@@ -262,7 +281,7 @@ class ValueModel(nn.Module):
             "policy_type": VALUE_MODEL_TYPE,
             "vla_config": self.config.to_dict(),
             "value": {"num_value_queries": self.num_value_queries, "head_hidden": self.head_hidden, "context": self.context,
-                      "recent_lag": self.recent_lag},
+                      "recent_lag": self.recent_lag, "relative": self.relative},
             "observation": {
                 "obs_mode": self.config.obs_mode,
                 "keys": list(self.config.obs_keys),
@@ -329,7 +348,7 @@ def load_value_model(directory: str | Path, device: str | torch.device = "cpu") 
         # Checkpoints written before the context option have no "context": one frame.
         # Checkpoints written before the recent context have no "recent_lag" (they do not read it).
         model = ValueModel(vla_config, int(value["num_value_queries"]), int(value["head_hidden"]), str(value.get("context", "none")),
-                           int(value.get("recent_lag", DEFAULT_RECENT_LAG)))
+                           int(value.get("recent_lag", DEFAULT_RECENT_LAG)), bool(value.get("relative", False)))
     except (TypeError, KeyError, ValueError) as err:
         raise ValueError(f"{where}: invalid value model config: {err!r}") from err
     check_state_dict(model, tensors, f"value checkpoint {str(directory)!r}")

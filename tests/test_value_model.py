@@ -724,3 +724,29 @@ def test_train_with_recent_context_and_cosine_schedule(tiny_data, tmp_path):
     assert longer.returncode != 0 and "cosine schedule over 3 steps, not 6" in longer.stderr
     bad = run(train_args(tiny_data, tmp_path / "bad", **{"--recent-lag": "0"}), tmp_path)
     assert bad.returncode != 0 and "--recent-lag must be >= 1" in bad.stderr
+
+
+def test_relative_model_reads_no_absolute_position():
+    torch.manual_seed(0)
+    model = ValueModel(SMALL_STATE, head_hidden=32, context="start", relative=True)
+    assert not any(k.startswith("context_") for k in model.state_dict())  # the body reads the differences itself
+    obs, start = state_obs(4, 0), state_obs(4, 1)
+    shift = {k: v + np.random.default_rng(2).normal(size=v.shape[1]) for k, v in obs.items()}
+    shift_start = {k: v + (shift[k] - obs[k]) for k, v in start.items()}  # the same offset on both frames
+    values = model.predict(with_start(obs, start), ["x"] * 4)
+    np.testing.assert_allclose(model.predict(with_start(shift, shift_start), ["x"] * 4), values, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(model.predict(with_start(shift, start), ["x"] * 4), values)  # but it reads the motion
+    plain = context_model()  # a start model with absolute inputs is moved by the offset
+    assert not np.allclose(plain.predict(with_start(shift, shift_start), ["x"] * 4), plain.predict(with_start(obs, start), ["x"] * 4))
+    with pytest.raises(ValueError, match="needs a start context"):
+        ValueModel(SMALL_STATE, context="recent", relative=True)
+
+
+def test_relative_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = ValueModel(SMALL_STATE, head_hidden=32, context="start", relative=True)
+    save_value_model(tmp_path / "v", model)
+    loaded = load_value_model(tmp_path / "v")
+    assert loaded.relative and loaded.context == "start" and value_context(loaded) == "start"
+    obs = with_start(state_obs(3, 0), state_obs(3, 1))
+    np.testing.assert_array_equal(loaded.predict(obs, ["x"] * 3), model.predict(obs, ["x"] * 3))
