@@ -41,7 +41,7 @@ from markdown_section import write_section  # noqa: E402
 import ppo_rftf  # noqa: E402
 from rftf_gym.conventions import Scene  # noqa: E402
 from rftf_gym.env import CalvinEnv  # noqa: E402
-from rftf_gym.models import bins_to_actions, load_vla  # noqa: E402
+from rftf_gym.models import bins_to_actions, load_vla, smooth_bin_basis  # noqa: E402
 from rftf_gym.value_model import load_value_model  # noqa: E402
 from rftf_gym.wrappers import ValueRewardVectorWrapper  # noqa: E402
 
@@ -80,14 +80,6 @@ class Args:
     """torch CPU threads"""
     write: bool = True
     """write the table to BENCHMARKS.md"""
-
-
-def smooth_basis(num_bins: int, width: float) -> torch.Tensor:
-    """(num_bins, K) Gaussian bumps over the bin centres in [-1, 1], unit-norm columns."""
-    centres = torch.linspace(-1.0, 1.0, num_bins)
-    mu = torch.arange(-1.0, 1.0 + 1e-9, width)
-    basis = torch.exp(-0.5 * ((centres[:, None] - mu[None]) / width) ** 2)
-    return basis / basis.norm(dim=0, keepdim=True)
 
 
 def collect(args: Args) -> list[dict]:
@@ -178,7 +170,7 @@ def main(args: Args) -> str:
     successes = sum(e["success"] for e in episodes)
     bases = {"1000 bins (the head as it is)": None}
     for width in args.widths:
-        basis = smooth_basis(episodes[0]["p"][0].shape[-1], width)
+        basis = smooth_bin_basis(episodes[0]["p"][0].shape[-1], width)
         bases[f"smooth, width {width:g} ({basis.shape[1]} bumps)"] = basis
     rows = []
     for variant, label in VARIANTS.items():

@@ -698,6 +698,83 @@ def freeze_body(model: VLA) -> None:
     model.body.eval()
 
 
+def smooth_bin_basis(num_bins: int, width: float) -> torch.Tensor:
+    """(num_bins, K) Gaussian bumps over the bin centres of [-1, 1], spaced ``width`` apart,
+    of standard deviation ``width``, each column of unit norm.
+
+    A logit change in their span moves probability between neighbouring bins together: the
+    change of a continuous action's distribution, not of 1000 unrelated outcomes.
+
+    Raises:
+        ValueError: a width outside (0, 2].
+    """
+    num_bins = _check_bins_arg(num_bins)
+    if not 0.0 < width <= 2.0:
+        raise ValueError(f"basis width must be in (0, 2] (the bins span [-1, 1]), got {width}")
+    centres = -1.0 + (torch.arange(num_bins, dtype=torch.float64) + 0.5) * (2.0 / num_bins)
+    mu = torch.arange(-1.0, 1.0 + 1e-9, width, dtype=torch.float64)
+    basis = torch.exp(-0.5 * ((centres[:, None] - mu[None]) / width) ** 2)
+    return (basis / basis.norm(dim=0, keepdim=True)).float()
+
+
+class SmoothHeadDelta(nn.Module):
+    """An action head whose last layer may change only smoothly across bins.
+
+    ``logits = head(x) + basis @ (U h + c)`` per action dimension, with ``h`` the input of the
+    head's last linear layer, ``basis`` the (num_bins, K) `smooth_bin_basis` and ``U`` (7K, H),
+    ``c`` (7K,) the only trainable parameters, both starting at zero (so the module starts as the
+    head it wraps). It is the last layer ``W + B U`` (B block-diagonal, one basis per dimension)
+    with the change restricted to K smooth directions per dimension instead of 1000 free bins.
+    `folded` returns a plain head with the change written into the last layer, for checkpoints.
+
+    Args:
+        head: an `VLA.action_head` (a Sequential ending in its 7 * num_bins linear layer); kept
+            frozen.
+        num_bins: bins per dimension.
+        width: the bumps' spacing and standard deviation, in action units.
+    """
+
+    def __init__(self, head: nn.Sequential, num_bins: int, width: float) -> None:
+        super().__init__()
+        last = head[-1]
+        if not isinstance(last, nn.Linear) or last.out_features != ACTION_DIM * num_bins:
+            raise ValueError(f"the head must end in a Linear layer with {ACTION_DIM * num_bins} outputs")
+        self.head = head.requires_grad_(False)
+        self.num_bins = num_bins
+        self.register_buffer("basis", smooth_bin_basis(num_bins, width).to(last.weight.device))
+        k = self.basis.shape[1]
+        self.weight = nn.Parameter(torch.zeros(ACTION_DIM * k, last.in_features, device=last.weight.device))
+        self.bias = nn.Parameter(torch.zeros(ACTION_DIM * k, device=last.weight.device))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.with_change(*self.frozen_outputs(features))
+
+    def frozen_outputs(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The wrapped head's last hidden layer (B, H) and logits (B, 7 * num_bins); they do not
+        depend on the trained parameters, so a trainer can compute them once per batch."""
+        hidden = self.head[:-1](features)
+        return hidden, self.head[-1](hidden)
+
+    def with_change(self, hidden: torch.Tensor, head_logits: torch.Tensor) -> torch.Tensor:
+        """``head_logits`` plus the smooth change at ``hidden``: (B, 7 * num_bins)."""
+        coefficients = F.linear(hidden, self.weight, self.bias).view(hidden.shape[0], ACTION_DIM, -1)
+        delta = coefficients @ self.basis.T.to(coefficients.dtype)  # (B, 7, num_bins)
+        return head_logits + delta.flatten(1).to(head_logits.dtype)
+
+    @torch.no_grad()
+    def folded(self) -> nn.Sequential:
+        """A copy of the wrapped head with ``B U`` and ``B c`` added to its last layer."""
+        import copy
+
+        head = copy.deepcopy(self.head)
+        k = self.basis.shape[1]
+        delta_w = torch.einsum("ik,dkh->dih", self.basis, self.weight.view(ACTION_DIM, k, -1))
+        delta_b = torch.einsum("ik,dk->di", self.basis, self.bias.view(ACTION_DIM, k))
+        head[-1].weight += delta_w.reshape_as(head[-1].weight)
+        head[-1].bias += delta_b.reshape_as(head[-1].bias)
+        return head
+
+
 def num_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -248,3 +248,53 @@ def test_weights_of_another_checkpoint(saved, tmp_path):
     (saved / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="bytes but config.json records|sha256 differs"):
         load_vla(saved)
+
+
+# ---------------------------------------------------------------------------------- smooth head change
+def test_smooth_bin_basis_is_unit_norm_bumps_over_the_bin_centres():
+    from rftf_gym.models import smooth_bin_basis
+
+    basis = smooth_bin_basis(1000, 0.1)
+    assert basis.shape == (1000, 21)
+    assert torch.allclose(basis.norm(dim=0), torch.ones(21), atol=1e-5)
+    # The bump at action 0 peaks at the two bins around 0 and vanishes at the ends.
+    middle = basis[:, 10]
+    assert set(middle.topk(2).indices.tolist()) == {499, 500} and middle[0] < 1e-6 * middle.max()
+    for width in (0.0, -0.1, 2.5):
+        with pytest.raises(ValueError, match="basis width"):
+            smooth_bin_basis(1000, width)
+
+
+def test_smooth_head_delta_starts_as_the_head_folds_exactly_and_trains_only_smooth_directions():
+    import copy
+
+    from rftf_gym.models import SmoothHeadDelta
+
+    torch.manual_seed(0)
+    vla = VLA(VLAConfig(obs_mode="state", d_model=16, n_layers=1, n_heads=2, head_hidden=16))
+    head = vla.action_head
+    x = torch.randn(5, vla.config.feature_dim)
+    smooth = SmoothHeadDelta(copy.deepcopy(head), NUM_BINS, 0.2)
+    assert torch.equal(smooth(x), head(x))
+    assert [name for name, p in smooth.named_parameters() if p.requires_grad] == ["weight", "bias"]
+    with pytest.raises(ValueError, match="must end in a Linear"):
+        SmoothHeadDelta(head[:-1], NUM_BINS, 0.2)
+
+    # One gradient step: the logits' change is smooth along the bins, the folded head reproduces it.
+    target = torch.randint(0, NUM_BINS, (5, 7))
+    loss = -BinnedActionDistribution(smooth(x).view(5, 7, NUM_BINS)).log_prob(target).sum()
+    loss.backward()
+    with torch.no_grad():
+        smooth.weight -= 10.0 * smooth.weight.grad
+        smooth.bias -= 10.0 * smooth.bias.grad
+    assert all(p.grad is None for p in smooth.head.parameters())
+    change = (smooth(x) - head(x)).view(5, 7, NUM_BINS).detach()
+    assert change.abs().max() > 1e-2
+    # In the span of the bumps: projecting on them leaves nothing; a 1000-bin head's change would not be.
+    basis = smooth.basis
+    residual = change - (change @ basis) @ torch.linalg.pinv(basis.T @ basis) @ basis.T
+    assert residual.abs().max() < 1e-4 * change.abs().max()
+    folded = smooth.folded()
+    assert torch.allclose(folded(x), smooth(x), atol=1e-5)
+    assert torch.equal(folded[1].weight, head[1].weight)  # only the last layer differs
+    assert not torch.equal(folded[-1].weight, head[-1].weight)

@@ -228,11 +228,11 @@ def _final_state(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_tiny_sparse_run_trains_the_head_only_and_saves_a_loadable_policy(tiny_vla, tmp_path):
+def test_tiny_sparse_run_trains_the_whole_head_only_and_saves_a_loadable_policy(tiny_vla, tmp_path):
     from rftf_gym.models import load_vla
 
     subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
-                            "--checkpoint-dir", "ckpt", "--eval-chains", "1"), cwd=tmp_path, env=_env(), check=True,
+                            "--checkpoint-dir", "ckpt", "--eval-chains", "1", "--head-basis-width", "0"), cwd=tmp_path, env=_env(), check=True,
                    timeout=900)
     state = _final_state(tmp_path / "ckpt" / "tiny")
     # The chained evaluation ran through evaluate.py on the final checkpoint.
@@ -313,3 +313,38 @@ def test_tiny_dense_run_shapes_rewards_from_the_value_model(tiny_vla, tmp_path, 
     # --tasks turn_on_led: every training episode was that task.
     assert [tag for tag in scalar if tag.startswith("rftf/task_success/")] == ["rftf/task_success/turn_on_led"]
     assert -1.0 <= scalar["losses/grad_half_cosine"] <= 1.0 and scalar["losses/grad_half_cosine"] != 0.0
+
+
+@pytest.mark.slow
+def test_smooth_head_change_trains_saves_folded_and_resumes(tiny_vla, tmp_path):
+    from safetensors.torch import load_file
+
+    from rftf_gym.models import load_vla, smooth_bin_basis
+
+    args = ("--reward-mode", "sparse", "--run-name", "smooth", "--checkpoint-dir", "ckpt", "--head-basis-width", "0.5")
+    subprocess.run(_command(tiny_vla, *args, "--total-episodes", "8"), cwd=tmp_path, env=_env(), check=True, timeout=900)
+    run_dir = tmp_path / "ckpt" / "smooth"
+    start, tuned = load_vla(tiny_vla), load_vla(run_dir / "iter_000002")  # a plain VLA: evaluate.py loads it
+    for name, a in start.state_dict().items():
+        assert torch.equal(a, tuned.state_dict()[name]) == (not name.startswith("action_head.3.")), name
+    # The last layer moved only along the bumps over the bins, the change saved for resuming.
+    change = (tuned.action_head[3].weight - start.action_head[3].weight).detach().view(7, -1, 16)
+    basis = smooth_bin_basis(change.shape[1], 0.5)
+    projected = basis @ torch.linalg.pinv(basis.T @ basis) @ basis.T @ change
+    assert change.abs().max() > 0 and torch.allclose(projected, change, atol=1e-2 * float(change.abs().max()))  # float32 rounding of W
+    delta = load_file(str(run_dir / "iter_000002" / "trainer.safetensors"))
+    assert delta["head_delta.weight"].shape == (7 * basis.shape[1], 16)
+    done = subprocess.run(_command(tiny_vla, *args, "--total-episodes", "12"), cwd=tmp_path, env=_env(), check=True,
+                          timeout=900, capture_output=True, text=True)
+    assert "resumed from ckpt/smooth/iter_000002" in done.stdout and _final_state(run_dir)["iteration"] == 3
+    # Resuming with the whole head trained instead is refused, the field named.
+    refused = subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--run-name", "smooth", "--checkpoint-dir", "ckpt",
+                                      "--total-episodes", "16"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                             timeout=900)
+    assert refused.returncode == 2 and "head_basis_width" in refused.stderr
+
+
+def test_head_basis_width_is_checked():
+    for width in (-0.1, 2.5, float("nan")):
+        with pytest.raises(ValueError, match="--head-basis-width"):
+            check_args(Args(value_model="v", head_basis_width=width))
