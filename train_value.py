@@ -44,6 +44,7 @@ model"; a set of 378 training windows, the 60-episode collection, and one of 215
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -67,6 +68,8 @@ from rftf_gym.models import PRECOMPUTED_TEXT, VLAConfig, load_vla
 from rftf_gym.value_model import (
     CONTEXT_KEYS,
     CONTEXTS,
+    DEFAULT_RECENT_LAG,
+    RECENT_PREFIX,
     START_PREFIX,
     ValueModel,
     context_difference,
@@ -136,7 +139,14 @@ class Args:
     """hidden width of the value head"""
     context: str = "none"
     """"none": V(s_t, l), one frame; "start": V(s_t | s_start, l), also conditioned on the frame where the
-    instruction started (the annotation's first frame here, the reset observation in the env); state variant"""
+    instruction started (the annotation's first frame here, the reset observation in the env); "recent":
+    V(s_t | s_{t-k}, l), on the frame k = --recent-lag steps back (the recent motion; the reward wrappers do not
+    supply it, the diagnostics do); "start+recent": both; state variant"""
+    recent_lag: int = DEFAULT_RECENT_LAG
+    """(--context recent, start+recent) frames k between s_t and the recent frame s_{t-k}"""
+    relative: bool = False
+    """(--context start, start+recent; from scratch) the body reads s_t - s_start instead of s_t: no absolute
+    position, which does not transfer to a scene whose table is laid out differently"""
 
     # optimisation (RFTF 4.1.4: batch 4 x 8, lr 1e-5; 4.3: keep the first epoch's model)
     batch_size: int = 32
@@ -147,6 +157,9 @@ class Args:
     """AdamW weight decay"""
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
+    lr_schedule: str = "constant"
+    """"constant": the learning rate throughout; "cosine": decayed from it to 0 over the run's steps (half a
+    cosine), a function of the step alone, so a resumed run follows the same schedule"""
     num_epochs: int = 2
     """epochs (each draws ceil(L / n) windows at random offsets from every annotation of L frames); 2 fit
     the 5-minute budget on 2152 windows, small sets need more (module docstring)"""
@@ -171,7 +184,8 @@ class Args:
     # Negatives that add information there are other instructions and failed rollouts. A model of
     # the start frame (--context start) can read "distance from the start" as a clock, which a
     # reversed demonstration (started from its own first frame, the demonstration's end) also
-    # satisfies: for it, reversed windows must fall (--reversed-coef).
+    # satisfies: for it, reversed windows must fall (--reversed-coef). So must they for a model of
+    # the recent frame (--context recent), which could otherwise read any motion as progress.
     loss: str = "grounded"
     """"grounded": Eq. 1 plus wrong-instruction negatives (wrong-instruction VOC 0.09 vs 0.21-0.57
     without them); "paper": Eq. 1 on demonstrations only"""
@@ -188,7 +202,7 @@ class Args:
     failure_coef: float = 1.0
     """weight of ranking failed-rollout frames below the last frame of a demonstration of their task"""
     reversed_coef: float = 1.0
-    """(--context start) weight of Eq. 1 reversed on windows of time-reversed demonstrations, each seen from
+    """(--context start, recent) weight of Eq. 1 reversed on windows of time-reversed demonstrations, each seen from
     its own first frame: progress undone must lower the value"""
 
     # diagnostics
@@ -221,6 +235,16 @@ def ranking_loss(values: torch.Tensor) -> torch.Tensor:
     i, j = torch.triu_indices(values.shape[1], values.shape[1], offset=1, device=values.device)
     # Eq. 1: loss = -1/C(n,2) * E[log sigma(V(s_{t+dt}, l) - V(s_t, l))], over all C(n,2) pairs
     return -F.logsigmoid(values[:, j] - values[:, i]).mean()
+
+
+def scheduled_lr(base: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) of ``total_steps``: ``base`` ("constant") or
+    ``base * (1 + cos(pi * step / total_steps)) / 2`` ("cosine", from ``base`` towards 0)."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ValueError(f"lr schedule must be 'constant' or 'cosine', got {schedule!r}")
 
 
 def tie_loss(values: torch.Tensor) -> torch.Tensor:
@@ -291,18 +315,35 @@ def gather_starts(episodes: list[diag.Episode], rows: np.ndarray, window_size: i
     return out
 
 
+def gather_recent(episodes: list[diag.Episode], rows: np.ndarray, window_size: int, stride: int, lag: int) -> dict[str, np.ndarray]:
+    """The frames ``lag`` steps before each frame of B windows (the episode's first frame when there
+    is none that far back, as at an env episode's start), under the ``recent_`` keys."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for e, start in rows:
+        ep = episodes[int(e)]
+        idx = np.maximum(window_frames(len(ep), int(start), window_size, stride) - lag, 0)
+        for k in CONTEXT_KEYS:
+            parts.setdefault(RECENT_PREFIX + k, []).append(ep.obs[k][idx])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def reversed_rows(lengths: list[int], rows: np.ndarray, window_size: int, stride: int, rng: np.random.Generator) -> np.ndarray:
     """A window at a random offset in the reversed copy of each row's episode: (episode, first frame)."""
     span = (window_size - 1) * stride + 1
     return np.asarray([(e, int(rng.integers(0, max(lengths[int(e)] - span, 0) + 1))) for e, _ in rows], dtype=np.int64).reshape(-1, 2)
 
 
-def context_differences(episodes: list[diag.Episode]) -> np.ndarray:
-    """`context_difference` of every frame against its episode's first frame, (sum T, 39)."""
+def context_differences(episodes: list[diag.Episode], lag: int | None = None) -> np.ndarray:
+    """`context_difference` of every frame against its episode's first frame (``lag`` None) or
+    against the frame ``lag`` steps back (the first frame when there is none), (sum T, 39)."""
     parts = []
     for e in episodes:
         robot, scene = torch.as_tensor(e.obs["robot_obs"]), torch.as_tensor(e.obs["scene_obs"])
-        parts.append(context_difference(robot, scene, robot[:1].expand_as(robot), scene[:1].expand_as(scene)).numpy())
+        if lag is None:
+            ref = torch.zeros(len(e), dtype=torch.long)
+        else:
+            ref = (torch.arange(len(e)) - lag).clamp_min(0)
+        parts.append(context_difference(robot, scene, robot[ref], scene[ref]).numpy())
     return np.concatenate(parts)
 
 
@@ -390,11 +431,11 @@ def model_fields(args: Args) -> dict[str, Any]:
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
             "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch",
             "learning_rate", "weight_decay", "obs_noise", "wrong_tie_coef", "wrong_rank_coef", "failure_coef")
-    keys += ("context", "reversed_coef")  # absent from older runs' progress.json: see LATER_FIELDS
+    keys += ("context", "reversed_coef", "lr_schedule", "recent_lag", "relative")  # absent from older runs' progress.json: see LATER_FIELDS
     return {k: getattr(args, k) for k in keys}
 
 
-LATER_FIELDS = {"context": "none", "reversed_coef": 1.0}
+LATER_FIELDS = {"context": "none", "reversed_coef": 1.0, "lr_schedule": "constant", "recent_lag": DEFAULT_RECENT_LAG, "relative": False}
 """Fields added after runs were made; a progress.json without them ran with these values."""
 
 
@@ -414,8 +455,12 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.loss not in ("paper", "grounded"):
         raise ValueError(f"--loss must be 'paper' or 'grounded', got {args.loss!r}")
+    if args.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"--lr-schedule must be 'constant' or 'cosine', got {args.lr_schedule!r}")
     if args.context not in CONTEXTS:
         raise ValueError(f"--context must be one of {CONTEXTS}, got {args.context!r}")
+    if args.recent_lag < 1:
+        raise ValueError(f"--recent-lag must be >= 1 frame, got {args.recent_lag}")
     if args.window_size < 2 or args.frame_stride < 1:
         raise ValueError("--window-size must be >= 2 and --frame-stride >= 1")
     if args.keep_epoch is None:
@@ -447,7 +492,7 @@ if __name__ == "__main__":
         raise ValueError("--use-dataset-embeddings trains from scratch: the BC body reads its own text encoder's embeddings")
     if args.bc_checkpoint:
         vla = load_vla(args.bc_checkpoint)
-        model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden, args.context)
+        model = ValueModel.from_vla(vla, args.num_value_queries, args.head_hidden, args.context, args.recent_lag, args.relative)
         del vla
     else:
         text = {}
@@ -456,7 +501,8 @@ if __name__ == "__main__":
             if emb is None:
                 raise ValueError(f"--use-dataset-embeddings: {args.data_root}/{args.train_split} has no language.emb")
             text = {"text_encoder": PRECOMPUTED_TEXT, "text_dim": int(np.prod(emb.shape[1:]))}
-        model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden, args.context)
+        model = ValueModel(VLAConfig(obs_mode=args.obs_mode, dropout=args.dropout, **text), args.num_value_queries, args.head_hidden, args.context,
+                           args.recent_lag, args.relative)
     config = model.config
     if model.text_encoder is None and (args.rollout_policy or args.train_rollout_policy):
         raise ValueError("the model reads precomputed language.emb, which rollout instructions do not have; drop the rollout options")
@@ -474,13 +520,18 @@ if __name__ == "__main__":
     vector_keys = [k for k in keys if k in ("robot_obs", "scene_obs")]
     frames = {k: np.concatenate([e.obs[k] for e in train_eps]) for k in vector_keys}
     obs_std = {k: v.std(0) for k, v in frames.items()}
-    if not args.bc_checkpoint and config.obs_mode == "state":
+    use_start, use_recent = model.uses_start, model.uses_recent
+    if model.relative:  # the body's inputs are the differences from the start
+        diffs = context_differences(train_eps)
+        model.body.set_state_normalization(diffs[:, :15], diffs[:, 15:])
+    elif not args.bc_checkpoint and config.obs_mode == "state":
         model.body.set_state_normalization(frames["robot_obs"], frames["scene_obs"])
     del frames
-    use_start = model.context == "start"
-    if use_start:
-        model.context_std.copy_(torch.as_tensor(context_differences(train_eps).std(0)).clamp_min(1e-3))
-    train_rev = diag.reversed_episodes(train_eps) if use_start and args.reversed_coef > 0 else []
+    if use_start and not model.relative:
+        model.set_context_normalization(context_differences(train_eps), "start")
+    if use_recent:
+        model.set_context_normalization(context_differences(train_eps, args.recent_lag), "recent")
+    train_rev = diag.reversed_episodes(train_eps) if (use_start or use_recent) and args.reversed_coef > 0 else []
     model.to(device)
     rollouts: list[diag.Episode] = []
     if args.rollout_policy:
@@ -515,7 +566,8 @@ if __name__ == "__main__":
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
 
     # resume
-    progress: dict[str, Any] = {"global_step": 0, "args": model_fields(args), "history": [], "losses": [], "train_seconds": 0.0}
+    progress: dict[str, Any] = {"global_step": 0, "args": model_fields(args), "history": [], "losses": [], "train_seconds": 0.0,
+                                "total_steps": total_steps}
     resume_file = run_dir / "resume" / "progress.json"
     if resume_file.exists():
         found = json.loads(resume_file.read_text())
@@ -523,6 +575,9 @@ if __name__ == "__main__":
         differ = [f"{k}: {found_args.get(k)!r} vs {v!r}" for k, v in model_fields(args).items() if found_args.get(k) != v]
         if differ:
             raise ValueError(f"{run_dir} holds a run with other settings ({'; '.join(differ)}); use another --run-name")
+        if args.lr_schedule != "constant" and found.get("total_steps", total_steps) != total_steps:
+            raise ValueError(f"{run_dir} holds a {args.lr_schedule} schedule over {found['total_steps']} steps, not {total_steps} "
+                             "(--num-epochs or --max-steps-per-epoch changed); use another --run-name")
         progress = load_resume(run_dir, model, optimizer, device)
         print(f"resuming {run_name} at step {progress['global_step']} of {total_steps}")
 
@@ -549,6 +604,8 @@ if __name__ == "__main__":
         obs["lang_emb"] = np.repeat(emb.reshape(B, -1), n, axis=0)
         if use_start:
             obs.update(gather_starts(train_eps, rows, n))
+        if use_recent:
+            obs.update(gather_recent(train_eps, rows, n, args.frame_stride, args.recent_lag))
         values = model(model.preprocess(obs)).view(B, n)
         pg = {"ranking": ranking_loss(values)}
         loss = pg["ranking"]
@@ -557,7 +614,11 @@ if __name__ == "__main__":
             # demonstration's end): values must fall, Eq. 1 with time reversed.
             rev_rows = reversed_rows(lengths, rows, n, args.frame_stride, np.random.default_rng([args.seed, epoch, in_epoch, 4]))
             rev_obs, _ = gather(train_rev, rev_rows, n, args.frame_stride)
-            rev_obs.update(gather_starts(train_rev, rev_rows, n), lang_emb=obs["lang_emb"])
+            rev_obs["lang_emb"] = obs["lang_emb"]
+            if use_start:
+                rev_obs.update(gather_starts(train_rev, rev_rows, n))
+            if use_recent:
+                rev_obs.update(gather_recent(train_rev, rev_rows, n, args.frame_stride, args.recent_lag))
             rev_values = model(model.preprocess(rev_obs)).view(B, n)
             pg["reversed"] = ranking_loss(rev_values.flip(1))
             loss = loss + args.reversed_coef * pg["reversed"]
@@ -580,15 +641,18 @@ if __name__ == "__main__":
             # last frame of a demonstration of the same task, under that task's instruction.
             rng = np.random.default_rng([args.seed, epoch, in_epoch, 3])
             picks = [failures[int(i)] for i in rng.integers(len(failures), size=B)]
-            ends, fails = {}, []
+            ends, fails, fail_recent = {}, [], []
             for f in picks:
                 demos = np.flatnonzero(task_of == f.task)
                 d = train_eps[int(demos[rng.integers(len(demos))])]
                 start = int(rng.integers(0, len(f) - (n - 1) * args.frame_stride))
                 idx = window_frames(len(f), start, n, args.frame_stride)
                 fails.append(({k: v[idx] for k, v in f.obs.items()}, f.emb))
+                fail_recent.append({RECENT_PREFIX + k: f.obs[k][np.maximum(idx - args.recent_lag, 0)] for k in CONTEXT_KEYS if k in f.obs})
+                back = max(len(d) - 1 - args.recent_lag, 0)
                 ends.setdefault("obs", []).append({**{k: v[-1:] for k, v in d.obs.items()},
-                                                   **{START_PREFIX + k: d.obs[k][:1] for k in CONTEXT_KEYS if k in d.obs}})
+                                                   **{START_PREFIX + k: d.obs[k][:1] for k in CONTEXT_KEYS if k in d.obs},
+                                                   **{RECENT_PREFIX + k: d.obs[k][back : back + 1] for k in CONTEXT_KEYS if k in d.obs}})
             fail_obs = {k: np.concatenate([o[k] for o, _ in fails]) for k in keys}
             fail_obs["lang_emb"] = np.repeat(np.stack([e for _, e in fails]).reshape(B, -1), n, axis=0)
             end_obs = {k: np.concatenate([o[k] for o in ends["obs"]]) for k in keys}
@@ -596,10 +660,15 @@ if __name__ == "__main__":
             if use_start:  # each from its own episode's first frame (a rollout's: the reset)
                 fail_obs.update({START_PREFIX + k: np.repeat(np.stack([f.obs[k][0] for f in picks]), n, axis=0) for k in CONTEXT_KEYS})
                 end_obs.update({START_PREFIX + k: np.concatenate([o[START_PREFIX + k] for o in ends["obs"]]) for k in CONTEXT_KEYS})
+            if use_recent:  # the frames k steps back in the failure and in the demonstration
+                fail_obs.update({RECENT_PREFIX + k: np.concatenate([r[RECENT_PREFIX + k] for r in fail_recent]) for k in CONTEXT_KEYS})
+                end_obs.update({RECENT_PREFIX + k: np.concatenate([o[RECENT_PREFIX + k] for o in ends["obs"]]) for k in CONTEXT_KEYS})
             fail_values = model(model.preprocess(fail_obs)).view(B, n)
             end_values = model(model.preprocess(end_obs))
             pg["failure"] = -F.logsigmoid(end_values[:, None] - fail_values).mean()
             loss = loss + args.failure_coef * pg["failure"]
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(args.learning_rate, args.lr_schedule, step, total_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)

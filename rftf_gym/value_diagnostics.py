@@ -21,7 +21,9 @@ A value function here is one observation to one value (the contract of the rewar
 are exactly the clip's values in reverse order; they are computed that way instead of by a
 second forward pass. A model conditioned on the instruction's start frame (``context="start"``,
 `rftf_gym.value_model`) gets each episode's first frame with every frame; the reversed clip's
-start is its own first frame (the demonstration's last), so its values are scored afresh.
+start is its own first frame (the demonstration's last), so its values are scored afresh. A model
+of the recent frame (``context="recent"``) gets the frame k steps back (the episode's first frame
+for t < k, as the env's reset observation would be), so it too is scored afresh on reversed clips.
 
 Rollouts are cached, one ``.npz`` per episode (``allow_pickle=False``) next to a ``meta.json``
 that must match the request, so a rerun (or the next epoch) reuses them and an interrupted
@@ -338,11 +340,13 @@ def score_episodes(value_fn: ValueFn, episodes: Sequence[Episode], batch_size: i
     Returns:
         One float64 array (T,) per episode.
     """
-    from rftf_gym.value_model import CONTEXT_KEYS, START_PREFIX, value_context
+    from rftf_gym.value_model import CONTEXT_KEYS, RECENT_PREFIX, START_PREFIX, value_context
 
     if hasattr(value_fn, "predict"):
         value_fn = value_fn.predict
-    start = value_context(value_fn) == "start"
+    context = value_context(value_fn)
+    start = context in ("start", "start+recent")
+    lag = _recent_lag(value_fn) if context in ("recent", "start+recent") else 0
     rows = [(e, t) for e in episodes for t in range(len(e))]
     flat = np.empty(len(rows), dtype=np.float64)
     for lo in range(0, len(rows), batch_size):
@@ -351,6 +355,8 @@ def score_episodes(value_fn: ValueFn, episodes: Sequence[Episode], batch_size: i
         obs = {k: np.stack([e.obs[k][t] for e, t in chunk]) for k in keys}
         if start:  # the frame where the episode's instruction started
             obs.update({START_PREFIX + k: np.stack([e.obs[k][0] for e, _ in chunk]) for k in keys if k in CONTEXT_KEYS})
+        if lag:  # the frame lag steps back, the episode's first frame before that
+            obs.update({RECENT_PREFIX + k: np.stack([e.obs[k][max(t - lag, 0)] for e, t in chunk]) for k in keys if k in CONTEXT_KEYS})
         if all(e.emb is not None for e, _ in chunk):
             obs["lang_emb"] = np.stack([e.emb for e, _ in chunk]).reshape(len(chunk), -1)
         values = np.asarray(value_fn(obs, [e.instruction for e, _ in chunk]), dtype=np.float64)
@@ -362,6 +368,15 @@ def score_episodes(value_fn: ValueFn, episodes: Sequence[Episode], batch_size: i
         out.append(flat[lo : lo + len(e)])
         lo += len(e)
     return out
+
+
+def _recent_lag(value_fn: Any) -> int:
+    """The ``recent_lag`` of a recent-context value model (or of the object of its bound ``predict``)."""
+    for obj in (value_fn, getattr(value_fn, "__self__", None)):
+        lag = getattr(obj, "recent_lag", None)
+        if lag is not None:
+            return int(lag)
+    raise ValueError("a value model of context 'recent' must say how far back its recent frame is (a recent_lag attribute)")
 
 
 def _by_task(episodes: Sequence[Episode], values: Sequence[np.ndarray]) -> dict[str, list[tuple[Episode, np.ndarray]]]:
@@ -477,8 +492,9 @@ def diagnose(
 
     values = {
         "demos": score_episodes(value_fn, demos, batch_size),
-        # A model of the start frame sees a reversed clip from the clip's own first frame.
-        "reversed": score_episodes(value_fn, reversed_episodes(demos), batch_size) if value_context(value_fn) == "start" else None,
+        # A model of the start frame sees a reversed clip from the clip's own first frame, one of
+        # the recent frame its motion reversed: both are scored afresh.
+        "reversed": score_episodes(value_fn, reversed_episodes(demos), batch_size) if value_context(value_fn) != "none" else None,
         "wrong_instruction": score_episodes(value_fn, wrong, batch_size) if wrong else [],
         "rollouts": score_episodes(value_fn, rollouts, batch_size) if rollouts else [],
     }

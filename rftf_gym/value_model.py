@@ -21,6 +21,16 @@ difference) enters as five extra tokens (robot, articulation, three blocks), eac
 the spread of such differences in the training data. The start observation is passed in the
 same observation batch under ``start_robot_obs`` / ``start_scene_obs`` (`START_PREFIX`); in a
 demonstration window it is the window's first frame, in an env episode the reset observation.
+With ``context="recent"`` the model sees the frame k = ``recent_lag`` steps back instead,
+V(s_t | s_{t-k}, l): how the scene moved lately, as a VLA body reading a short history of frames
+would (section 4.1.4); five more tokens of s_t - s_{t-k}, under ``recent_robot_obs`` /
+``recent_scene_obs`` (`RECENT_PREFIX`; the episode's first frame while t < k).
+``context="start+recent"`` reads both. ``relative=True`` (with a start context) feeds the body
+s_t - s_start in place of s_t, so that no absolute position reaches the model: a held-out scene
+places the drawer, slider and switches elsewhere (CALVIN's calvin_env conf/scene/calvin_scene_*.yaml
+load a different table per scene), and motion relative to the start transfers where absolute
+positions do not. The reward wrappers supply the start frame only, so a
+recent-context model is for the offline diagnostics (`rftf_gym.value_diagnostics`).
 
 Example:
     >>> model = ValueModel(VLAConfig(obs_mode="state"))
@@ -49,15 +59,17 @@ from rftf_gym.models import (
     save_safetensors_checkpoint,
 )
 from rftf_gym.text_encoder import make_text_encoder
-from rftf_gym.wrappers import CONTEXT_KEYS, START_PREFIX, value_context  # noqa: F401  (re-exported)
+from rftf_gym.wrappers import CONTEXT_KEYS, CONTEXTS, RECENT_PREFIX, START_PREFIX, value_context  # noqa: F401  (re-exported)
 
 VALUE_MODEL_TYPE = "rftf_value"
 """The ``policy_type`` a value checkpoint's config.json names (it is not a policy: `load_policy`
 refuses it with a message listing the registered policy types)."""
-CONTEXTS = ("none", "start")
-"""What a value model is conditioned on besides the current frame and the instruction. The start
-frame's keys (`START_PREFIX` + `CONTEXT_KEYS`: ``start_robot_obs``, ``start_scene_obs``) and
-`value_context` live in `rftf_gym.wrappers`, which supplies them without importing torch."""
+# CONTEXTS (what a value model is conditioned on besides the current frame and the instruction),
+# the start frame's keys (`START_PREFIX` + `CONTEXT_KEYS`: ``start_robot_obs``, ``start_scene_obs``),
+# the recent frame's (`RECENT_PREFIX`) and `value_context` live in `rftf_gym.wrappers`, which
+# supplies them without importing torch.
+DEFAULT_RECENT_LAG = 4
+"""Frames between s_t and the recent frame s_{t-k} of a ``recent`` context model."""
 # Layout of the raw difference features (robot_obs 15, scene_obs 24; CALVIN's
 # conf/observation/state_obs ordering as in rftf_gym.conventions): Euler angles are wrapped.
 _ROBOT_ANGLES = slice(3, 6)
@@ -76,22 +88,34 @@ class ValueModel(nn.Module):
             and action-head fields are not used).
         num_value_queries: Value query tokens; their outputs are concatenated for the head.
         head_hidden: Hidden width of the value head MLP.
+        context: One of `CONTEXTS` (module docstring).
+        recent_lag: Frames k back of the recent frame (contexts with "recent").
+        relative: The body reads s_t - s_start instead of s_t (start contexts; module docstring).
     """
 
-    def __init__(self, config: VLAConfig, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none") -> None:
+    def __init__(
+        self, config: VLAConfig, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none",
+        recent_lag: int = DEFAULT_RECENT_LAG, relative: bool = False,
+    ) -> None:
         super().__init__()
         if num_value_queries < 1 or head_hidden < 1:
             raise ValueError(f"num_value_queries and head_hidden must be >= 1, got {num_value_queries}, {head_hidden}")
         if context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
-        if context == "start" and config.obs_mode != "state":
-            raise ValueError(f"context 'start' is implemented for the state variant only, got obs_mode {config.obs_mode!r}")
+        if context != "none" and config.obs_mode != "state":
+            raise ValueError(f"context {context!r} is implemented for the state variant only, got obs_mode {config.obs_mode!r}")
+        if recent_lag < 1:
+            raise ValueError(f"recent_lag must be >= 1 frame, got {recent_lag}")
+        if relative and context not in ("start", "start+recent"):
+            raise ValueError(f"relative (the body reads s_t - s_start) needs a start context, got context {context!r}")
         self.config = config
         self.num_value_queries = int(num_value_queries)
         self.head_hidden = int(head_hidden)
         self.context = context
+        self.recent_lag = int(recent_lag)
+        self.relative = bool(relative)
         self.body = VLABody(config, self.num_value_queries)
-        if context == "start":
+        if self.uses_start and not self.relative:
             d = config.d_model
             self.context_robot_proj = nn.Linear(CONTEXT_TOKEN_SIZES[0], d)
             self.context_articulation_proj = nn.Linear(CONTEXT_TOKEN_SIZES[1], d)
@@ -100,6 +124,15 @@ class ValueModel(nn.Module):
             nn.init.normal_(self.context_token_type, std=0.02)
             # Spread of s_t - s_start in the training data (`set_context_normalization`).
             self.register_buffer("context_std", torch.ones(sum(CONTEXT_TOKEN_SIZES)))
+        if self.uses_recent:
+            d = config.d_model
+            self.recent_robot_proj = nn.Linear(CONTEXT_TOKEN_SIZES[0], d)
+            self.recent_articulation_proj = nn.Linear(CONTEXT_TOKEN_SIZES[1], d)
+            self.recent_block_proj = nn.Linear(CONTEXT_TOKEN_SIZES[2], d)
+            self.recent_token_type = nn.Parameter(torch.zeros(len(CONTEXT_TOKEN_SIZES), d))
+            nn.init.normal_(self.recent_token_type, std=0.02)
+            # Spread of s_t - s_{t-k} in the training data (`set_context_normalization`).
+            self.register_buffer("recent_std", torch.ones(sum(CONTEXT_TOKEN_SIZES)))
         width = self.num_value_queries * config.d_model
         self.value_head = nn.Sequential(
             nn.LayerNorm(width), nn.Linear(width, head_hidden), nn.GELU(), nn.Linear(head_hidden, 1)
@@ -115,25 +148,38 @@ class ValueModel(nn.Module):
     def preprocess(self, obs: Mapping[str, Any], instructions: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Env observations + instructions -> model inputs, exactly as the VLA prepares them
         (`VLA.preprocess`), plus the start frame (``start_robot_obs``, ``start_scene_obs``) for a
-        ``context="start"`` model.
+        model of the start context and the recent frame (``recent_robot_obs``, ``recent_scene_obs``)
+        for one of the recent context.
 
         Raises:
             ValueError: A missing key or a bad shape (the message names it).
         """
         batch = VLA.preprocess(self, obs, instructions)
-        if self.context == "start":
-            missing = [START_PREFIX + k for k in CONTEXT_KEYS if START_PREFIX + k not in obs]
+        prefixes = [(START_PREFIX, "the instruction's start frame")] if self.uses_start else []
+        if self.uses_recent:
+            prefixes.append((RECENT_PREFIX, f"the frame {self.recent_lag} steps back (its first frame early on)"))
+        for prefix, what in prefixes:
+            missing = [prefix + k for k in CONTEXT_KEYS if prefix + k not in obs]
             if missing:
                 raise ValueError(
-                    f"this value model is conditioned on the instruction's start frame (context 'start'): "
-                    f"pass {missing} with the observations"
+                    f"this value model is conditioned on {what} (context {self.context!r}): pass {missing} with the observations"
                 )
             for k in CONTEXT_KEYS:
-                value = torch.as_tensor(np.asarray(obs[START_PREFIX + k]), dtype=torch.float32)
+                value = torch.as_tensor(np.asarray(obs[prefix + k]), dtype=torch.float32)
                 if value.shape != batch[k].shape:
-                    raise ValueError(f"{START_PREFIX + k} must have the shape of {k}, {tuple(batch[k].shape)}; got {tuple(value.shape)}")
-                batch[START_PREFIX + k] = value.to(batch[k].device)
+                    raise ValueError(f"{prefix + k} must have the shape of {k}, {tuple(batch[k].shape)}; got {tuple(value.shape)}")
+                batch[prefix + k] = value.to(batch[k].device)
         return batch
+
+    @property
+    def uses_start(self) -> bool:
+        """Whether the model reads the instruction's start frame (``start_*`` keys)."""
+        return self.context in ("start", "start+recent")
+
+    @property
+    def uses_recent(self) -> bool:
+        """Whether the model reads the frame `recent_lag` steps back (``recent_*`` keys)."""
+        return self.context in ("recent", "start+recent")
 
     @property
     def device(self) -> torch.device:
@@ -141,8 +187,29 @@ class ValueModel(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Raw values (B,) of a `preprocess` batch."""
-        extra = self._context_tokens(batch) if self.context == "start" else None
+        parts = []
+        if self.relative:
+            # The body reads s_t - s_start in place of s_t: no absolute position reaches the model.
+            delta = context_difference(
+                batch["robot_obs"], batch["scene_obs"], batch[START_PREFIX + "robot_obs"], batch[START_PREFIX + "scene_obs"]
+            )
+            batch = {**batch, "robot_obs": delta[:, :15], "scene_obs": delta[:, 15:]}
+        elif self.uses_start:
+            parts.append(self._context_tokens(batch))
+        if self.uses_recent:
+            parts.append(self._recent_tokens(batch))
+        extra = torch.cat(parts, dim=1) if parts else None
         return self.value_head(self.body(batch, extra).flatten(1)).squeeze(-1)
+
+    def _recent_tokens(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 5, d_model) tokens of s_t - s_{t-k}: the recent motion (a velocity over k steps)."""
+        delta = context_difference(
+            batch["robot_obs"], batch["scene_obs"], batch[RECENT_PREFIX + "robot_obs"], batch[RECENT_PREFIX + "scene_obs"]
+        ) / self.recent_std
+        robot, articulation, *blocks = torch.split(delta, CONTEXT_TOKEN_SIZES, dim=-1)
+        tokens = [self.recent_robot_proj(robot).unsqueeze(1), self.recent_articulation_proj(articulation).unsqueeze(1)]
+        tokens.append(self.recent_block_proj(torch.stack(blocks, dim=1)))
+        return torch.cat(tokens, dim=1) + self.recent_token_type
 
     def _context_tokens(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, 5, d_model) tokens of s_t - s_start."""
@@ -155,15 +222,20 @@ class ValueModel(nn.Module):
         return torch.cat(tokens, dim=1) + self.context_token_type
 
     @torch.no_grad()
-    def set_context_normalization(self, differences: np.ndarray) -> None:
+    def set_context_normalization(self, differences: np.ndarray, frame: str = "start") -> None:
         """Set the scale of each difference feature from `context_difference` values (N, 39) of
-        training frames against their start frames (std, floored at 1e-3)."""
-        if self.context != "start":
-            raise ValueError("set_context_normalization is for a context 'start' model")
+        training frames against their start frames (``frame="start"``) or their frames
+        `recent_lag` steps back (``frame="recent"``), as std floored at 1e-3."""
+        if frame not in ("start", "recent"):
+            raise ValueError(f"frame must be 'start' or 'recent', got {frame!r}")
+        if not (self.uses_start and not self.relative if frame == "start" else self.uses_recent):
+            raise ValueError(f"set_context_normalization(frame={frame!r}) is for a context {frame!r} model (or 'start+recent'), "
+                             f"this one's context is {self.context!r}")
+        std = self.context_std if frame == "start" else self.recent_std
         diffs = torch.as_tensor(np.asarray(differences), dtype=torch.float32)
-        if diffs.ndim != 2 or diffs.shape[1] != self.context_std.numel():
-            raise ValueError(f"differences must be (N, {self.context_std.numel()}), got {tuple(diffs.shape)}")
-        self.context_std.copy_(diffs.std(0).clamp_min(1e-3).to(self.context_std.device))
+        if diffs.ndim != 2 or diffs.shape[1] != std.numel():
+            raise ValueError(f"differences must be (N, {std.numel()}), got {tuple(diffs.shape)}")
+        std.copy_(diffs.std(0).clamp_min(1e-3).to(std.device))
 
     @torch.no_grad()
     def predict(self, obs: Mapping[str, Any], instructions: Sequence[str] | None = None) -> np.ndarray:
@@ -184,14 +256,19 @@ class ValueModel(nn.Module):
             self.train(was_training)
 
     @classmethod
-    def from_vla(cls, vla: VLA, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none") -> ValueModel:
+    def from_vla(
+        cls, vla: VLA, num_value_queries: int = 1, head_hidden: int = 256, context: str = "none", recent_lag: int = DEFAULT_RECENT_LAG,
+        relative: bool = False,
+    ) -> ValueModel:
         """A value model whose body starts from a BC model's body (RFTF section 3.2).
 
         Every body tensor (encoders, instruction projection, backbone, state normalisation) is
         copied; the value query tokens replace the action query tokens and start fresh, as does
         the value head.
         """
-        model = cls(vla.config, num_value_queries, head_hidden, context)
+        if relative:
+            raise ValueError("a relative model's body reads s_t - s_start, not the observations a BC body was trained on")
+        model = cls(vla.config, num_value_queries, head_hidden, context, recent_lag)
         source = {k: v for k, v in vla.body.state_dict().items() if k != QUERY_PARAMETER}
         missing, unexpected = model.body.load_state_dict(source, strict=False)
         if set(missing) != {QUERY_PARAMETER} or unexpected:
@@ -203,7 +280,8 @@ class ValueModel(nn.Module):
         return {
             "policy_type": VALUE_MODEL_TYPE,
             "vla_config": self.config.to_dict(),
-            "value": {"num_value_queries": self.num_value_queries, "head_hidden": self.head_hidden, "context": self.context},
+            "value": {"num_value_queries": self.num_value_queries, "head_hidden": self.head_hidden, "context": self.context,
+                      "recent_lag": self.recent_lag, "relative": self.relative},
             "observation": {
                 "obs_mode": self.config.obs_mode,
                 "keys": list(self.config.obs_keys),
@@ -268,7 +346,9 @@ def load_value_model(directory: str | Path, device: str | torch.device = "cpu") 
         vla_config = VLAConfig.from_dict(config.get("vla_config"))
         value = config["value"]
         # Checkpoints written before the context option have no "context": one frame.
-        model = ValueModel(vla_config, int(value["num_value_queries"]), int(value["head_hidden"]), str(value.get("context", "none")))
+        # Checkpoints written before the recent context have no "recent_lag" (they do not read it).
+        model = ValueModel(vla_config, int(value["num_value_queries"]), int(value["head_hidden"]), str(value.get("context", "none")),
+                           int(value.get("recent_lag", DEFAULT_RECENT_LAG)), bool(value.get("relative", False)))
     except (TypeError, KeyError, ValueError) as err:
         raise ValueError(f"{where}: invalid value model config: {err!r}") from err
     check_state_dict(model, tensors, f"value checkpoint {str(directory)!r}")

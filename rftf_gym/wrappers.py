@@ -73,18 +73,37 @@ START_PREFIX = "start_"
 """Prefix of the start-frame keys a ``context="start"`` value model reads (`rftf_gym.value_model`)."""
 CONTEXT_KEYS = ("robot_obs", "scene_obs")
 """The observation keys whose start frame such a model reads (state variant)."""
+RECENT_PREFIX = "recent_"
+"""Prefix of the keys of the frame k steps back that a ``recent`` context value model reads."""
+CONTEXTS = ("none", "start", "recent", "start+recent")
+"""What a value model may be conditioned on besides the current frame and the instruction: nothing,
+the instruction's start frame, the frame k steps back, or both. The wrappers here supply the
+start frame; a model of a recent frame is scored offline (`rftf_gym.value_diagnostics`)."""
+WRAPPER_CONTEXTS = ("none", "start")
+"""The contexts the reward wrappers supply."""
 
 
 def value_context(value_fn: Any) -> str:
-    """``"start"`` when the value function (or the object of a bound ``predict``) needs each
-    episode's start observation, else ``"none"``."""
+    """The `CONTEXTS` entry of the value function (or of the object of a bound ``predict``):
+    ``"none"`` when it declares no ``context``."""
     for obj in (value_fn, getattr(value_fn, "__self__", None)):
         context = getattr(obj, "context", None)
         if context is not None:
-            if context not in ("none", "start"):
-                raise ValueError(f"value model context must be 'none' or 'start', got {context!r}")
+            if context not in CONTEXTS:
+                raise ValueError(f"value model context must be one of {CONTEXTS}, got {context!r}")
             return str(context)
     return "none"
+
+
+def _wrapper_context(value_fn: Any) -> str:
+    """`value_context`, refusing the contexts the reward wrappers do not supply."""
+    context = value_context(value_fn)
+    if context not in WRAPPER_CONTEXTS:
+        raise ValueError(
+            f"the reward wrappers supply a value model's start frame only (contexts {WRAPPER_CONTEXTS}); this model's "
+            f"context is {context!r}, which also reads the frame k steps back: score it offline with rftf_gym.value_diagnostics"
+        )
+    return context
 
 
 def _start_of(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -208,7 +227,7 @@ class ValueRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, reward_mode=reward_mode, gamma=gamma)
         gym.Wrapper.__init__(self, env)
         self.value_fn = as_value_fn(value_model)
-        self.context = value_context(self.value_fn)
+        self.context = _wrapper_context(self.value_fn)
         self.reward_mode = reward_mode
         self.gamma = float(gamma)
         self._prev_value: float | None = None
@@ -299,7 +318,7 @@ class ValueRewardVectorWrapper(VectorWrapper):
         mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self.autoreset_mode = AutoresetMode(mode)
         self.value_fn = as_value_fn(value_model)
-        self.context = value_context(self.value_fn)
+        self.context = _wrapper_context(self.value_fn)
         self.reward_mode = reward_mode
         self.gamma = float(gamma)
         n = self.num_envs

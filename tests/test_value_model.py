@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -21,6 +22,7 @@ from rftf_gym.data import CalvinDataset, CalvinDatasetWriter
 from rftf_gym.experts.geometry import BLOCK_Z
 from rftf_gym.models import VLA, VLAConfig, save_checkpoint
 from rftf_gym.value_model import (
+    RECENT_PREFIX,
     START_PREFIX,
     ValueModel,
     context_difference,
@@ -578,3 +580,173 @@ def test_train_with_start_context_reloads_scores_and_refuses_another_context(tin
     assert other.returncode != 0 and "context: 'start' vs 'none'" in other.stderr
     bad = run(train_args(tiny_data, tmp_path / "bad", **{"--context": "clip"}), tmp_path)
     assert bad.returncode != 0 and "--context must be one of" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- recent context
+def recent_model(context: str = "recent", lag: int = 3, seed: int = 0) -> ValueModel:
+    torch.manual_seed(seed)
+    model = ValueModel(SMALL_STATE, head_hidden=32, context=context, recent_lag=lag)
+    with torch.no_grad():  # non-trivial difference scales, so a checkpoint must carry them
+        model.recent_std.copy_(torch.linspace(0.5, 2.0, model.recent_std.numel()))
+    return model
+
+
+def with_recent(obs: dict[str, np.ndarray], recent: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**obs, **{RECENT_PREFIX + k: v for k, v in recent.items()}}
+
+
+def test_recent_model_reads_the_recent_frame_batched_equals_one_by_one():
+    model = recent_model()
+    obs, recent = state_obs(5, 0), state_obs(5, 1)
+    values = model.predict(with_recent(obs, recent), ["open the drawer"] * 5)
+    assert values.shape == (5,) and values.dtype == np.float32
+    single = [model.predict(with_recent({k: v[i : i + 1] for k, v in obs.items()}, {k: v[i : i + 1] for k, v in recent.items()}),
+                            ["open the drawer"])[0] for i in range(5)]
+    np.testing.assert_allclose(values, single, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(values, model.predict(with_recent(obs, obs), ["open the drawer"] * 5))
+    assert value_context(model) == value_context(model.predict) == "recent" and model.recent_lag == 3
+    with pytest.raises(ValueError, match="recent_robot_obs"):
+        model.predict(obs, ["a"] * 5)
+    with pytest.raises(ValueError, match="recent_scene_obs must have the shape"):
+        model.predict({**with_recent(obs, recent), "recent_scene_obs": np.zeros((5, 23))}, ["a"] * 5)
+    with pytest.raises(ValueError, match="recent_lag must be >= 1"):
+        ValueModel(SMALL_STATE, context="recent", recent_lag=0)
+    with pytest.raises(ValueError, match="context 'recent' model"):
+        context_model().set_context_normalization(np.zeros((4, 39)), "recent")
+    # start+recent reads both frames, and both change its value.
+    both = ValueModel(SMALL_STATE, head_hidden=32, context="start+recent", recent_lag=2)
+    full = with_start(with_recent(obs, recent), state_obs(5, 2))
+    with pytest.raises(ValueError, match="start_robot_obs"):
+        both.predict(with_recent(obs, recent), ["a"] * 5)
+    v = both.predict(full, ["a"] * 5)
+    assert not np.allclose(v, both.predict({**full, **with_recent({}, obs)}, ["a"] * 5))
+    assert not np.allclose(v, both.predict(with_start(full, obs), ["a"] * 5))
+
+
+def test_reward_wrappers_refuse_a_recent_context_model_clearly():
+    from rftf_gym.wrappers import ValueRewardWrapper
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Dict({"robot_obs": gym.spaces.Box(-1, 1, (15,)), "instruction": gym.spaces.Text(64)})
+        action_space = gym.spaces.Box(-1, 1, (7,))
+
+    with pytest.raises(ValueError, match="start frame only.*'recent'"):
+        ValueRewardWrapper(Env(), recent_model())
+
+
+def test_recent_checkpoint_round_trip_keeps_the_lag_and_scales(tmp_path):
+    model = recent_model("start+recent", lag=5)
+    save_value_model(tmp_path / "v", model)
+    loaded = load_value_model(tmp_path / "v")
+    assert loaded.context == "start+recent" and loaded.recent_lag == 5
+    torch.testing.assert_close(loaded.recent_std, model.recent_std)
+    obs = with_start(with_recent(state_obs(3, 0), state_obs(3, 1)), state_obs(3, 2))
+    np.testing.assert_array_equal(loaded.predict(obs, ["x"] * 3), model.predict(obs, ["x"] * 3))
+    config = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert config["value"]["recent_lag"] == 5
+    config["value"]["context"] = "start"  # weights hold recent tokens the config does not declare
+    (tmp_path / "v" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="recent_robot_proj"):
+        load_value_model(tmp_path / "v")
+
+
+def test_recent_models_are_scored_with_the_frame_k_steps_back(tiny_data):
+    demos = diag.demo_episodes(CalvinDataset(tiny_data, "validation"), ("robot_obs", "scene_obs"))
+
+    def speed(obs, instructions):  # how far the scene moved over the last k frames
+        return (obs["scene_obs"] - obs[RECENT_PREFIX + "scene_obs"]).sum(1)
+
+    speed.context, speed.recent_lag = "recent", 3
+    report, values = diag.diagnose(speed, demos, batch_size=7)  # batches span episodes
+    for e, v in zip(demos, values["demos"]):
+        back = np.maximum(np.arange(len(e)) - 3, 0)  # the first frame stands in before frame 3
+        np.testing.assert_allclose(v, speed(with_recent(e.obs, {k: x[back] for k, x in e.obs.items()}), [""]))
+    # Reversed clips are scored afresh: the scene moves backwards, so the speed is negative
+    # (not the demonstrations' values reversed, which would all be positive).
+    assert all(np.all(r[3:] < 0) for r in values["reversed"])
+    assert np.all(values["demos"][0][3:] > 0)
+
+    def no_lag(obs, instructions):
+        return obs["scene_obs"].sum(1)
+
+    no_lag.context = "recent"
+    with pytest.raises(ValueError, match="recent_lag"):
+        diag.score_episodes(no_lag, demos)
+
+
+def test_training_batches_carry_the_frames_k_steps_back():
+    def obs(n: int, base: float) -> dict[str, np.ndarray]:
+        return {"robot_obs": np.full((n, 15), base), "scene_obs": np.arange(n * 24, dtype=float).reshape(n, 24) + base}
+
+    episodes = [diag.Episode(obs(10, 0.0), "a", "a"), diag.Episode(obs(12, 1000.0), "b", "b")]
+    rows = np.array([[1, 3], [0, 0]])
+    recent = train_value.gather_recent(episodes, rows, 4, 2, 5)
+    assert recent["recent_scene_obs"].shape == (8, 24)
+    # window of episode 1 at 3: frames 3, 5, 7, 9 -> 0, 0, 2, 4; of episode 0 at 0: 0, 2, 4, 6 -> 0, 0, 0, 1
+    np.testing.assert_array_equal(recent["recent_scene_obs"][:4], episodes[1].obs["scene_obs"][[0, 0, 2, 4]])
+    np.testing.assert_array_equal(recent["recent_scene_obs"][4:], episodes[0].obs["scene_obs"][[0, 0, 0, 1]])
+    diffs = train_value.context_differences(episodes, lag=2)
+    assert diffs.shape == (22, 39) and np.all(diffs[[0, 10]] == 0)
+    # articulations and the red block's position (the angles are wrapped):
+    np.testing.assert_allclose(diffs[5, 15:24], 2 * 24)  # frame 5 against frame 3: 48 apart in scene_obs
+    np.testing.assert_allclose(diffs[1, 15:24], 24)  # frame 1 against frame 0 (no frame 2 back)
+
+
+def test_cosine_schedule_by_hand():
+    assert train_value.scheduled_lr(1e-3, "constant", 7, 10) == 1e-3
+    assert train_value.scheduled_lr(1e-3, "cosine", 0, 10) == pytest.approx(1e-3)
+    assert train_value.scheduled_lr(1e-3, "cosine", 5, 10) == pytest.approx(5e-4)
+    assert train_value.scheduled_lr(1e-3, "cosine", 9, 10) == pytest.approx(1e-3 * (1 + math.cos(0.9 * math.pi)) / 2)
+    assert train_value.scheduled_lr(1e-3, "cosine", 10, 10) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="'constant' or 'cosine'"):
+        train_value.scheduled_lr(1e-3, "linear", 0, 10)
+
+
+@pytest.mark.slow
+def test_train_with_recent_context_and_cosine_schedule(tiny_data, tmp_path):
+    extra = {"--context": "recent", "--recent-lag": "2", "--num-epochs": "1", "--max-steps-per-epoch": "3", "--lr-schedule": "cosine"}
+    done = run(train_args(tiny_data, tmp_path, **extra), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text())
+    model_report = report["history"][0]["model"]
+    assert model_report["reversed"]["voc"] != pytest.approx(-model_report["demos"]["voc"], abs=1e-9)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tiny"))
+    events.Reload()
+    assert {"losses/ranking", "losses/reversed"} <= set(events.Tags()["scalars"])
+    lrs = [e.value for e in events.Scalars("charts/learning_rate")]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(7.5e-4) and lrs[2] == pytest.approx(2.5e-4)
+    model = load_value_model(tmp_path / "tiny" / "value_model")
+    assert model.context == "recent" and model.recent_lag == 2 and not torch.all(model.recent_std == 1)
+    # A cosine schedule is fixed by the run's length: resuming it with another length is refused.
+    longer = run(train_args(tiny_data, tmp_path, **{**extra, "--num-epochs": "2"}), tmp_path)
+    assert longer.returncode != 0 and "cosine schedule over 3 steps, not 6" in longer.stderr
+    bad = run(train_args(tiny_data, tmp_path / "bad", **{"--recent-lag": "0"}), tmp_path)
+    assert bad.returncode != 0 and "--recent-lag must be >= 1" in bad.stderr
+
+
+def test_relative_model_reads_no_absolute_position():
+    torch.manual_seed(0)
+    model = ValueModel(SMALL_STATE, head_hidden=32, context="start", relative=True)
+    assert not any(k.startswith("context_") for k in model.state_dict())  # the body reads the differences itself
+    obs, start = state_obs(4, 0), state_obs(4, 1)
+    shift = {k: v + np.random.default_rng(2).normal(size=v.shape[1]) for k, v in obs.items()}
+    shift_start = {k: v + (shift[k] - obs[k]) for k, v in start.items()}  # the same offset on both frames
+    values = model.predict(with_start(obs, start), ["x"] * 4)
+    np.testing.assert_allclose(model.predict(with_start(shift, shift_start), ["x"] * 4), values, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(model.predict(with_start(shift, start), ["x"] * 4), values)  # but it reads the motion
+    plain = context_model()  # a start model with absolute inputs is moved by the offset
+    assert not np.allclose(plain.predict(with_start(shift, shift_start), ["x"] * 4), plain.predict(with_start(obs, start), ["x"] * 4))
+    with pytest.raises(ValueError, match="needs a start context"):
+        ValueModel(SMALL_STATE, context="recent", relative=True)
+
+
+def test_relative_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = ValueModel(SMALL_STATE, head_hidden=32, context="start", relative=True)
+    save_value_model(tmp_path / "v", model)
+    loaded = load_value_model(tmp_path / "v")
+    assert loaded.relative and loaded.context == "start" and value_context(loaded) == "start"
+    obs = with_start(state_obs(3, 0), state_obs(3, 1))
+    np.testing.assert_array_equal(loaded.predict(obs, ["x"] * 3), model.predict(obs, ["x"] * 3))
