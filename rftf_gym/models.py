@@ -743,8 +743,9 @@ class SmoothHeadDelta(nn.Module):
         self.num_bins = num_bins
         self.register_buffer("basis", smooth_bin_basis(num_bins, width).to(last.weight.device))
         k = self.basis.shape[1]
-        self.weight = nn.Parameter(torch.zeros(ACTION_DIM * k, last.in_features, device=last.weight.device))
-        self.bias = nn.Parameter(torch.zeros(ACTION_DIM * k, device=last.weight.device))
+        like = {"device": last.weight.device, "dtype": last.weight.dtype}
+        self.weight = nn.Parameter(torch.zeros(ACTION_DIM * k, last.in_features, **like))
+        self.bias = nn.Parameter(torch.zeros(ACTION_DIM * k, **like))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.with_change(*self.frozen_outputs(features))

@@ -348,3 +348,18 @@ def test_head_basis_width_is_checked():
     for width in (-0.1, 2.5, float("nan")):
         with pytest.raises(ValueError, match="--head-basis-width"):
             check_args(Args(value_model="v", head_basis_width=width))
+
+
+def test_a_checkpoint_from_before_the_smooth_change_counts_as_the_whole_head(tmp_path):
+    from ppo_rftf import load_trainer
+
+    # A trainer.json written before --head-basis-width existed: that run trained the whole head.
+    args = Args(value_model="v", policy="p")
+    saved = {k: getattr(args, k) for k in ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration",
+                                            "world_size")}
+    (tmp_path / "iter_000001").mkdir()
+    (tmp_path / "iter_000001" / "trainer.json").write_text(json.dumps({"state": {"args": saved}}))
+    (tmp_path / "latest.json").write_text(json.dumps({"checkpoint": "iter_000001"}))
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(ValueError, match=r"head_basis_width: checkpoint 0\.0 vs now 0\.1"):
+        load_trainer(tmp_path, args, optimizer)
