@@ -740,7 +740,6 @@ class SmoothHeadDelta(nn.Module):
         if not isinstance(last, nn.Linear) or last.out_features != ACTION_DIM * num_bins:
             raise ValueError(f"the head must end in a Linear layer with {ACTION_DIM * num_bins} outputs")
         self.head = head.requires_grad_(False)
-        self.num_bins = num_bins
         self.register_buffer("basis", smooth_bin_basis(num_bins, width).to(last.weight.device))
         k = self.basis.shape[1]
         like = {"device": last.weight.device, "dtype": last.weight.dtype}

@@ -190,36 +190,30 @@ class ValueModel(nn.Module):
         parts = []
         if self.relative:
             # The body reads s_t - s_start in place of s_t: no absolute position reaches the model.
-            delta = context_difference(
-                batch["robot_obs"], batch["scene_obs"], batch[START_PREFIX + "robot_obs"], batch[START_PREFIX + "scene_obs"]
-            )
+            delta = self._difference(batch, START_PREFIX)
             batch = {**batch, "robot_obs": delta[:, :15], "scene_obs": delta[:, 15:]}
         elif self.uses_start:
-            parts.append(self._context_tokens(batch))
+            parts.append(self._difference_tokens(batch, START_PREFIX, "context"))
         if self.uses_recent:
-            parts.append(self._recent_tokens(batch))
+            parts.append(self._difference_tokens(batch, RECENT_PREFIX, "recent"))
         extra = torch.cat(parts, dim=1) if parts else None
         return self.value_head(self.body(batch, extra).flatten(1)).squeeze(-1)
 
-    def _recent_tokens(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(B, 5, d_model) tokens of s_t - s_{t-k}: the recent motion (a velocity over k steps)."""
-        delta = context_difference(
-            batch["robot_obs"], batch["scene_obs"], batch[RECENT_PREFIX + "robot_obs"], batch[RECENT_PREFIX + "scene_obs"]
-        ) / self.recent_std
-        robot, articulation, *blocks = torch.split(delta, CONTEXT_TOKEN_SIZES, dim=-1)
-        tokens = [self.recent_robot_proj(robot).unsqueeze(1), self.recent_articulation_proj(articulation).unsqueeze(1)]
-        tokens.append(self.recent_block_proj(torch.stack(blocks, dim=1)))
-        return torch.cat(tokens, dim=1) + self.recent_token_type
+    @staticmethod
+    def _difference(batch: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
+        """(B, 39) `context_difference` of the current frame and the frame under ``prefix``."""
+        return context_difference(batch["robot_obs"], batch["scene_obs"], batch[prefix + "robot_obs"], batch[prefix + "scene_obs"])
 
-    def _context_tokens(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(B, 5, d_model) tokens of s_t - s_start."""
-        delta = context_difference(
-            batch["robot_obs"], batch["scene_obs"], batch[START_PREFIX + "robot_obs"], batch[START_PREFIX + "scene_obs"]
-        ) / self.context_std
+    def _difference_tokens(self, batch: Mapping[str, torch.Tensor], prefix: str, kind: str) -> torch.Tensor:
+        """(B, 5, d_model) tokens of the current frame minus the frame under ``prefix``: s_t - s_start
+        (``kind`` "context") or s_t - s_{t-k}, the recent motion (``kind`` "recent"), each through its
+        own normalisation, projections and token type."""
+        delta = self._difference(batch, prefix) / getattr(self, f"{kind}_std")
         robot, articulation, *blocks = torch.split(delta, CONTEXT_TOKEN_SIZES, dim=-1)
-        tokens = [self.context_robot_proj(robot).unsqueeze(1), self.context_articulation_proj(articulation).unsqueeze(1)]
-        tokens.append(self.context_block_proj(torch.stack(blocks, dim=1)))
-        return torch.cat(tokens, dim=1) + self.context_token_type
+        tokens = [getattr(self, f"{kind}_robot_proj")(robot).unsqueeze(1),
+                  getattr(self, f"{kind}_articulation_proj")(articulation).unsqueeze(1),
+                  getattr(self, f"{kind}_block_proj")(torch.stack(blocks, dim=1))]
+        return torch.cat(tokens, dim=1) + getattr(self, f"{kind}_token_type")
 
     @torch.no_grad()
     def set_context_normalization(self, differences: np.ndarray, frame: str = "start") -> None:
