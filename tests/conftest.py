@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_bench_module(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` (bench/ is no package): bench/ goes on sys.path for the
+    scripts' own imports, and the module is registered in sys.modules, where dataclasses look
+    their module up."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _kill_when_ready(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float | None = None) -> None:

@@ -1,24 +1,14 @@
 """bench/grad_agreement.py: the last-layer policy gradient it forms by hand equals autograd's."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("grad_agreement", ROOT / "bench" / "grad_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["grad_agreement"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("grad_agreement")
 
 
 def _episodes(layer, rng, lengths):

@@ -1,24 +1,17 @@
 """bench/rftf_experiment.py: presets, resumable stages with manifests, and the paired report rows."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_bench_module
 
 from rftf_gym.evaluation import write_results
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def exp():
-    spec = importlib.util.spec_from_file_location("rftf_experiment", ROOT / "bench" / "rftf_experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rftf_experiment"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("rftf_experiment")
 
 
 def test_presets_fill_unset_options_and_check_them(exp):

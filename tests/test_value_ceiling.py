@@ -1,25 +1,15 @@
 """bench/value_ceiling.py: the nearest-neighbour and final-state references on hand-made episodes."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_bench_module
 
 from rftf_gym import value_diagnostics as diag
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("value_ceiling", ROOT / "bench" / "value_ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["value_ceiling"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("value_ceiling")
 
 
 def episode(task: str, length: int, offset: float, speed: float = 1.0) -> diag.Episode:
