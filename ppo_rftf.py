@@ -162,6 +162,14 @@ class Args:
     """the ceiling of the adaptive beta. At beta = 1 one nat of KL costs as much as the surrogate of
     a failed episode's step (|A| ~ eta_failure = 1, Eq. 3); beyond that the penalty only freezes the
     head, and repeated doubling after a KL spike would keep it frozen for many updates"""
+    anchor_coef: float = 0.0
+    """the weight of a second KL(pi_theta || pi_ref) penalty, taken on anchor states: states that the
+    starting policy visits in episodes of every task not in --tasks. The head is shared by every
+    instruction, so training some tasks moves the policy on the others as well, where Eq. 4's
+    penalty (on the trained tasks' own states) cannot see it. 0: Eq. 4 alone, as in the paper"""
+    anchor_episodes: int = 64
+    """episodes of untrained tasks that the starting policy plays once, before the first update, to
+    collect the anchor states (with --anchor-coef > 0)"""
     max_grad_norm: float = 1.0
     """the maximum norm for the gradient clipping"""
     norm_adv: bool = False
@@ -316,6 +324,21 @@ def ppo_loss(
     return {"loss": loss, "pg_loss": pg_loss.detach(), "kl_ref": kl.detach(), "approx_kl": approx_kl, "clipfrac": clipfrac}
 
 
+def anchor_kl(head: torch.nn.Module, ref_head: torch.nn.Module, features: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """The exact KL(pi_theta || pi_ref) per state (7 dims summed) of a batch of body features."""
+    n = len(features)
+    if isinstance(head, SmoothHeadDelta):  # the frozen head's logits are pi_ref's
+        hidden, ref_logits = head.frozen_outputs(features)
+        new_logits = head.with_change(hidden, ref_logits)
+    else:
+        with torch.no_grad():
+            ref_logits = ref_head(features)
+        new_logits = head(features)
+    new = torch.log_softmax(new_logits.view(n, -1, num_bins).float(), -1)
+    ref = torch.log_softmax(ref_logits.view(n, -1, num_bins).float(), -1)
+    return (new.exp() * (new - ref)).sum((-1, -2))
+
+
 def half_gradient_cosine(head: torch.nn.Module, log_prob_fn: Any, advantages: torch.Tensor,
                          episode_index: torch.Tensor) -> float:
     """Agreement of the policy gradient between two halves of an update's episodes.
@@ -456,7 +479,7 @@ RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per
 LEGACY_VALUES = {"head_basis_width": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
-                "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda")
+                "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
 
 
@@ -555,6 +578,52 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
     return json.loads((out / "metrics.json").read_text())
 
 
+def anchor_tasks(args: Args) -> list[str]:
+    """The tasks whose states anchor the policy: every CALVIN task not in ``--tasks``."""
+    trained = set(training_tasks(args))
+    return [task for task in tasks.TASK_SPECS if task not in trained]
+
+
+def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode: str, seed: int,
+                            device: torch.device, show: bool = True) -> torch.Tensor:
+    """(N, F) body features of every state that pi_ref visits in ``args.anchor_episodes`` episodes
+    of the anchor tasks, on ``args.num_envs`` envs that draw a task per episode (so each task
+    comes as often as random layouts make it applicable) over the training scenes and sentences.
+
+    Actions are sampled from pi_ref's head with a generator of their own, so the anchors are the
+    same on resume and the training rollouts do not depend on them.
+    """
+    anchored = set(anchor_tasks(args))
+    thunks = [make_env(args, args.scenes[i % len(args.scenes)], obs_mode) for i in range(args.num_envs)]
+    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=AutoresetMode.SAME_STEP)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    obs, info = envs.reset(seed=[seed + i for i in range(args.num_envs)])
+    running: list[list[torch.Tensor]] = [[] for _ in range(args.num_envs)]
+    kept: list[torch.Tensor] = []
+    episodes = 0
+    progress = tqdm(total=args.anchor_episodes, desc="anchor episodes", disable=not show)
+    while episodes < args.anchor_episodes:
+        task = list(info["task"])
+        with torch.no_grad():
+            features = vla.features(vla.preprocess(obs, list(obs["instruction"])))
+            logits = ref_head(features).view(args.num_envs, -1, vla.config.num_bins)
+            bins = BinnedActionDistribution(logits).sample(generator)
+        features = features.cpu()
+        obs, _, terminations, truncations, info = envs.step(bins_to_actions(bins.cpu(), vla.config.num_bins).numpy())
+        for i in range(args.num_envs):
+            if task[i] in anchored:
+                running[i].append(features[i])
+            if terminations[i] or truncations[i]:  # SAME_STEP autoreset: info is the next episode's
+                if running[i] and episodes < args.anchor_episodes:
+                    kept.extend(running[i])
+                    episodes += 1
+                    progress.update(1)
+                running[i] = []
+    progress.close()
+    envs.close()
+    return torch.stack(kept).to(device)
+
+
 def training_tasks(args: Args) -> list[str]:
     """The task names of ``--tasks`` (empty: a task drawn per episode)."""
     return [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -587,6 +656,13 @@ def check_args(args: Args) -> None:
         )
     if not (args.head_basis_width == 0 or 0 < args.head_basis_width <= 2):
         raise ValueError(f"--head-basis-width must be 0 (the whole head) or in (0, 2], got {args.head_basis_width}")
+    if not (np.isfinite(args.anchor_coef) and args.anchor_coef >= 0):
+        raise ValueError(f"--anchor-coef must be a finite number >= 0, got {args.anchor_coef}")
+    if args.anchor_coef > 0 and not anchor_tasks(args):
+        raise ValueError("--anchor-coef anchors the tasks not in --tasks, but every task is trained: "
+                         "name the trained tasks with --tasks or leave --anchor-coef at 0")
+    if args.anchor_episodes < 1:
+        raise ValueError(f"--anchor-episodes must be >= 1, got {args.anchor_episodes}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
 
@@ -694,6 +770,13 @@ if __name__ == "__main__":
     current = [Episode(task=str(info["task"][i]), scene=scene_of[i]) for i in range(args.num_envs)]
     backlog: list[Episode] = []
 
+    anchors = None
+    if args.anchor_coef > 0:
+        anchors = collect_anchor_features(args, vla, ref_head, env_obs_mode(vla.config.obs_mode), seed + 104729,
+                                          device, show=rank == 0)
+        if rank == 0:
+            print(f"anchors: {len(anchors)} states of {len(anchor_tasks(args))} untrained tasks")
+
     progress = tqdm(total=args.total_episodes, initial=episodes_done, desc="episodes", disable=rank != 0)
     start_time = time.time()
     step_at_start = global_step
@@ -792,6 +875,7 @@ if __name__ == "__main__":
             stats["grad_half_cosine"].append(half_gradient_cosine(
                 head, lambda rows: policy(rows).log_prob(b_bins[rows]), b_advantages, b_episode))
         kl_ref_last_epoch = torch.zeros((), dtype=torch.float64)
+        anchor_rows = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, iteration, 104729]).generate_state(1)[0]))
         for epoch in range(args.update_epochs):
             permutation = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 1000 + iteration * 10 + epoch))
             for mb_inds in np.array_split(permutation.numpy(), args.num_minibatches):
@@ -806,7 +890,13 @@ if __name__ == "__main__":
                     if args.norm_adv and len(mb_inds) > 1:
                         mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
                     out = ppo_loss(newlogprob, b_logprobs[mb_inds], mb_advantages, kl_ref, beta, args.clip_coef)
-                    out["loss"].backward()
+                    loss = out["loss"]
+                    if anchors is not None:  # the policy held at pi_ref on the untrained tasks' states
+                        rows = torch.randint(len(anchors), (len(mb_inds),), generator=anchor_rows)
+                        kl_anchor = anchor_kl(head, ref_head, anchors[rows], vla.config.num_bins).mean()
+                        loss = loss + args.anchor_coef * kl_anchor
+                        stats["kl_anchor"].append(float(kl_anchor.detach()))
+                    loss.backward()
                     for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
                         stats[key].append(float(out[key]))
                     with torch.no_grad():
@@ -885,6 +975,8 @@ if __name__ == "__main__":
             for key in ("pg_loss", "approx_kl", "clipfrac", "entropy"):
                 writer.add_scalar(f"losses/{key}", mean_stats.get(key, 0.0), global_step)
             writer.add_scalar("losses/kl_ref_minibatch", mean_stats.get("kl_ref", 0.0), global_step)
+            if anchors is not None:
+                writer.add_scalar("rftf/kl_anchor", mean_stats.get("kl_anchor", 0.0), global_step)
             if args.grad_agreement:
                 writer.add_scalar("losses/grad_half_cosine", mean_stats.get("grad_half_cosine", 0.0), global_step)
             writer.add_scalar("rftf/kl_ref", kl_ref_after, global_step)
