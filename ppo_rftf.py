@@ -579,16 +579,18 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
 
 
 def anchor_tasks(args: Args) -> list[str]:
-    """The tasks whose states anchor the policy: every CALVIN task not in ``--tasks``."""
+    """The tasks whose states anchor the policy: every CALVIN task not in ``--tasks`` (none when
+    ``--tasks`` is empty: then every task is drawn for training)."""
     trained = set(training_tasks(args))
-    return [task for task in tasks.TASK_SPECS if task not in trained]
+    return [task for task in tasks.TASK_SPECS if trained and task not in trained]
 
 
 def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode: str, seed: int,
-                            device: torch.device, show: bool = True) -> torch.Tensor:
+                            device: torch.device, show: bool = True) -> tuple[torch.Tensor, list[str]]:
     """(N, F) body features of every state that pi_ref visits in ``args.anchor_episodes`` episodes
-    of the anchor tasks, on ``args.num_envs`` envs that draw a task per episode (so each task
-    comes as often as random layouts make it applicable) over the training scenes and sentences.
+    of the anchor tasks, and the task of each episode. ``args.num_envs`` envs draw a task per
+    episode (so each task comes as often as random layouts make it applicable; episodes of trained
+    tasks are played but not kept) over the training scenes and sentences.
 
     Actions are sampled from pi_ref's head with a generator of their own, so the anchors are the
     same on resume and the training rollouts do not depend on them.
@@ -600,9 +602,9 @@ def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode
     obs, info = envs.reset(seed=[seed + i for i in range(args.num_envs)])
     running: list[list[torch.Tensor]] = [[] for _ in range(args.num_envs)]
     kept: list[torch.Tensor] = []
-    episodes = 0
+    episodes: list[str] = []
     progress = tqdm(total=args.anchor_episodes, desc="anchor episodes", disable=not show)
-    while episodes < args.anchor_episodes:
+    while len(episodes) < args.anchor_episodes:
         task = list(info["task"])
         with torch.no_grad():
             features = vla.features(vla.preprocess(obs, list(obs["instruction"])))
@@ -614,14 +616,14 @@ def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode
             if task[i] in anchored:
                 running[i].append(features[i])
             if terminations[i] or truncations[i]:  # SAME_STEP autoreset: info is the next episode's
-                if running[i] and episodes < args.anchor_episodes:
+                if running[i] and len(episodes) < args.anchor_episodes:
                     kept.extend(running[i])
-                    episodes += 1
+                    episodes.append(task[i])
                     progress.update(1)
                 running[i] = []
     progress.close()
     envs.close()
-    return torch.stack(kept).to(device)
+    return torch.stack(kept).to(device), episodes
 
 
 def training_tasks(args: Args) -> list[str]:
@@ -772,10 +774,11 @@ if __name__ == "__main__":
 
     anchors = None
     if args.anchor_coef > 0:
-        anchors = collect_anchor_features(args, vla, ref_head, env_obs_mode(vla.config.obs_mode), seed + 104729,
-                                          device, show=rank == 0)
+        anchors, anchor_episodes = collect_anchor_features(args, vla, ref_head, env_obs_mode(vla.config.obs_mode),
+                                                           seed + 104729, device, show=rank == 0)
         if rank == 0:
-            print(f"anchors: {len(anchors)} states of {len(anchor_tasks(args))} untrained tasks")
+            print(f"anchors: {len(anchors)} states of {len(anchor_episodes)} episodes of {len(set(anchor_episodes))} "
+                  f"untrained tasks")
 
     progress = tqdm(total=args.total_episodes, initial=episodes_done, desc="episodes", disable=rank != 0)
     start_time = time.time()

@@ -117,8 +117,8 @@ class Args:
     """episodes per PPO update"""
     ppo_num_envs: int = 4
     """parallel environments of each PPO run"""
-    ppo_lr: float = 1e-4
-    """learning rate of the action head"""
+    ppo_lr: float | None = None
+    """learning rate of the action head (unset: ppo_rftf.py's default for its --head-basis-width)"""
     ppo_max_episode_steps: int = 360
     """steps before a training episode is truncated (CALVIN's 360)"""
     ppo_extra: str = ""
@@ -515,7 +515,8 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
             cmd = [py, script("ppo_rftf.py"), "--policy", str(bc_dirs[seed]), "--reward-mode", mode, "--scenes", setting,
                    "--seed", str(seed), "--total-episodes", str(args.ppo_episodes),
                    "--episodes-per-iteration", str(args.ppo_episodes_per_iteration), "--num-envs", str(args.ppo_num_envs),
-                   "--learning-rate", str(args.ppo_lr), "--max-episode-steps", str(args.ppo_max_episode_steps),
+                   "--max-episode-steps", str(args.ppo_max_episode_steps),
+                   *(["--learning-rate", str(args.ppo_lr)] if args.ppo_lr is not None else []),
                    "--checkpoint-dir", str(run_dir / "checkpoints"), "--run-name", name, *shlex.split(args.ppo_extra)]
             if mode == "dense":
                 cmd[4:4] = ["--value-model", str(value_dirs[seed])]

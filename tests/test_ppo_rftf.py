@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from ppo_rftf import (
-    Args, adapt_beta, balanced_advantages, check_args, class_balanced_etas, half_gradient_cosine, normalize_episode_values,
-    ppo_loss, shaped_rewards,
+    Args, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
+    half_gradient_cosine, normalize_episode_values, ppo_loss, shaped_rewards,
 )
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
 
@@ -342,6 +342,79 @@ def test_smooth_head_change_trains_saves_folded_and_resumes(tiny_vla, tmp_path):
                                       "--total-episodes", "16"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                              timeout=900)
     assert refused.returncode == 2 and "head_basis_width" in refused.stderr
+
+
+@pytest.mark.slow
+def test_anchored_run_logs_the_kl_on_untrained_tasks_and_resumes(tiny_vla, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ("--reward-mode", "sparse", "--run-name", "anchor", "--checkpoint-dir", "ckpt", "--tasks", "turn_on_led",
+            "--anchor-coef", "1", "--anchor-episodes", "2")
+    done = subprocess.run(_command(tiny_vla, *args, "--total-episodes", "8"), cwd=tmp_path, env=_env(), check=True,
+                          timeout=900, capture_output=True, text=True)
+    assert "anchors: " in done.stdout and " of 2 episodes of " in done.stdout
+    events = EventAccumulator(str(tmp_path / "runs" / "anchor"), size_guidance={"scalars": 0})
+    events.Reload()
+    kl_anchor = [e.value for e in events.Scalars("rftf/kl_anchor")]
+    # The first minibatch meets the head at pi_ref (KL 0); later ones after it moved.
+    assert len(kl_anchor) == 2 and all(np.isfinite(kl_anchor)) and kl_anchor[-1] > 0
+    resumed = subprocess.run(_command(tiny_vla, *args, "--total-episodes", "12"), cwd=tmp_path, env=_env(), check=True,
+                             timeout=900, capture_output=True, text=True)
+    assert "resumed from ckpt/anchor/iter_000002" in resumed.stdout and "anchors: " in resumed.stdout
+
+
+def test_anchor_arguments_are_checked():
+    assert "turn_on_led" not in anchor_tasks(Args(tasks="turn_on_led")) and len(anchor_tasks(Args(tasks="turn_on_led"))) == 33
+    with pytest.raises(ValueError, match="every task is trained"):
+        check_args(Args(value_model="v", anchor_coef=1.0))
+    for coef in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="--anchor-coef"):
+            check_args(Args(value_model="v", tasks="turn_on_led", anchor_coef=coef))
+    with pytest.raises(ValueError, match="--anchor-episodes"):
+        check_args(Args(value_model="v", tasks="turn_on_led", anchor_coef=1.0, anchor_episodes=0))
+
+
+@pytest.mark.parametrize("width", [0.0, 0.5])
+def test_anchor_kl_is_zero_at_the_start_and_grows_with_the_trained_head(width):
+    import copy
+
+    from rftf_gym.models import SmoothHeadDelta
+
+    torch.manual_seed(0)
+    vla = VLA(VLAConfig(obs_mode="state", d_model=16, n_layers=1, n_heads=2, head_hidden=16))
+    ref_head = copy.deepcopy(vla.action_head).requires_grad_(False)
+    head = SmoothHeadDelta(vla.action_head, vla.config.num_bins, width) if width else vla.action_head
+    features = torch.randn(5, vla.config.num_action_queries * vla.config.d_model)
+    assert torch.allclose(anchor_kl(head, ref_head, features, vla.config.num_bins), torch.zeros(5), atol=1e-6)
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for p in trainable:
+            p.add_(0.1 * torch.randn_like(p))
+    kl = anchor_kl(head, ref_head, features, vla.config.num_bins)
+    new = BinnedActionDistribution(head(features).view(5, 7, -1))
+    ref = BinnedActionDistribution(ref_head(features).view(5, 7, -1))
+    assert torch.allclose(kl, new.kl(ref), rtol=1e-4) and (kl > 0).all()
+    kl.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+
+
+def test_anchor_states_come_from_untrained_tasks_only_and_repeat(tiny_vla):
+    import copy
+
+    from rftf_gym.models import load_vla
+    from rftf_gym.tasks import TASK_NAMES
+
+    vla = load_vla(tiny_vla)
+    ref_head = copy.deepcopy(vla.action_head)
+    # Every task but two is trained, so only episodes of those two become anchors.
+    untrained = {"open_drawer", "move_slider_left"}
+    args = Args(scenes="D", tasks=",".join(t for t in TASK_NAMES if t not in untrained), num_envs=2,
+                max_episode_steps=4, anchor_episodes=3)
+    features, episodes = collect_anchor_features(args, vla, ref_head, "state", 5, torch.device("cpu"), show=False)
+    assert len(episodes) == 3 and set(episodes) <= untrained
+    assert features.shape[1] == vla.config.num_action_queries * vla.config.d_model and 3 <= len(features) <= 12
+    again, _ = collect_anchor_features(args, vla, ref_head, "state", 5, torch.device("cpu"), show=False)
+    assert torch.equal(features, again)
 
 
 def test_head_basis_width_is_checked():

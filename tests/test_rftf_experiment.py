@@ -80,3 +80,15 @@ def test_only_paired_evaluations_are_compared(exp, tmp_path):
     exp.check_paired({n: tmp_path / n for n in ("bc", "ft", "old")})  # no digest in "old": not compared
     with pytest.raises(exp.StageError, match=r"stale.*code_sha256: 'sha256:1' vs 'sha256:2'.*delete"):
         exp.check_paired({n: tmp_path / n for n in ("bc", "ft", "stale")})
+
+
+def test_ppo_runs_take_ppo_rftf_learning_rate_unless_one_is_given(exp, tmp_path):
+    def ppo_commands(**options):
+        args = exp.apply_preset(exp.Args(preset="quick", run_dir=str(tmp_path), **options))
+        groups = dict(exp.build_stages(args, tmp_path))
+        return [stage.command for stage in groups["PPO fine-tuning"]]
+
+    # Unset: ppo_rftf.py picks the rate that fits its head parametrisation (3e-2 for the smooth change).
+    assert all("--learning-rate" not in command for command in ppo_commands())
+    for command in ppo_commands(ppo_lr=1e-4):
+        assert command[command.index("--learning-rate") + 1] == "0.0001"
