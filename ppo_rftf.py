@@ -50,7 +50,7 @@ from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
 from rftf_gym.models import (BinnedActionDistribution, SmoothHeadDelta, bins_to_actions, freeze_body, load_vla,
                              save_checkpoint)
-from rftf_gym.wrappers import ValueRewardVectorWrapper
+from rftf_gym.wrappers import ChainedResets, ValueRewardVectorWrapper
 
 
 @dataclass
@@ -91,6 +91,10 @@ class Args:
     random layout (the paper's setting)"""
     num_envs: int = 8
     """parallel environments per rank (the policy and value model act on all of them in one batch)"""
+    chain_length: int = 1
+    """1: every training episode starts from a fresh random layout. N > 1: episodes are chained as
+    the evaluation chains its subtasks (rftf_gym.wrappers.ChainedResets): after a success the next
+    instruction starts where the last one ended, the arm included, up to N in a row (5 as CALVIN)"""
     async_envs: bool = False
     """if toggled, run the environments in worker processes (AsyncVectorEnv)"""
     max_episode_steps: int = EP_LEN
@@ -444,6 +448,8 @@ def make_env(args: Args, scene: str, obs_mode: str, task: str | None = None):
         )
         if args.max_episode_steps < EP_LEN:
             env = gym.wrappers.TimeLimit(env, args.max_episode_steps)
+        if args.chain_length > 1:
+            env = ChainedResets(env, args.chain_length)
         return env
 
     return thunk
@@ -479,7 +485,8 @@ RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per
 LEGACY_VALUES = {"head_basis_width": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
-                "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes")
+                "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
+                "chain_length")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
 
 
@@ -646,7 +653,7 @@ def check_args(args: Args) -> None:
         raise ValueError("--reward-mode dense needs --value-model (or use --reward-mode sparse)")
     if not 1 <= args.max_episode_steps <= EP_LEN:
         raise ValueError(f"--max-episode-steps must be in [1, {EP_LEN}], got {args.max_episode_steps}")
-    for name in ("num_envs", "episodes_per_iteration", "update_epochs", "num_minibatches", "save_every", "keep_checkpoints"):
+    for name in ("num_envs", "chain_length", "episodes_per_iteration", "update_epochs", "num_minibatches", "save_every", "keep_checkpoints"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if (args.learning_rate or 0.0) < 0 or args.clip_coef <= 0 or args.target_kl <= 0 or args.init_beta < 0:

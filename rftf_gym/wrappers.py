@@ -549,3 +549,54 @@ def make_calvin_env(
     if value_model is None:
         return env
     return ValueRewardWrapper(env, value_model, reward_mode=reward_mode, gamma=gamma)
+
+
+class ChainedResets(gym.Wrapper):
+    """Training episodes chained as CALVIN's evaluation chains them: after a success the next
+    episode starts where this one ended, with a new instruction that applies there, for up to
+    ``chain_length`` instructions in a row; a failure, a full chain or a state where no task
+    applies starts a fresh random layout.
+
+    The official evaluation (calvin_models/calvin_agent/evaluation/evaluate_policy.py) resets the
+    scene once per chain of 5 and runs each next subtask from the state the previous one left, arm
+    included. Training episodes that all start from a reset never show the policy those states.
+    The wrapped env must support ``reset(options={"continue": True})`` and ``applicable_tasks()``
+    (`rftf_gym.env.CalvinEnv`); with a fixed task, the chain goes on only while that task applies.
+
+    Example:
+        >>> from rftf_gym.env import CalvinEnv
+        >>> env = ChainedResets(CalvinEnv(obs_mode="state"), chain_length=5)
+        >>> _, info = env.reset(seed=0)
+        >>> info["chain_link"]
+        0
+    """
+
+    def __init__(self, env: gym.Env, chain_length: int) -> None:
+        if int(chain_length) != chain_length or chain_length < 1:
+            raise ValueError(f"chain_length must be an integer >= 1, got {chain_length!r}")
+        super().__init__(env)
+        self.chain_length = int(chain_length)
+        self._link = 0
+        self._succeeded = False
+
+    def _can_continue(self) -> bool:
+        if not self._succeeded or self._link + 1 >= self.chain_length:
+            return False
+        applicable = self.env.unwrapped.applicable_tasks()
+        fixed = self.env.unwrapped.task
+        return fixed in applicable if fixed is not None else bool(applicable)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is None and not options and self._can_continue():
+            self._link += 1
+            obs, info = self.env.reset(options={"continue": True})
+        else:
+            self._link = 0
+            obs, info = self.env.reset(seed=seed, options=options)
+        self._succeeded = False
+        return obs, {**info, "chain_link": self._link}
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._succeeded = bool(terminated)  # CalvinEnv terminates exactly on success
+        return obs, reward, terminated, truncated, info
