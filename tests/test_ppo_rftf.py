@@ -417,6 +417,20 @@ def test_anchor_states_come_from_untrained_tasks_only_and_repeat(tiny_vla):
     assert torch.equal(features, again)
 
 
+def test_chain_length_wraps_the_training_envs():
+    from ppo_rftf import make_env
+    from rftf_gym.wrappers import ChainedResets
+
+    env = make_env(Args(chain_length=5), "D", "state")()
+    assert isinstance(env, ChainedResets) and env.chain_length == 5
+    env.close()
+    env = make_env(Args(), "D", "state")()
+    assert not isinstance(env, ChainedResets)
+    env.close()
+    with pytest.raises(ValueError, match="--chain-length"):
+        check_args(Args(value_model="v", chain_length=0))
+
+
 def test_head_basis_width_is_checked():
     for width in (-0.1, 2.5, float("nan")):
         with pytest.raises(ValueError, match="--head-basis-width"):

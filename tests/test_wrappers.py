@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import rftf_gym  # noqa: F401  (registers the env)
 from rftf_gym.env import CalvinEnv
-from rftf_gym.wrappers import ValueReward, ValueRewardVectorWrapper, ValueRewardWrapper, make_calvin_env
+from rftf_gym.wrappers import ChainedResets, ValueReward, ValueRewardVectorWrapper, ValueRewardWrapper, make_calvin_env
 
 GAMMA = 0.9
 
@@ -403,3 +403,49 @@ def test_vector_start_model_on_calvin_equals_one_by_one_in_one_call_per_step():
     vec.close()
     for env in singles:
         env.close()
+
+
+# ------------------------------------------------------------------------- chained training resets
+def _play_expert(env: gym.Env, obs: dict, seed: int) -> tuple[dict, bool]:
+    from rftf_gym.policies import ExpertAdapter
+
+    expert = ExpertAdapter("D", seed)
+    for _ in range(360):
+        obs, _, terminated, truncated, _ = env.step(expert.act(obs, obs["instruction"]))
+        if terminated or truncated:
+            return obs, bool(terminated)
+    raise AssertionError("the episode did not end within 360 steps")
+
+
+def test_chained_resets_continue_after_a_success_up_to_the_chain_length():
+    env = ChainedResets(CalvinEnv(scene="D", obs_mode="state"), chain_length=2)
+    obs, info = env.reset(seed=3)
+    assert info["chain_link"] == 0
+    links = []
+    for episode in range(4):
+        last, success = _play_expert(env, obs, episode)
+        obs, info = env.reset()
+        continued = np.array_equal(obs["robot_obs"], last["robot_obs"]) and np.array_equal(obs["scene_obs"], last["scene_obs"])
+        links.append((success, info["chain_link"], continued))
+        if info["chain_link"] == 1:  # a new instruction that applies where the last one ended
+            assert info["task"] in env.unwrapped.applicable_tasks()
+    # The experts succeed from these layouts: links alternate 1, 0 (a fresh layout after 2 instructions).
+    assert links == [(True, 1, True), (True, 0, False), (True, 1, True), (True, 0, False)]
+    env.close()
+
+
+def test_chained_resets_start_afresh_after_a_failure_or_when_the_fixed_task_no_longer_applies():
+    env = ChainedResets(gym.wrappers.TimeLimit(CalvinEnv(scene="D", obs_mode="state"), 3), chain_length=5)
+    env.reset(seed=0)
+    for _ in range(3):  # standing still: truncated, a failure
+        *_, truncated, _ = env.step(np.zeros(7))
+    assert truncated and env.reset()[1]["chain_link"] == 0
+    env.close()
+    env = ChainedResets(CalvinEnv(scene="D", obs_mode="state", task="turn_on_led"), chain_length=5)
+    obs, _ = env.reset(seed=0)
+    _, success = _play_expert(env, obs, 0)
+    assert success and "turn_on_led" not in env.unwrapped.applicable_tasks()  # the LED is on now
+    assert env.reset()[1]["chain_link"] == 0
+    env.close()
+    with pytest.raises(ValueError, match="chain_length"):
+        ChainedResets(CalvinEnv(scene="D", obs_mode="state"), chain_length=0)
