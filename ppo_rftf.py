@@ -12,6 +12,10 @@ body's features are computed once, while acting, and reused by every update epoc
 ``--reward-mode sparse`` is the paper's ablation: the same pipeline with the success signal only
 (the env runs without the value model, so every shaped reward is 0).
 
+Beyond the paper: ``--head-basis-width`` (the default smooth change of the head's logits),
+``--anchor-coef`` (a second KL to pi_ref, on states of the tasks not in ``--tasks``) and
+``--chain-length`` (training episodes chained as the evaluation's subtasks); RESULTS.md measures each.
+
 Examples:
     python ppo_rftf.py --policy data/bc/state --value-model data/value/state --scenes ABC
     python ppo_rftf.py --policy data/bc/state --reward-mode sparse --scenes D
