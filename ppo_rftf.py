@@ -99,6 +99,10 @@ class Args:
     """1: every training episode starts from a fresh random layout. N > 1: episodes are chained as
     the evaluation chains its subtasks (rftf_gym.wrappers.ChainedResets): after a success the next
     instruction starts where the last one ended, the arm included, up to N in a row (5 as CALVIN)"""
+    start_states: Literal["random", "eval"] = "random"
+    """where a fresh training episode starts: a random layout, or one of the official evaluation's
+    192 initial states drawn uniformly (scene D only; its start states, never its chains or
+    sentences; rftf_gym.wrappers.ChainedResets)"""
     async_envs: bool = False
     """if toggled, run the environments in worker processes (AsyncVectorEnv)"""
     max_episode_steps: int = EP_LEN
@@ -452,8 +456,8 @@ def make_env(args: Args, scene: str, obs_mode: str, task: str | None = None):
         )
         if args.max_episode_steps < EP_LEN:
             env = gym.wrappers.TimeLimit(env, args.max_episode_steps)
-        if args.chain_length > 1:
-            env = ChainedResets(env, args.chain_length)
+        if args.chain_length > 1 or args.start_states != "random":
+            env = ChainedResets(env, args.chain_length, args.start_states)
         return env
 
     return thunk
@@ -490,7 +494,7 @@ LEGACY_VALUES = {"head_basis_width": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
-                "chain_length")
+                "chain_length", "start_states")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
 
 
@@ -674,6 +678,8 @@ def check_args(args: Args) -> None:
     if args.anchor_coef > 0 and not anchor_tasks(args):
         raise ValueError("--anchor-coef anchors the tasks not in --tasks, but every task is trained: "
                          "name the trained tasks with --tasks or leave --anchor-coef at 0")
+    if args.start_states == "eval" and args.scenes != "D":
+        raise ValueError(f"--start-states eval draws the evaluation's initial states, which are scene D's; got --scenes {args.scenes}")
     if args.anchor_episodes < 1:
         raise ValueError(f"--anchor-episodes must be >= 1, got {args.anchor_episodes}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):

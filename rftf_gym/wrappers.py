@@ -555,13 +555,17 @@ class ChainedResets(gym.Wrapper):
     """Training episodes chained as CALVIN's evaluation chains them: after a success the next
     episode starts where this one ended, with a new instruction that applies there, for up to
     ``chain_length`` instructions in a row; a failure, a full chain or a state where no task
-    applies starts a fresh random layout.
+    applies starts afresh.
 
     The official evaluation (calvin_models/calvin_agent/evaluation/evaluate_policy.py) resets the
     scene once per chain of 5 and runs each next subtask from the state the previous one left, arm
     included. Training episodes that all start from a reset never show the policy those states.
-    The wrapped env must support ``reset(options={"continue": True})`` and ``applicable_tasks()``
-    (`rftf_gym.env.CalvinEnv`); with a fixed task, the chain goes on only while that task applies.
+    A fresh start is a random layout (``start_states="random"``) or one of the evaluation's 192
+    initial states (``"eval"``, scene D only: multistep_sequences.py and
+    utils.get_env_state_for_initial_condition, via `rftf_gym.sequences`), drawn uniformly; only
+    the start states, not the evaluation's chains or sentences. The wrapped env must support
+    ``reset(options={"continue": True})``, explicit reset states and ``applicable_tasks()``
+    (`rftf_gym.env.CalvinEnv`); with a fixed task, a chain goes on only while that task applies.
 
     Example:
         >>> from rftf_gym.env import CalvinEnv
@@ -571,13 +575,19 @@ class ChainedResets(gym.Wrapper):
         0
     """
 
-    def __init__(self, env: gym.Env, chain_length: int) -> None:
+    def __init__(self, env: gym.Env, chain_length: int, start_states: str = "random") -> None:
         if int(chain_length) != chain_length or chain_length < 1:
             raise ValueError(f"chain_length must be an integer >= 1, got {chain_length!r}")
+        if start_states not in ("random", "eval"):
+            raise ValueError(f"start_states must be 'random' or 'eval', got {start_states!r}")
+        if start_states == "eval" and env.unwrapped.scene != "D":
+            raise ValueError(f"the evaluation's initial states are scene D's, not scene {env.unwrapped.scene!r}")
         super().__init__(env)
         self.chain_length = int(chain_length)
+        self.start_states = start_states
         self._link = 0
         self._succeeded = False
+        self._rng = np.random.default_rng()
 
     def _can_continue(self) -> bool:
         if not self._succeeded or self._link + 1 >= self.chain_length:
@@ -586,13 +596,31 @@ class ChainedResets(gym.Wrapper):
         fixed = self.env.unwrapped.task
         return fixed in applicable if fixed is not None else bool(applicable)
 
+    def _fresh(self, seed: int | None, options: dict[str, Any] | None):
+        if self.start_states == "random" or options:
+            return self.env.reset(seed=seed, options=options)
+        from rftf_gym.sequences import get_env_state_for_initial_condition, initial_states
+
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        states = initial_states()
+        fixed = self.env.unwrapped.task
+        for _ in range(len(states)):
+            robot_obs, scene_obs = get_env_state_for_initial_condition(states[int(self._rng.integers(len(states)))])
+            # A fixed task takes the explicit state only if it applies there (else the draw repeats).
+            obs, info = self.env.reset(seed=seed, options={"robot_obs": robot_obs, "scene_obs": scene_obs})
+            seed = None
+            if fixed is None or fixed in self.env.unwrapped.applicable_tasks():
+                return obs, info
+        raise RuntimeError(f"no initial state of the evaluation makes task {fixed!r} applicable")
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is None and not options and self._can_continue():
             self._link += 1
             obs, info = self.env.reset(options={"continue": True})
         else:
             self._link = 0
-            obs, info = self.env.reset(seed=seed, options=options)
+            obs, info = self._fresh(seed, options)
         self._succeeded = False
         return obs, {**info, "chain_link": self._link}
 

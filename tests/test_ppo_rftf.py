@@ -429,6 +429,11 @@ def test_chain_length_wraps_the_training_envs():
     env.close()
     with pytest.raises(ValueError, match="--chain-length"):
         check_args(Args(value_model="v", chain_length=0))
+    env = make_env(Args(start_states="eval", scenes="D"), "D", "state")()
+    assert isinstance(env, ChainedResets) and env.chain_length == 1 and env.start_states == "eval"
+    env.close()
+    with pytest.raises(ValueError, match="--start-states eval"):
+        check_args(Args(value_model="v", start_states="eval", scenes="ABC"))
 
 
 def test_head_basis_width_is_checked():

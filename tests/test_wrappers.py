@@ -449,3 +449,24 @@ def test_chained_resets_start_afresh_after_a_failure_or_when_the_fixed_task_no_l
     env.close()
     with pytest.raises(ValueError, match="chain_length"):
         ChainedResets(CalvinEnv(scene="D", obs_mode="state"), chain_length=0)
+
+
+def test_chained_resets_can_start_from_the_evaluation_initial_states():
+    from rftf_gym.sequences import get_env_state_for_initial_condition, initial_states
+
+    starts = [np.concatenate(get_env_state_for_initial_condition(state)) for state in initial_states()]
+    env = ChainedResets(CalvinEnv(scene="D", obs_mode="state", task="open_drawer"), chain_length=1, start_states="eval")
+    drawn = []
+    for seed in (0, None, None, 7):
+        obs, info = env.reset(seed=seed)
+        state = np.concatenate([obs["robot_obs"], obs["scene_obs"]])
+        # One of the 192 official start states (up to the simulator's settling), where the task applies.
+        assert min(np.abs(state - start).max() for start in starts) < 1e-2
+        assert "open_drawer" in env.unwrapped.applicable_tasks() and info["chain_link"] == 0
+        drawn.append(state)
+    again = ChainedResets(CalvinEnv(scene="D", obs_mode="state", task="open_drawer"), chain_length=1, start_states="eval")
+    assert np.array_equal(np.concatenate([again.reset(seed=0)[0][k] for k in ("robot_obs", "scene_obs")]), drawn[0])
+    env.close()
+    again.close()
+    with pytest.raises(ValueError, match="scene D"):
+        ChainedResets(CalvinEnv(scene="A", obs_mode="state"), chain_length=1, start_states="eval")
