@@ -594,28 +594,32 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
 
 
 def anchor_tasks(args: Args) -> list[str]:
-    """The tasks whose states anchor the policy: every CALVIN task not in ``--tasks`` (none when
-    ``--tasks`` is empty: then every task is drawn for training)."""
+    """The tasks whose states anchor the policy: every CALVIN task not in ``--tasks`` that a fresh
+    episode can start (none when ``--tasks`` is empty: then every task is drawn for training). No
+    random layout starts a task that needs a block held, in the drawer or stacked."""
+    from rftf_gym.experts import needs_constructed_start
+
     trained = set(training_tasks(args))
-    return [task for task in tasks.TASK_SPECS if trained and task not in trained]
+    return [task for task in tasks.TASK_SPECS if trained and task not in trained and not needs_constructed_start(task)]
 
 
-def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode: str, seed: int,
+def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode: str, scenes: list[str], seed: int,
                             device: torch.device, show: bool = True) -> tuple[torch.Tensor, list[str]]:
     """(N, F) body features of every state that pi_ref visits in ``args.anchor_episodes`` episodes
-    of the anchor tasks, and the task of each episode. ``args.num_envs`` envs draw a task per
-    episode (so each task comes as often as random layouts make it applicable; episodes of trained
-    tasks are played but not kept) over the training scenes and sentences.
+    of the anchor tasks, and the task of each episode. One env per scene of ``scenes`` draws a task
+    per episode (so each task comes as often as random layouts make it applicable; episodes of
+    trained tasks are played but not kept), with the training sentences; env i is seeded seed + i.
 
     Actions are sampled from pi_ref's head with a generator of their own, so the anchors are the
     same on resume and the training rollouts do not depend on them.
     """
     anchored = set(anchor_tasks(args))
-    thunks = [make_env(args, args.scenes[i % len(args.scenes)], obs_mode) for i in range(args.num_envs)]
-    envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=AutoresetMode.SAME_STEP)
+    num_envs = len(scenes)
+    envs = gym.vector.SyncVectorEnv([make_env(args, scene, obs_mode) for scene in scenes], autoreset_mode=AutoresetMode.SAME_STEP)
     generator = torch.Generator(device=device).manual_seed(seed)
-    obs, info = envs.reset(seed=[seed + i for i in range(args.num_envs)])
-    running: list[list[torch.Tensor]] = [[] for _ in range(args.num_envs)]
+    obs, info = envs.reset(seed=[seed + i for i in range(num_envs)])
+    running: list[list[torch.Tensor]] = [[] for _ in range(num_envs)]
+    played = 0
     kept: list[torch.Tensor] = []
     episodes: list[str] = []
     progress = tqdm(total=args.anchor_episodes, desc="anchor episodes", disable=not show)
@@ -623,11 +627,11 @@ def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode
         task = list(info["task"])
         with torch.no_grad():
             features = vla.features(vla.preprocess(obs, list(obs["instruction"])))
-            logits = ref_head(features).view(args.num_envs, -1, vla.config.num_bins)
+            logits = ref_head(features).view(num_envs, -1, vla.config.num_bins)
             bins = BinnedActionDistribution(logits).sample(generator)
         features = features.cpu()
         obs, _, terminations, truncations, info = envs.step(bins_to_actions(bins.cpu(), vla.config.num_bins).numpy())
-        for i in range(args.num_envs):
+        for i in range(num_envs):
             if task[i] in anchored:
                 running[i].append(features[i])
             if terminations[i] or truncations[i]:  # SAME_STEP autoreset: info is the next episode's
@@ -636,6 +640,10 @@ def collect_anchor_features(args: Args, vla, ref_head: torch.nn.Module, obs_mode
                     episodes.append(task[i])
                     progress.update(1)
                 running[i] = []
+                played += 1
+        if played > 20 * args.anchor_episodes + 200:  # anchor tasks that random layouts almost never draw
+            raise RuntimeError(f"only {len(episodes)} of {played} episodes were of the anchor tasks {sorted(anchored)}; "
+                               "lower --anchor-episodes or train fewer tasks")
     progress.close()
     envs.close()
     return torch.stack(kept).to(device), episodes
@@ -676,8 +684,8 @@ def check_args(args: Args) -> None:
     if not (np.isfinite(args.anchor_coef) and args.anchor_coef >= 0):
         raise ValueError(f"--anchor-coef must be a finite number >= 0, got {args.anchor_coef}")
     if args.anchor_coef > 0 and not anchor_tasks(args):
-        raise ValueError("--anchor-coef anchors the tasks not in --tasks, but every task is trained: "
-                         "name the trained tasks with --tasks or leave --anchor-coef at 0")
+        raise ValueError("--anchor-coef anchors the tasks not in --tasks that a fresh episode can start, and every "
+                         "such task is trained: name the trained tasks with --tasks or leave --anchor-coef at 0")
     if args.start_states == "eval" and args.scenes != "D":
         raise ValueError(f"--start-states eval draws the evaluation's initial states, which are scene D's; got --scenes {args.scenes}")
     if args.anchor_episodes < 1:
@@ -747,6 +755,8 @@ if __name__ == "__main__":
         start_iteration = state["iteration"] + 1
         global_step, episodes_done = state["global_step"], state["episodes"]
         beta = min(max(state["beta"], args.min_beta), args.max_beta)  # new bounds apply on resume
+        for group in optimizer.param_groups:  # the optimizer state carries the checkpoint's rate
+            group["lr"] = args.learning_rate
         # A fresh, iteration-dependent stream, so a resumed run does not replay its first rollouts.
         generator.manual_seed(seed + 7919 * state["iteration"])
         if rank == 0:
@@ -789,10 +799,14 @@ if __name__ == "__main__":
     current = [Episode(task=str(info["task"][i]), scene=scene_of[i]) for i in range(args.num_envs)]
     backlog: list[Episode] = []
 
+    if rank == 0 and args.chain_length > 1 and task_list:
+        print("note: with --tasks each env keeps its task, so a chain goes on only where that task applies again "
+              "after its success (never for a switch, a door or the drawer)")
     anchors = None
     if args.anchor_coef > 0:
-        anchors, anchor_episodes = collect_anchor_features(args, vla, ref_head, env_obs_mode(vla.config.obs_mode),
-                                                           seed + 104729, device, show=rank == 0)
+        # Rank r's anchor envs play its training scenes, seeded apart from every other rank's.
+        anchors, anchor_episodes = collect_anchor_features(args, vla, ref_head, env_obs_mode(vla.config.obs_mode), scene_of,
+                                                           args.seed + 104729 + 1_000_003 * rank, device, show=rank == 0)
         if rank == 0:
             print(f"anchors: {len(anchors)} states of {len(anchor_episodes)} episodes of {len(set(anchor_episodes))} "
                   f"untrained tasks")

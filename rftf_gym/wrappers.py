@@ -601,8 +601,8 @@ class ChainedResets(gym.Wrapper):
             return self.env.reset(seed=seed, options=options)
         from rftf_gym.sequences import get_env_state_for_initial_condition, initial_states
 
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
+        if seed is not None:  # a stream of its own, apart from the env's np_random(seed)
+            self._rng = np.random.default_rng([seed, 0xC4A1])
         states = initial_states()
         fixed = self.env.unwrapped.task
         for _ in range(len(states)):

@@ -358,15 +358,24 @@ def test_anchored_run_logs_the_kl_on_untrained_tasks_and_resumes(tiny_vla, tmp_p
     kl_anchor = [e.value for e in events.Scalars("rftf/kl_anchor")]
     # The first minibatch meets the head at pi_ref (KL 0); later ones after it moved.
     assert len(kl_anchor) == 2 and all(np.isfinite(kl_anchor)) and kl_anchor[-1] > 0
-    resumed = subprocess.run(_command(tiny_vla, *args, "--total-episodes", "12"), cwd=tmp_path, env=_env(), check=True,
-                             timeout=900, capture_output=True, text=True)
+    # A resume with another learning rate trains at that rate (the optimizer state carries the old one).
+    resumed = subprocess.run(_command(tiny_vla, *args, "--total-episodes", "12", "--learning-rate", "2e-3"), cwd=tmp_path,
+                             env=_env(), check=True, timeout=900, capture_output=True, text=True)
     assert "resumed from ckpt/anchor/iter_000002" in resumed.stdout and "anchors: " in resumed.stdout
+    assert "learning_rate 0.001 -> 0.002" in resumed.stdout
+    events = EventAccumulator(str(tmp_path / "runs" / "anchor"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.value for e in events.Scalars("charts/learning_rate")] == pytest.approx([1e-3, 1e-3, 2e-3])
 
 
 def test_anchor_arguments_are_checked():
-    assert "turn_on_led" not in anchor_tasks(Args(tasks="turn_on_led")) and len(anchor_tasks(Args(tasks="turn_on_led"))) == 33
-    with pytest.raises(ValueError, match="every task is trained"):
+    anchored = anchor_tasks(Args(tasks="turn_on_led"))
+    # 33 untrained tasks, less the 7 that no fresh episode starts (a block held, in the drawer or stacked)
+    assert "turn_on_led" not in anchored and "stack_block" not in anchored and len(anchored) == 26
+    with pytest.raises(ValueError, match="every such task is trained"):
         check_args(Args(value_model="v", anchor_coef=1.0))
+    with pytest.raises(ValueError, match="every such task is trained"):  # only tasks no random layout starts are left
+        check_args(Args(value_model="v", anchor_coef=1.0, tasks=",".join(anchor_tasks(Args(tasks="turn_on_led")) + ["turn_on_led"])))
     for coef in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="--anchor-coef"):
             check_args(Args(value_model="v", tasks="turn_on_led", anchor_coef=coef))
@@ -410,10 +419,10 @@ def test_anchor_states_come_from_untrained_tasks_only_and_repeat(tiny_vla):
     untrained = {"open_drawer", "move_slider_left"}
     args = Args(scenes="D", tasks=",".join(t for t in TASK_NAMES if t not in untrained), num_envs=2,
                 max_episode_steps=4, anchor_episodes=3)
-    features, episodes = collect_anchor_features(args, vla, ref_head, "state", 5, torch.device("cpu"), show=False)
+    features, episodes = collect_anchor_features(args, vla, ref_head, "state", ["D", "D"], 5, torch.device("cpu"), show=False)
     assert len(episodes) == 3 and set(episodes) <= untrained
     assert features.shape[1] == vla.config.num_action_queries * vla.config.d_model and 3 <= len(features) <= 12
-    again, _ = collect_anchor_features(args, vla, ref_head, "state", 5, torch.device("cpu"), show=False)
+    again, _ = collect_anchor_features(args, vla, ref_head, "state", ["D", "D"], 5, torch.device("cpu"), show=False)
     assert torch.equal(features, again)
 
 
