@@ -346,9 +346,7 @@ def anchor_kl(head: torch.nn.Module, ref_head: torch.nn.Module, features: torch.
         with torch.no_grad():
             ref_logits = ref_head(features)
         new_logits = head(features)
-    new = torch.log_softmax(new_logits.view(n, -1, num_bins).float(), -1)
-    ref = torch.log_softmax(ref_logits.view(n, -1, num_bins).float(), -1)
-    return (new.exp() * (new - ref)).sum((-1, -2))
+    return BinnedActionDistribution(new_logits.view(n, -1, num_bins)).kl(BinnedActionDistribution(ref_logits.view(n, -1, num_bins)))
 
 
 def half_gradient_cosine(head: torch.nn.Module, log_prob_fn: Any, advantages: torch.Tensor,

@@ -588,6 +588,11 @@ class ChainedResets(gym.Wrapper):
         self._link = 0
         self._succeeded = False
         self._rng = np.random.default_rng()
+        self._starts: list[tuple[np.ndarray, np.ndarray]] = []
+        if start_states == "eval":  # (robot_obs, scene_obs) of each official initial state, built once
+            from rftf_gym.sequences import get_env_state_for_initial_condition, initial_states
+
+            self._starts = [get_env_state_for_initial_condition(state) for state in initial_states()]
 
     def _can_continue(self) -> bool:
         if not self._succeeded or self._link + 1 >= self.chain_length:
@@ -599,16 +604,13 @@ class ChainedResets(gym.Wrapper):
     def _fresh(self, seed: int | None, options: dict[str, Any] | None):
         if self.start_states == "random" or options:
             return self.env.reset(seed=seed, options=options)
-        from rftf_gym.sequences import get_env_state_for_initial_condition, initial_states
-
         if seed is not None:  # a stream of its own, apart from the env's np_random(seed)
             self._rng = np.random.default_rng([seed, 0xC4A1])
-        states = initial_states()
         fixed = self.env.unwrapped.task
-        for _ in range(len(states)):
-            robot_obs, scene_obs = get_env_state_for_initial_condition(states[int(self._rng.integers(len(states)))])
+        for _ in range(len(self._starts)):
+            robot_obs, scene_obs = self._starts[int(self._rng.integers(len(self._starts)))]
             # A fixed task takes the explicit state only if it applies there (else the draw repeats).
-            obs, info = self.env.reset(seed=seed, options={"robot_obs": robot_obs, "scene_obs": scene_obs})
+            obs, info = self.env.reset(seed=seed, options={"robot_obs": robot_obs.copy(), "scene_obs": scene_obs.copy()})
             seed = None
             if fixed is None or fixed in self.env.unwrapped.applicable_tasks():
                 return obs, info
