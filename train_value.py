@@ -65,6 +65,7 @@ from rftf_gym import value_diagnostics as diag
 from rftf_gym.data import CalvinDataset
 from rftf_gym.files import atomic_write_bytes, atomic_write_text
 from rftf_gym.models import PRECOMPUTED_TEXT, VLAConfig, load_vla
+from rftf_gym.tasks import OPPOSITE_TASKS
 from rftf_gym.value_model import (
     CONTEXT_KEYS,
     CONTEXTS,
@@ -193,6 +194,16 @@ class Args:
     """("grounded") weight of the tie loss that keeps values flat under a wrong instruction"""
     wrong_rank_coef: float = 1.0
     """("grounded") weight of ranking each frame above itself under a wrong instruction"""
+    opposite_coef: float = 0.0
+    """("grounded") weight of Eq. 1 reversed on demonstrations scored under their opposite task's instruction
+    (rftf_gym.tasks.OPPOSITE_TASKS: slider left / right, drawer open / close, lights on / off, rotations and
+    pushes left / right, stack / unstack): opening the drawer must lower the value of "close the drawer". Random
+    wrong instructions are rarely the opposite one; without this term the model pays the opposite task's
+    progress as progress, and with it the held-out ranking suffers (module docstring); 0: off"""
+    opposite_frames: str = "ends"
+    """(--opposite-coef) "ends": the demonstration's last frame ranks below its first; "all": every later frame of
+    the window below every earlier one (which also ranks the approach to the handle or block, progress for both
+    tasks, the wrong way)"""
     train_rollout_policy: str | None = None
     """policy whose failed rollouts in the training scenes are ranked below successes of the same task"""
     train_rollout_scenes: str = "ABC"
@@ -431,11 +442,12 @@ def model_fields(args: Args) -> dict[str, Any]:
     keys = ("data_root", "train_split", "whole_segments", "val_split", "lang_folder", "bc_checkpoint", "obs_mode", "num_value_queries",
             "head_hidden", "dropout", "use_dataset_embeddings", "train_rollout_policy", "batch_size", "window_size", "frame_stride", "loss", "seed", "max_steps_per_epoch",
             "learning_rate", "weight_decay", "obs_noise", "wrong_tie_coef", "wrong_rank_coef", "failure_coef")
-    keys += ("context", "reversed_coef", "lr_schedule", "recent_lag", "relative")  # absent from older runs' progress.json: see LATER_FIELDS
+    keys += ("context", "reversed_coef", "lr_schedule", "recent_lag", "relative", "opposite_coef", "opposite_frames")  # absent from older runs' progress.json: see LATER_FIELDS
     return {k: getattr(args, k) for k in keys}
 
 
-LATER_FIELDS = {"context": "none", "reversed_coef": 1.0, "lr_schedule": "constant", "recent_lag": DEFAULT_RECENT_LAG, "relative": False}
+LATER_FIELDS = {"context": "none", "reversed_coef": 1.0, "lr_schedule": "constant", "recent_lag": DEFAULT_RECENT_LAG, "relative": False,
+                "opposite_coef": 0.0, "opposite_frames": "ends"}
 """Fields added after runs were made; a progress.json without them ran with these values."""
 
 
@@ -455,6 +467,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.loss not in ("paper", "grounded"):
         raise ValueError(f"--loss must be 'paper' or 'grounded', got {args.loss!r}")
+    if args.opposite_frames not in ("ends", "all"):
+        raise ValueError(f"--opposite-frames must be 'ends' or 'all', got {args.opposite_frames!r}")
     if args.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"--lr-schedule must be 'constant' or 'cosine', got {args.lr_schedule!r}")
     if args.context not in CONTEXTS:
@@ -517,6 +531,7 @@ if __name__ == "__main__":
     attach_embeddings(train_eps, model, train_set)
     attach_embeddings(val_eps, model, val_set)
     val_wrong = diag.wrong_instruction_episodes(val_eps, seed=args.seed)
+    val_opposite = diag.opposite_instruction_episodes(val_eps, seed=args.seed)
     vector_keys = [k for k in keys if k in ("robot_obs", "scene_obs")]
     frames = {k: np.concatenate([e.obs[k] for e in train_eps]) for k in vector_keys}
     obs_std = {k: v.std(0) for k, v in frames.items()}
@@ -552,6 +567,9 @@ if __name__ == "__main__":
         attach_embeddings(failures, model, train_set)
         print(f"training rollouts: {len(failures)} failures ranked below demonstrations")
     task_of = np.array([e.task for e in train_eps])
+    # the training episodes of each task's opposite, whose instructions score the opposite term
+    opposite_pool = {t: np.flatnonzero(task_of == OPPOSITE_TASKS[t]) for t in set(task_of) if t in OPPOSITE_TASKS}
+    opposite_pool = {t: pool for t, pool in opposite_pool.items() if len(pool)}
     lengths = [len(e) for e in train_eps]
     num_windows = len(epoch_windows(lengths, args.window_size, args.frame_stride, np.random.default_rng(0)))
     if num_windows == 0:
@@ -636,6 +654,29 @@ if __name__ == "__main__":
             pg["wrong_tie"] = tie_loss(wrong_values)
             pg["grounding"] = grounding_loss(values, wrong_values)
             loss = loss + args.wrong_tie_coef * pg["wrong_tie"] + args.wrong_rank_coef * pg["grounding"]
+            opposite = [b for b, (e, _) in enumerate(rows) if task_of[e] in opposite_pool]
+            if args.opposite_coef > 0 and opposite:
+                # A demonstration of a task undoes its opposite's progress: under the opposite task's
+                # instruction the frames fall, Eq. 1 with time reversed, on the demonstration's two
+                # ends ("ends": the approach in between, to the same handle or block, is progress
+                # for both) or on every pair of the window ("all").
+                rng = np.random.default_rng([args.seed, epoch, in_epoch, 5])
+                opp_emb = np.stack([train_eps[int(rng.choice(opposite_pool[task_of[rows[b][0]]]))].emb for b in opposite])
+                if args.opposite_frames == "ends":
+                    per, ends_rows = 2, np.asarray([(rows[b][0], 0) for b in opposite], dtype=np.int64)
+                    whole = max(lengths)  # a stride that spans the episode: window_frames shrinks it to (first, last)
+                    opp_obs, _ = gather(train_eps, ends_rows, 2, whole)
+                    if use_start:
+                        opp_obs.update(gather_starts(train_eps, ends_rows, 2))
+                    if use_recent:
+                        opp_obs.update(gather_recent(train_eps, ends_rows, 2, whole, args.recent_lag))
+                else:
+                    per, frame_rows = n, (np.asarray(opposite)[:, None] * n + np.arange(n)).ravel()
+                    opp_obs = {k: v[frame_rows] for k, v in obs.items() if k != "lang_emb"}
+                opp_obs["lang_emb"] = np.repeat(opp_emb.reshape(len(opposite), -1), per, axis=0)
+                opp_values = model(model.preprocess(opp_obs)).view(len(opposite), per)
+                pg["opposite"] = ranking_loss(opp_values.flip(1))
+                loss = loss + args.opposite_coef * pg["opposite"]
         if failures:
             # Failed rollouts end short of success: each of their frames must score below the
             # last frame of a demonstration of the same task, under that task's instruction.
@@ -694,7 +735,7 @@ if __name__ == "__main__":
         if epoch_done:
             # Held-out diagnostics of this epoch (scene D), then its checkpoint.
             model.eval()
-            report, values_by_set = diag.diagnose(model, val_eps, val_wrong, rollouts, args.eval_batch_size)
+            report, values_by_set = diag.diagnose(model, val_eps, val_wrong, rollouts, args.eval_batch_size, val_opposite)
             model.train()
             k = epoch + 1
             epoch_losses = progress["losses"][epoch * steps_per_epoch : k * steps_per_epoch]
@@ -714,6 +755,7 @@ if __name__ == "__main__":
             tqdm.write(
                 f"epoch {k}: demos acc {m['demos']['pairwise_accuracy']:.3f} VOC {m['demos']['voc']:.3f} | reversed VOC "
                 f"{m['reversed']['voc']:.3f} | wrong-instruction VOC {m['wrong_instruction']['voc']:.3f}"
+                + (f" | opposite-instruction VOC {m['opposite_instruction']['voc']:.3f}" if "opposite_instruction" in m else "")
                 + (f" | failed-rollout VOC {m['rollouts_failure']['voc']:.3f}" if m.get("rollouts_failure", {}).get("voc") is not None else "")
             )
             history = [{**h, "losses": progress["losses"][(h["epoch"] - 1) * steps_per_epoch : h["epoch"] * steps_per_epoch]}

@@ -476,6 +476,21 @@ TASK_SPECS: Mapping[str, TaskSpec] = MappingProxyType(
 TASK_NAMES: tuple[str, ...] = tuple(TASK_SPECS)
 
 
+def _opposite_pairs() -> dict[str, str]:
+    pairs = [("move_slider_left", "move_slider_right"), ("open_drawer", "close_drawer"),
+             ("turn_on_lightbulb", "turn_off_lightbulb"), ("turn_on_led", "turn_off_led"), ("stack_block", "unstack_block")]
+    for color in ("red", "blue", "pink"):
+        pairs += [(f"rotate_{color}_block_right", f"rotate_{color}_block_left"), (f"push_{color}_block_right", f"push_{color}_block_left")]
+    return {**dict(pairs), **{b: a for a, b in pairs}}
+
+
+OPPOSITE_TASKS: Mapping[str, str] = MappingProxyType(_opposite_pairs())
+"""Each task whose success undoes another's: the same rule of new_playtable_tasks.yaml with the
+opposite sign (rotations, pushes, the slider and the drawer), the light states swapped, or stacking
+against unstacking. Doing one moves the scene away from the other's goal, so a demonstration of one
+is a demonstration of the other's progress undone (the value model's hardest wrong instruction)."""
+
+
 def validate_task(name: str) -> str:
     """Check that a task name is one of the 34.
 

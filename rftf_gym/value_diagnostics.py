@@ -187,6 +187,26 @@ def wrong_instruction_episodes(episodes: Sequence[Episode], seed: int = 0) -> li
     return out
 
 
+def opposite_instruction_episodes(episodes: Sequence[Episode], seed: int = 0) -> list[Episode]:
+    """The frames of each episode whose task has an opposite (`rftf_gym.tasks.OPPOSITE_TASKS`)
+    under the instruction (and embedding) of an episode of that opposite task: progress on one is
+    the other's progress undone, so a value model must fall there, where a clock still rises.
+    Episodes whose opposite task has no episode in ``episodes`` are left out."""
+    from rftf_gym.tasks import OPPOSITE_TASKS
+
+    rng = np.random.default_rng(seed)
+    by_task: dict[str, list[Episode]] = {}
+    for e in episodes:
+        by_task.setdefault(e.task, []).append(e)
+    out = []
+    for e in episodes:
+        pool = by_task.get(OPPOSITE_TASKS.get(e.task, ""), [])
+        if pool:
+            o = pool[int(rng.integers(len(pool)))]
+            out.append(replace(e, instruction=o.instruction, emb=o.emb, success=False, meta={**e.meta, "wrong_task": o.task}))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Rollouts of a policy
 # ----------------------------------------------------------------------------------------------
@@ -413,8 +433,9 @@ ACCURACY_LAGS = (1, 4, 8, 16, 32)
 def _voc_stats(values: Sequence[np.ndarray], lags: Sequence[int] = ()) -> dict[str, Any]:
     values = [v for v in values if v.size >= 2]
     if not values:
-        return {"voc": None, "pairwise_accuracy": None, "episodes": 0}
-    out = {"voc": vm.mean_voc(values), "pairwise_accuracy": vm.pairwise_accuracy(values), "episodes": len(values)}
+        return {"voc": None, "pairwise_accuracy": None, "net_progress": None, "episodes": 0}
+    out = {"voc": vm.mean_voc(values), "pairwise_accuracy": vm.pairwise_accuracy(values), "net_progress": vm.net_progress(values),
+           "episodes": len(values)}
     if lags:
         out["accuracy_by_lag"] = {str(lag): vm.pairwise_accuracy_at_lag(values, lag) for lag in lags}
     return out
@@ -428,6 +449,7 @@ def evaluate_values(
     wrong_values: Sequence[np.ndarray] = (),
     rollouts: Sequence[Episode] = (),
     rollout_values: Sequence[np.ndarray] = (),
+    opposite_values: Sequence[np.ndarray] = (),
 ) -> dict[str, Any]:
     """The scores of one value model (or the clock) on every episode set.
 
@@ -438,11 +460,12 @@ def evaluate_values(
             conditioned on the start frame).
         wrong, wrong_values: Wrong-instruction episodes and their values.
         rollouts, rollout_values: Policy rollouts and their values.
+        opposite_values: Values of `opposite_instruction_episodes` of the demonstrations.
 
     Returns:
         A JSON-ready dict: per set (``demos``, ``reversed``, ``wrong_instruction``,
-        ``rollouts_success``, ``rollouts_failure``) its VOC, pairwise accuracy and episode
-        count; ``grounding_accuracy`` (share of frames valued higher under their own instruction
+        ``opposite_instruction``, ``rollouts_success``, ``rollouts_failure``) its VOC, pairwise
+        accuracy, net progress (`value_metrics.net_progress`) and episode count; ``grounding_accuracy`` (share of frames valued higher under their own instruction
         than under the wrong one); and ``success_vs_failure`` (same-time accuracy, final-value
         AUC). ``demos`` also holds ``accuracy_by_lag``: pairwise accuracy of frames 1, 4, 8,
         16 and 32 apart.
@@ -456,6 +479,8 @@ def evaluate_values(
         right = {id(e.obs): v for e, v in zip(demos, demo_values)}
         diffs = np.concatenate([right[id(e.obs)] - v for e, v in zip(wrong, wrong_values) if id(e.obs) in right] or [np.zeros(0)])
         report["grounding_accuracy"] = float(np.mean((diffs > 0) + 0.5 * (diffs == 0))) if diffs.size else None
+    if len(opposite_values):
+        report["opposite_instruction"] = _voc_stats(opposite_values)
     if rollouts:
         report["rollouts_success"] = _voc_stats([v for e, v in zip(rollouts, rollout_values) if e.success])
         report["rollouts_failure"] = _voc_stats([v for e, v in zip(rollouts, rollout_values) if not e.success])
@@ -474,6 +499,7 @@ def diagnose(
     wrong: Sequence[Episode] = (),
     rollouts: Sequence[Episode] = (),
     batch_size: int = 256,
+    opposite: Sequence[Episode] = (),
 ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """Score a value model and the clock on every episode set.
 
@@ -483,6 +509,7 @@ def diagnose(
         wrong: `wrong_instruction_episodes` of ``demos`` (``id(obs)`` links them).
         rollouts: Policy rollouts with success flags.
         batch_size: Frames per forward pass.
+        opposite: `opposite_instruction_episodes` of ``demos``.
 
     Returns:
         (report with ``model`` and ``clock`` entries, the model's raw values per set;
@@ -497,9 +524,11 @@ def diagnose(
         "reversed": score_episodes(value_fn, reversed_episodes(demos), batch_size) if value_context(value_fn) != "none" else None,
         "wrong_instruction": score_episodes(value_fn, wrong, batch_size) if wrong else [],
         "rollouts": score_episodes(value_fn, rollouts, batch_size) if rollouts else [],
+        "opposite_instruction": score_episodes(value_fn, opposite, batch_size) if opposite else [],
     }
-    model = evaluate_values(demos, values["demos"], values["reversed"], wrong, values["wrong_instruction"], rollouts, values["rollouts"])
-    clock = evaluate_values(demos, clock_fn(demos), clock_fn(demos), wrong, clock_fn(wrong), rollouts, clock_fn(rollouts))
+    model = evaluate_values(demos, values["demos"], values["reversed"], wrong, values["wrong_instruction"], rollouts, values["rollouts"],
+                            values["opposite_instruction"])
+    clock = evaluate_values(demos, clock_fn(demos), clock_fn(demos), wrong, clock_fn(wrong), rollouts, clock_fn(rollouts), clock_fn(opposite))
     return {"model": model, "clock": clock}, values
 
 

@@ -79,6 +79,20 @@ def mean_voc(episodes: Sequence[np.ndarray | Sequence[float]]) -> float:
     return float(np.mean([value_order_correlation(v) for v in episodes]))
 
 
+def net_progress(episodes: Sequence[np.ndarray | Sequence[float]]) -> float:
+    """Mean over episodes of (v_T - v_0) / (max v - min v): the net change of the per-episode
+    min-max normalised values, which is what RFTF's dense rewards (Eq. 2, from values normalised
+    per episode, section 3.3) add up to over an episode up to discounting; 0 for a flat episode."""
+    if len(episodes) == 0:
+        raise ValueError("net_progress needs at least one episode")
+    out = []
+    for v in episodes:
+        array = _as_sequence(v)
+        span = float(array.max() - array.min())
+        out.append((float(array[-1]) - float(array[0])) / span if span > 0 else 0.0)
+    return float(np.mean(out))
+
+
 def pairwise_counts(values: np.ndarray | Sequence[float]) -> tuple[float, int]:
     """Correctly ordered pairs (i < j with v_j > v_i; ties count half) and the number of pairs."""
     array = _as_sequence(values)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from rftf_gym.tasks import (
+    OPPOSITE_TASKS,
     TASK_NAMES,
     TASK_SPECS,
     completed_tasks,
@@ -589,3 +590,16 @@ def test_euler_matches_scipy_on_random_rotations() -> None:
         expected = (end * start.inv()).as_euler("xyz", degrees=True)
         got = relative_euler_xyz_deg(start.as_quat() * rng.uniform(0.5, 2.0), end.as_quat())
         np.testing.assert_allclose(got, expected, atol=1e-8)
+
+
+def test_opposite_tasks_are_symmetric_pairs() -> None:
+    assert set(OPPOSITE_TASKS) <= set(TASK_NAMES)
+    for task, other in OPPOSITE_TASKS.items():
+        assert other != task and OPPOSITE_TASKS[other] == task
+
+
+@pytest.mark.parametrize("task", sorted(OPPOSITE_TASKS))
+def test_opposite_task_fires_on_the_edit_played_backwards(task: str) -> None:
+    start, end = run_edit(CASES[task][0])
+    assert not task_succeeded(OPPOSITE_TASKS[task], start, end)
+    assert task_succeeded(OPPOSITE_TASKS[task], end, start)

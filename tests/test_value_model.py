@@ -40,25 +40,30 @@ SMALL = dict(d_model=32, n_layers=1, n_heads=2, head_hidden=32)
 
 
 # ---------------------------------------------------------------------------- synthetic data
-def write_split(root: Path, split: str, scene: str, seed: int, episodes: int = 2) -> None:
+SENTENCES = {"move_slider_left": "push the sliding door to the left", "move_slider_right": "push the sliding door to the right",
+             "open_drawer": "pull the handle to open the drawer"}
+
+
+def write_split(root: Path, split: str, scene: str, seed: int, episodes: int = 2,
+                segments: tuple[tuple[str, int, float], ...] = (("move_slider_left", 0, 1.0), ("open_drawer", 1, 1.0))) -> None:
     """A tiny CALVIN-format split: per episode, 'move_slider_left' opens the door while the arm
     moves, then 'open_drawer' opens the drawer: two 20-frame segments, each annotated on its
-    last 16 frames (as collect_demos.py annotates the end of each segment)."""
+    last 16 frames (as collect_demos.py annotates the end of each segment). ``segments`` gives
+    each segment's (task, scene_obs joint, direction)."""
     rng = np.random.default_rng(seed)
     with CalvinDatasetWriter(root, split, image_sizes={"static": (8, 8), "gripper": (8, 8)}, compress=False) as w:
         for _ in range(episodes):
             w.start_episode(scene)
             robot, scene_obs = rng.normal(0, 0.05, 15), np.zeros(24)
             robot[3:6] = (3.09, -0.03, 1.5)
-            for task, joint in (("move_slider_left", 0), ("open_drawer", 1)):
+            for task, joint, direction in segments:
                 first = w.next_frame_id
                 for _ in range(20):
                     robot[:3] += rng.normal(0, 0.01, 3)
-                    scene_obs[joint] += 0.01
+                    scene_obs[joint] += 0.01 * direction
                     w.add_frame(actions=np.zeros(7), rel_actions=np.zeros(7), robot_obs=robot.copy(), scene_obs=scene_obs.copy(),
                                 rgb_static=np.zeros((8, 8, 3), np.uint8), rgb_gripper=np.zeros((8, 8, 3), np.uint8))
-                ann = "push the sliding door to the left" if task == "move_slider_left" else "pull the handle to open the drawer"
-                w.add_annotation(first + 4, w.next_frame_id - 1, ann, task)
+                w.add_annotation(first + 4, w.next_frame_id - 1, SENTENCES[task], task)
             w.end_episode()
 
 
@@ -750,3 +755,66 @@ def test_relative_checkpoint_round_trip(tmp_path):
     assert loaded.relative and loaded.context == "start" and value_context(loaded) == "start"
     obs = with_start(state_obs(3, 0), state_obs(3, 1))
     np.testing.assert_array_equal(loaded.predict(obs, ["x"] * 3), model.predict(obs, ["x"] * 3))
+
+
+def test_opposite_instruction_set_tells_direction_from_motion():
+    t = np.linspace(0.0, 0.3, 12)
+
+    def ep(task, instruction, slider):
+        scene = np.zeros((len(slider), 24))
+        scene[:, 0] = slider
+        scene[:, 1] = np.linspace(0.0, 1.0, len(slider))  # e.g. the hand's travel: rises either way
+        return diag.Episode({"scene_obs": scene}, instruction, task)
+
+    demos = [ep("move_slider_left", "push the sliding door to the left", t),
+             ep("move_slider_right", "push the sliding door to the right", t[::-1]),
+             ep("open_drawer", "open the drawer", np.zeros(12))]  # its opposite has no episode here
+    opposite = diag.opposite_instruction_episodes(demos, seed=0)
+    assert [(o.task, o.instruction) for o in opposite] == [
+        ("move_slider_left", "push the sliding door to the right"), ("move_slider_right", "push the sliding door to the left")]
+    assert all(not o.success and o.obs is d.obs for o, d in zip(opposite, demos))
+
+    def direction(obs, instructions):  # the slider's position towards the side the instruction names
+        sign = np.array([1.0 if s.endswith("left") else -1.0 for s in instructions])
+        return sign * obs["scene_obs"][:, 0]
+
+    def blind(obs, instructions):  # reads the motion common to both directions
+        return obs["scene_obs"][:, 1]
+
+    report, values = diag.diagnose(direction, demos[:2], rollouts=(), opposite=opposite, batch_size=5)
+    assert report["model"]["demos"]["voc"] == pytest.approx(1.0)
+    assert report["model"]["opposite_instruction"]["voc"] == pytest.approx(-1.0)
+    assert report["model"]["opposite_instruction"]["episodes"] == 2 and len(values["opposite_instruction"]) == 2
+    assert report["clock"]["opposite_instruction"]["voc"] == pytest.approx(1.0)
+    blind_report, _ = diag.diagnose(blind, demos[:2], opposite=opposite)
+    assert blind_report["model"]["opposite_instruction"]["voc"] == pytest.approx(1.0)  # it pays the opposite move
+
+
+@pytest.mark.slow
+def test_opposite_term_lowers_the_value_of_the_opposite_instruction(tmp_path):
+    # Slider left then right in every episode: under "right" the left segment's frames must fall.
+    pair = (("move_slider_left", 0, 1.0), ("move_slider_right", 0, -1.0))
+    write_split(tmp_path / "data", "training", "calvin_scene_A", seed=0, episodes=4, segments=pair)
+    write_split(tmp_path / "data", "validation", "calvin_scene_D", seed=1, segments=pair)
+    vocs = {}
+    for name, extra in {"off": {"--opposite-coef": "0"}, "ends": {"--opposite-coef": "1"},
+                        "all": {"--opposite-coef": "1", "--opposite-frames": "all"}}.items():
+        extra = {**extra, "--num-epochs": "6", "--keep-epoch": None, "--run-name": name}
+        done = run(train_args(tmp_path / "data", tmp_path, **extra), tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        last = json.loads((tmp_path / name / "report.json").read_text())["history"][-1]
+        assert last["model"]["opposite_instruction"]["episodes"] == 4
+        assert last["clock"]["opposite_instruction"]["voc"] == pytest.approx(1.0)
+        vocs[name] = last["model"]["opposite_instruction"]["voc"]
+    # (here every wrong instruction is the opposite one, so the tie and grounding terms alone already pull it below 0)
+    assert max(vocs["ends"], vocs["all"]) < -0.8 and max(vocs["ends"], vocs["all"]) < vocs["off"] - 0.3, vocs
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "ends"))
+    events.Reload()
+    assert "losses/opposite" in events.Tags()["scalars"]
+
+
+def test_unknown_opposite_frames_is_refused_by_name(tiny_data, tmp_path):
+    done = run(train_args(tiny_data, tmp_path, **{"--opposite-coef": "1", "--opposite-frames": "middle"}), tmp_path)
+    assert done.returncode != 0 and "--opposite-frames must be 'ends' or 'all'" in done.stderr
