@@ -149,6 +149,13 @@ class Args:
     success_weight: float = 1.0
     """the size of Eq. 3's success indicator I = +-1 (paper 1). 0 is an ablation that keeps only the
     temporal feedback (the discounted sum of Eq. 2's shaped rewards) as the advantage"""
+    task_baseline: int = 0
+    """0: Eq. 3 as in the paper. N > 0: Eq. 3's indicator I minus its mean over the last N episodes of the
+    same task before this update (a baseline per task, zero until a task has finished an episode). Every
+    instruction shares one action head, so without it a task that always succeeds pushes its actions with
+    +eta on every episode, also where other instructions look alike (opposite tasks' sentences differ by one
+    word), and a task that always fails pulls with -eta; with it a task's update carries only its
+    outcomes relative to its own recent rate, plus the temporal feedback"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1
@@ -265,7 +272,7 @@ def shaped_rewards(values: np.ndarray, gamma: float) -> np.ndarray:
 
 def balanced_advantages(
     rewards: np.ndarray, success: bool, gamma: float, gae_lambda: float, eta_success: float, eta_failure: float,
-    success_weight: float = 1.0,
+    success_weight: float = 1.0, baseline: float = 0.0,
 ) -> np.ndarray:
     """Eq. 3: ``A_t = eta * [I(success) + sum_{n>=t} (gamma*lambda)^(n-t) R_n]``.
 
@@ -275,11 +282,13 @@ def balanced_advantages(
         gamma, gae_lambda: GAE's discount and lambda.
         eta_success, eta_failure: the balancing coefficient eta (paper 0.25 and 1).
         success_weight: the size of I (paper 1); 0 leaves the temporal feedback alone (an ablation).
+        baseline: subtracted from I (`task_baselines`; the paper: 0).
 
     Returns:
         float64 advantages (T+1,).
     """
     eta, indicator = (eta_success, success_weight) if success else (eta_failure, -success_weight)
+    indicator -= baseline
     advantages = np.zeros(len(rewards), dtype=np.float64)
     lastgaelam = 0.0
     for t in reversed(range(len(rewards))):
@@ -299,6 +308,20 @@ def class_balanced_etas(successes: int, failures: int, eta_success: float, eta_f
     if successes == 0 or failures == 0:
         return eta_success, eta_failure
     return min(1.0, failures / successes), min(1.0, successes / failures)
+
+
+def task_baselines(history: dict[str, list[float]]) -> dict[str, float]:
+    """Per task, the mean of Eq. 3's indicator I over its last episodes (``history``: task ->
+    indicators, oldest first), the baseline `balanced_advantages` subtracts with --task-baseline."""
+    return {task: float(np.mean(past)) for task, past in history.items() if past}
+
+
+def record_outcomes(history: dict[str, list[float]], episodes: list[Any], success_weight: float, keep: int) -> None:
+    """Append each episode's indicator I (+-success_weight) to its task's history, keeping the last ``keep``."""
+    for episode in episodes:
+        past = history.setdefault(episode.task, [])
+        past.append(success_weight if episode.success else -success_weight)
+        del past[:-keep]
 
 
 def ppo_loss(
@@ -492,7 +515,7 @@ LEGACY_VALUES = {"head_basis_width": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
-                "chain_length", "start_states")
+                "chain_length", "start_states", "task_baseline")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
 
 
@@ -690,6 +713,8 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--anchor-episodes must be >= 1, got {args.anchor_episodes}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
         raise ValueError(f"--gamma must be in (0, 1] and --gae-lambda in [0, 1], got {args.gamma}, {args.gae_lambda}")
+    if args.task_baseline < 0:
+        raise ValueError(f"--task-baseline must be >= 0 episodes (0: off), got {args.task_baseline}")
 
 
 PROG = "ppo_rftf.py"
@@ -742,6 +767,7 @@ if __name__ == "__main__":
     optimizer = torch.optim.Adam(trainable, lr=args.learning_rate, eps=1e-5)
 
     start_iteration, global_step, episodes_done, beta = 1, 0, 0, args.init_beta
+    task_history: dict[str, list[float]] = {}  # --task-baseline: each task's last indicators, oldest first
     run_dir.mkdir(parents=True, exist_ok=True)
     with cli.usage_errors(PROG):  # a checkpoint of other settings
         resumed = load_trainer(run_dir, args, optimizer, head if isinstance(head, SmoothHeadDelta) else None)
@@ -753,6 +779,7 @@ if __name__ == "__main__":
         start_iteration = state["iteration"] + 1
         global_step, episodes_done = state["global_step"], state["episodes"]
         beta = min(max(state["beta"], args.min_beta), args.max_beta)  # new bounds apply on resume
+        task_history = {task: list(past) for task, past in state.get("task_history", {}).items()}
         for group in optimizer.param_groups:  # the optimizer state carries the checkpoint's rate
             group["lr"] = args.learning_rate
         # A fresh, iteration-dependent stream, so a resumed run does not replay its first rollouts.
@@ -863,6 +890,7 @@ if __name__ == "__main__":
             counts = all_reduce_mean([float(n_success), float(n_failure)], args.world_size)
             eta_success, eta_failure = class_balanced_etas(round(counts[0] * args.world_size), round(counts[1] * args.world_size),
                                                            args.eta_success, args.eta_failure)
+        baselines = task_baselines(task_history) if args.task_baseline > 0 else {}
         for episode in finished:
             if episode.values is not None:
                 # The wrapper's values cover s_0 .. s_T and the final state; the policy acted in s_0 .. s_T.
@@ -875,7 +903,10 @@ if __name__ == "__main__":
             shaped_sum += float(rewards.sum())
             shaped_steps += len(rewards)
             b_advantages.append(balanced_advantages(rewards, episode.success, args.gamma, args.gae_lambda,
-                                                    eta_success, eta_failure, args.success_weight))  # Eq. 3
+                                                    eta_success, eta_failure, args.success_weight,
+                                                    baselines.get(episode.task, 0.0)))  # Eq. 3
+        if args.task_baseline > 0:  # this update's outcomes enter the baselines of the next ones only
+            record_outcomes(task_history, finished, args.success_weight, args.task_baseline)
         b_features = torch.stack([f for e in finished for f in e.features]).to(device)
         b_bins = torch.stack([b for e in finished for b in e.bins]).to(device)
         b_logprobs = torch.tensor([lp for e in finished for lp in e.logprobs], dtype=torch.float32, device=device)
@@ -1032,7 +1063,7 @@ if __name__ == "__main__":
             progress.set_postfix(success=f"{successes.mean():.2f}", kl=f"{kl_ref_after:.4f}", beta=f"{beta_used:.3g}")
 
         state = {"iteration": iteration, "global_step": global_step, "episodes": episodes_done, "beta": beta,
-                 "kl_ref": kl_ref_after, "head_checksums": checksums, "args": asdict(args)}
+                 "kl_ref": kl_ref_after, "head_checksums": checksums, "args": asdict(args), "task_history": task_history}
         last = iteration == args.num_iterations
         checkpoint = None
         if rank == 0 and (iteration % args.save_every == 0 or last):

@@ -39,6 +39,15 @@ model"; a set of 378 training windows, the 60-episode collection, and one of 215
 - the last epoch is kept (``--keep-epoch`` defaults to ``--num-epochs``): at lr 3e-4 the first
   epoch is not the best (on 378 windows pairwise accuracy 0.79 after epoch 1, 0.855 after
   epoch 8), and picking the best epoch by its held-out scores would tune on the test scene.
+- ``--opposite-coef 0`` (off): random wrong instructions are rarely the opposite task's, whose
+  sentence differs from a paraphrase of the task by one word ("... to the left" / "... to the
+  right"), so the defaults pay the opposite task's progress: on 2152 windows, held-out
+  demonstrations under their opposite task's instruction keep VOC 0.78 (a clock: 1). The term
+  brings that down, but costs ranking on the demonstrations themselves: one frame, every pair
+  (``--opposite-frames all``), 3 epochs: opposite VOC -0.49, pairwise accuracy 0.78 instead of
+  0.88; with the start frame (``--context start``) and the two ends: opposite VOC 0.13 and net
+  normalised progress -0.78 instead of +0.80, accuracy 0.90 (BENCHMARKS.md "Opposite
+  instructions").
 """
 
 from __future__ import annotations

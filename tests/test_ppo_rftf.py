@@ -15,7 +15,7 @@ import torch
 
 from ppo_rftf import (
     Args, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
-    half_gradient_cosine, normalize_episode_values, ppo_loss, shaped_rewards,
+    half_gradient_cosine, normalize_episode_values, ppo_loss, record_outcomes, shaped_rewards, task_baselines,
 )
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
 
@@ -81,6 +81,30 @@ def test_success_weight_scales_the_indicator_only():
         check_args(Args(reward_mode="sparse", success_weight=0.0))
     with pytest.raises(ValueError, match="--success-weight must be"):
         check_args(Args(value_model="v", success_weight=-1.0))
+
+
+def test_task_baseline_centres_the_indicator_on_the_tasks_recent_rate():
+    rewards = np.array([0.1, -0.05, 0.2, 0.0])
+    plain = balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0)
+    np.testing.assert_allclose(balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0, baseline=0.5) - plain, [-0.125] * 4)
+    fail = balanced_advantages(rewards, False, GAMMA, LAM, 0.25, 1.0, baseline=-0.5)  # a task that mostly fails
+    np.testing.assert_allclose(fail - balanced_advantages(rewards, False, GAMMA, LAM, 0.25, 1.0), [0.5] * 4)
+
+    class Ep:
+        def __init__(self, task, success):
+            self.task, self.success = task, success
+
+    history: dict[str, list[float]] = {}
+    record_outcomes(history, [Ep("a", True), Ep("a", True), Ep("b", False)], 1.0, keep=3)
+    record_outcomes(history, [Ep("a", False), Ep("a", True)], 1.0, keep=3)
+    assert history == {"a": [1.0, -1.0, 1.0], "b": [-1.0]}  # the oldest of "a" dropped
+    assert task_baselines(history) == {"a": pytest.approx(1 / 3), "b": -1.0}
+    # A task that always succeeds adds nothing through I once its baseline is full: only the feedback is left.
+    record_outcomes(history, [Ep("c", True)] * 3, 1.0, keep=3)
+    always = balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0, baseline=task_baselines(history)["c"])
+    np.testing.assert_allclose(always, balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0, success_weight=0.0))
+    with pytest.raises(ValueError, match="--task-baseline must be >= 0"):
+        check_args(Args(value_model="v", task_baseline=-1))
 
 
 def test_unknown_training_task_is_refused():
@@ -464,3 +488,18 @@ def test_a_checkpoint_from_before_the_smooth_change_counts_as_the_whole_head(tmp
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(ValueError, match=r"head_basis_width: checkpoint 0\.0 vs now 0\.1"):
         load_trainer(tmp_path, args, optimizer)
+
+
+@pytest.mark.slow
+def test_task_baseline_history_is_kept_in_the_checkpoint_and_resumed(tiny_vla, tmp_path):
+    args = ("--reward-mode", "sparse", "--task-baseline", "2", "--run-name", "base", "--checkpoint-dir", "ckpt")
+    subprocess.run(_command(tiny_vla, *args, "--total-episodes", "8"), cwd=tmp_path, env=_env(), check=True, timeout=900)
+    first = _final_state(tmp_path / "ckpt" / "base")["task_history"]
+    assert first and all(1 <= len(past) <= 2 and set(past) <= {-1.0, 1.0} for past in first.values())
+    assert sum(map(len, first.values())) <= 8
+    subprocess.run(_command(tiny_vla, *args, "--total-episodes", "12"), cwd=tmp_path, env=_env(), check=True, timeout=900)
+    after = _final_state(tmp_path / "ckpt" / "base")["task_history"]
+    # the resumed run continued the histories: the tasks of the first 8 episodes are still there (its 4 new
+    # episodes alone could not name them all), each keeping its last 2 outcomes
+    assert len(first) > 4 and set(first) <= set(after)
+    assert all(len(past) <= 2 for past in after.values())
