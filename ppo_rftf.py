@@ -155,7 +155,9 @@ class Args:
     instruction shares one action head, so without it a task that always succeeds pushes its actions with
     +eta on every episode, also where other instructions look alike (opposite tasks' sentences differ by one
     word), and a task that always fails pulls with -eta; with it a task's update carries only its
-    outcomes relative to its own recent rate, plus the temporal feedback"""
+    outcomes relative to its own recent rate, plus the temporal feedback. Measured with N = 16 (all
+    tasks, scene D, 1920 episodes): no change chained from the evaluation's start states, 0.12 Avg.
+    Len. lower from random layouts (RESULTS.md), so it is an ablation, off by default"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1

@@ -46,8 +46,8 @@ model"; a set of 378 training windows, the 60-episode collection, and one of 215
   brings that down, but costs ranking on the demonstrations themselves: one frame, every pair
   (``--opposite-frames all``), 3 epochs: opposite VOC -0.49, pairwise accuracy 0.78 instead of
   0.88; with the start frame (``--context start``) and the two ends: opposite VOC 0.13 and net
-  normalised progress -0.78 instead of +0.80, accuracy 0.90 (BENCHMARKS.md "Opposite
-  instructions").
+  normalised progress -0.78 instead of +0.85, accuracy 0.90 instead of 0.94 (BENCHMARKS.md
+  "Opposite instructions").
 """
 
 from __future__ import annotations
