@@ -465,7 +465,8 @@ def evaluate_values(
     Returns:
         A JSON-ready dict: per set (``demos``, ``reversed``, ``wrong_instruction``,
         ``opposite_instruction``, ``rollouts_success``, ``rollouts_failure``) its VOC, pairwise
-        accuracy, net progress (`value_metrics.net_progress`) and episode count; ``grounding_accuracy`` (share of frames valued higher under their own instruction
+        accuracy, net progress (`value_metrics.net_progress`) and episode count;
+        ``grounding_accuracy`` (share of frames valued higher under their own instruction
         than under the wrong one); and ``success_vs_failure`` (same-time accuracy, final-value
         AUC). ``demos`` also holds ``accuracy_by_lag``: pairwise accuracy of frames 1, 4, 8,
         16 and 32 apart.
