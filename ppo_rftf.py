@@ -157,7 +157,8 @@ class Args:
     word), and a task that always fails pulls with -eta; with it a task's update carries only its
     outcomes relative to its own recent rate, plus the temporal feedback. Measured with N = 16 (all
     tasks, scene D, 1920 episodes): no change chained from the evaluation's start states, 0.12 Avg.
-    Len. lower from random layouts (RESULTS.md), so it is an ablation, off by default"""
+    Len. lower from random layouts (RESULTS.md), so it is an ablation, off by default. With several ranks
+    each rank counts its own episodes, and a resume gives every rank rank 0's counts"""
     value_norm: Literal["minmax", "zscore", "none"] = "minmax"
     """per-episode normalisation of the raw values before shaping (section 3.3)"""
     update_epochs: int = 1
@@ -781,7 +782,8 @@ if __name__ == "__main__":
         start_iteration = state["iteration"] + 1
         global_step, episodes_done = state["global_step"], state["episodes"]
         beta = min(max(state["beta"], args.min_beta), args.max_beta)  # new bounds apply on resume
-        task_history = {task: list(past) for task, past in state.get("task_history", {}).items()}
+        keep = max(args.task_baseline, 1)  # a resume may shorten the window
+        task_history = {task: list(past)[-keep:] for task, past in state.get("task_history", {}).items()}
         for group in optimizer.param_groups:  # the optimizer state carries the checkpoint's rate
             group["lr"] = args.learning_rate
         # A fresh, iteration-dependent stream, so a resumed run does not replay its first rollouts.

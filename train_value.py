@@ -476,6 +476,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     if args.loss not in ("paper", "grounded"):
         raise ValueError(f"--loss must be 'paper' or 'grounded', got {args.loss!r}")
+    if args.opposite_coef > 0 and args.loss != "grounded":
+        raise ValueError("--opposite-coef belongs to --loss grounded (--loss paper is Eq. 1 alone)")
     if args.opposite_frames not in ("ends", "all"):
         raise ValueError(f"--opposite-frames must be 'ends' or 'all', got {args.opposite_frames!r}")
     if args.lr_schedule not in ("constant", "cosine"):
@@ -673,7 +675,7 @@ if __name__ == "__main__":
                 opp_emb = np.stack([train_eps[int(rng.choice(opposite_pool[task_of[rows[b][0]]]))].emb for b in opposite])
                 if args.opposite_frames == "ends":
                     per, ends_rows = 2, np.asarray([(rows[b][0], 0) for b in opposite], dtype=np.int64)
-                    whole = max(lengths)  # a stride that spans the episode: window_frames shrinks it to (first, last)
+                    whole = max(lengths)  # a stride that spans the episode: window_frames shrinks it to (first, last); no obs noise
                     opp_obs, _ = gather(train_eps, ends_rows, 2, whole)
                     if use_start:
                         opp_obs.update(gather_starts(train_eps, ends_rows, 2))

@@ -503,3 +503,8 @@ def test_task_baseline_history_is_kept_in_the_checkpoint_and_resumed(tiny_vla, t
     # episodes alone could not name them all), each keeping its last 2 outcomes
     assert len(first) > 4 and set(first) <= set(after)
     assert all(len(past) <= 2 for past in after.values())
+    # A resume with a shorter window keeps only each task's last outcome.
+    shorter = [a if a != "2" else "1" for a in args]
+    subprocess.run(_command(tiny_vla, *shorter, "--total-episodes", "16"), cwd=tmp_path, env=_env(), check=True, timeout=900)
+    last = _final_state(tmp_path / "ckpt" / "base")["task_history"]
+    assert set(after) <= set(last) and all(len(past) == 1 for past in last.values())

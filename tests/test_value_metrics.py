@@ -80,3 +80,10 @@ def test_clock_values_and_bad_input():
         vm.pairwise_accuracy([[0.0, np.nan]])
     with pytest.raises(ValueError, match=">= 1"):
         vm.clock_values(0)
+
+
+def test_net_progress_is_the_normalised_net_change():
+    assert vm.net_progress([np.array([0.0, 2.0, 1.0])]) == pytest.approx(0.5)  # (1 - 0) / (2 - 0)
+    assert vm.net_progress([np.arange(5.0), np.arange(5.0)[::-1], np.ones(3)]) == pytest.approx(0.0)  # +1, -1, flat 0
+    with pytest.raises(ValueError, match="at least one episode"):
+        vm.net_progress([])

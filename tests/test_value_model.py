@@ -813,6 +813,16 @@ def test_opposite_term_lowers_the_value_of_the_opposite_instruction(tmp_path):
     events = EventAccumulator(str(tmp_path / "ends"))
     events.Reload()
     assert "losses/opposite" in events.Tags()["scalars"]
+    # The start-frame model (the ends read each demonstration's first frame as their start) runs too.
+    start = {"--opposite-coef": "1", "--context": "start", "--num-epochs": "1", "--keep-epoch": None, "--run-name": "start"}
+    done = run(train_args(tmp_path / "data", tmp_path, **start), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "start" / "report.json").read_text())["history"][-1]["model"]["opposite_instruction"]["episodes"] == 4
+    # A resume with another weight is refused by name, and the term needs the grounded loss.
+    other = run(train_args(tmp_path / "data", tmp_path, **{**start, "--opposite-coef": "2"}), tmp_path)
+    assert other.returncode != 0 and "opposite_coef" in other.stderr
+    paper = run(train_args(tmp_path / "data", tmp_path, **{"--opposite-coef": "1", "--loss": "paper", "--run-name": "paper"}), tmp_path)
+    assert paper.returncode != 0 and "--opposite-coef belongs to --loss grounded" in paper.stderr
 
 
 def test_unknown_opposite_frames_is_refused_by_name(tiny_data, tmp_path):
