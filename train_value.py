@@ -665,8 +665,8 @@ if __name__ == "__main__":
             pg["wrong_tie"] = tie_loss(wrong_values)
             pg["grounding"] = grounding_loss(values, wrong_values)
             loss = loss + args.wrong_tie_coef * pg["wrong_tie"] + args.wrong_rank_coef * pg["grounding"]
-            opposite = [b for b, (e, _) in enumerate(rows) if task_of[e] in opposite_pool]
-            if args.opposite_coef > 0 and opposite:
+            opposite = [b for b, (e, _) in enumerate(rows) if task_of[e] in opposite_pool] if args.opposite_coef > 0 else []
+            if opposite:
                 # A demonstration of a task undoes its opposite's progress: under the opposite task's
                 # instruction the frames fall, Eq. 1 with time reversed, on the demonstration's two
                 # ends ("ends": the approach in between, to the same handle or block, is progress

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rftf_gym.conventions import BLOCKS
+from rftf_gym.conventions import BLOCKS, COLORS
 
 Info = Mapping[str, Any]
 
@@ -479,7 +479,7 @@ TASK_NAMES: tuple[str, ...] = tuple(TASK_SPECS)
 def _opposite_pairs() -> dict[str, str]:
     pairs = [("move_slider_left", "move_slider_right"), ("open_drawer", "close_drawer"),
              ("turn_on_lightbulb", "turn_off_lightbulb"), ("turn_on_led", "turn_off_led"), ("stack_block", "unstack_block")]
-    for color in ("red", "blue", "pink"):
+    for color in COLORS:
         pairs += [(f"rotate_{color}_block_right", f"rotate_{color}_block_left"), (f"push_{color}_block_right", f"push_{color}_block_left")]
     return {**dict(pairs), **{b: a for a, b in pairs}}
 
