@@ -21,7 +21,8 @@ Examples:
     python ppo_rftf.py --policy data/bc/state --reward-mode sparse --scenes D
     torchrun --nproc_per_node 2 ppo_rftf.py --policy data/bc/state --value-model data/value/state
 
-Re-running the same command resumes from the last checkpoint in ``<checkpoint-dir>/<run-name>``.
+Re-running the same command resumes from the last checkpoint in ``<checkpoint-dir>/<run-name>``,
+and first finishes that checkpoint's chained evaluation (``--eval-chains``) if a kill interrupted it.
 """
 
 from __future__ import annotations
@@ -604,6 +605,12 @@ def load_trainer(run_dir: Path, args: Args, optimizer: torch.optim.Optimizer,
     return directory, trainer["state"]
 
 
+def evaluated_at(args: Args, iteration: int) -> bool:
+    """Whether the chained evaluation (--eval-chains) runs after ``iteration``: every --eval-every
+    iterations and after the last."""
+    return args.eval_chains > 0 and (bool(args.eval_every and iteration % args.eval_every == 0) or iteration == args.num_iterations)
+
+
 def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) -> dict[str, Any]:
     """The chained evaluation of a checkpoint through evaluate.py; returns its metrics.json."""
     out = checkpoint.parent / "eval" / f"iter_{iteration:06d}"
@@ -615,6 +622,13 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
     ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "metrics.json").read_text())
+
+
+def log_evaluation(writer: SummaryWriter, metrics: dict[str, Any], global_step: int) -> None:
+    """The chained evaluation's Avg. Len. and L1..L5 success rates to TensorBoard."""
+    writer.add_scalar("eval/avg_len", metrics["avg_len"]["value"], global_step)
+    for i, entry in metrics["chain_sr"].items():
+        writer.add_scalar(f"eval/chain_sr_{i}", entry["value"], global_step)
 
 
 def anchor_tasks(args: Args) -> list[str]:
@@ -805,6 +819,12 @@ if __name__ == "__main__":
         # iterations); the checkpoint's own iteration was logged at step global_step and stays.
         writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed else None)
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+        if resumed is not None and evaluated_at(args, state["iteration"]) and not (
+                run_dir / "eval" / f"iter_{state['iteration']:06d}" / "metrics.json").exists():
+            # Killed during the evaluation after its checkpoint was saved: finish it (evaluate.py
+            # resumes its own results), since the loop below starts after that iteration.
+            print(f"evaluating {directory}: its chained evaluation did not finish")
+            log_evaluation(writer, run_evaluation(args, directory, env_obs_mode(vla.config.obs_mode), state["iteration"]), global_step)
 
     # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]
     value_fn, value_obs_mode = None, "state"
@@ -1072,13 +1092,10 @@ if __name__ == "__main__":
         checkpoint = None
         if rank == 0 and (iteration % args.save_every == 0 or last):
             checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints, decoding)
-        if rank == 0 and args.eval_chains > 0 and ((args.eval_every and iteration % args.eval_every == 0) or last):
+        if rank == 0 and evaluated_at(args, iteration):
             if checkpoint is None:
                 checkpoint = save_trainer(run_dir, iteration, vla, optimizer, state, args.keep_checkpoints, decoding)
-            metrics = run_evaluation(args, checkpoint, env_obs_mode(vla.config.obs_mode), iteration)
-            writer.add_scalar("eval/avg_len", metrics["avg_len"]["value"], global_step)
-            for i, entry in metrics["chain_sr"].items():
-                writer.add_scalar(f"eval/chain_sr_{i}", entry["value"], global_step)
+            log_evaluation(writer, run_evaluation(args, checkpoint, env_obs_mode(vla.config.obs_mode), iteration), global_step)
         if args.world_size > 1:
             dist.barrier()
 

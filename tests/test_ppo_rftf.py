@@ -255,9 +255,9 @@ def _final_state(run_dir: Path) -> dict:
 def test_tiny_sparse_run_trains_the_whole_head_only_and_saves_a_loadable_policy(tiny_vla, tmp_path):
     from rftf_gym.models import load_vla
 
-    subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
-                            "--checkpoint-dir", "ckpt", "--eval-chains", "1", "--head-basis-width", "0"), cwd=tmp_path, env=_env(), check=True,
-                   timeout=900)
+    command = _command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "tiny",
+                       "--checkpoint-dir", "ckpt", "--eval-chains", "1", "--head-basis-width", "0")
+    subprocess.run(command, cwd=tmp_path, env=_env(), check=True, timeout=900)
     state = _final_state(tmp_path / "ckpt" / "tiny")
     # The chained evaluation ran through evaluate.py on the final checkpoint.
     metrics = json.loads((tmp_path / "ckpt" / "tiny" / "eval" / "iter_000002" / "metrics.json").read_text())
@@ -269,6 +269,14 @@ def test_tiny_sparse_run_trains_the_whole_head_only_and_saves_a_loadable_policy(
     for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values()):
         assert torch.equal(a, b) == (not name.startswith("action_head.")), name
     assert list((tmp_path / "runs" / "tiny").glob("events.out.tfevents.*"))
+
+    # A kill during that evaluation leaves the final checkpoint without metrics.json: the same
+    # command finishes the evaluation instead of finding the run done.
+    (tmp_path / "ckpt" / "tiny" / "eval" / "iter_000002" / "metrics.json").unlink()
+    again = subprocess.run(command, cwd=tmp_path, env=_env(), check=True, timeout=900, capture_output=True, text=True)
+    assert "its chained evaluation did not finish" in again.stdout
+    assert json.loads((tmp_path / "ckpt" / "tiny" / "eval" / "iter_000002" / "metrics.json").read_text()) == metrics
+    assert _final_state(tmp_path / "ckpt" / "tiny")["iteration"] == 2
 
 
 @pytest.mark.slow
