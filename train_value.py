@@ -727,7 +727,7 @@ if __name__ == "__main__":
         optimizer.step()
 
         progress["global_step"] = step + 1
-        progress["losses"].append(float(loss))
+        progress["losses"].append(loss.item())
         progress["train_seconds"] += time.time() - step_start
         with torch.no_grad():
             i, j = torch.triu_indices(n, n, offset=1)
