@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -819,12 +819,19 @@ if __name__ == "__main__":
         # iterations); the checkpoint's own iteration was logged at step global_step and stays.
         writer = SummaryWriter(f"runs/{run_name}", purge_step=global_step + 1 if resumed else None)
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n%s" % "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
-        if resumed is not None and evaluated_at(args, state["iteration"]) and not (
+        # Killed during the evaluation after its checkpoint was saved: finish it (evaluate.py resumes
+        # its own results), since the loop below starts after that iteration. Whether it was due is
+        # decided with the settings the checkpoint ran under (--eval-*, --total-episodes may change).
+        saved = replace(args, **{k: state["args"][k] for k in ("eval_chains", "eval_every", "eval_scene", "num_iterations") if k in state["args"]}) \
+            if resumed is not None else None
+        if saved is not None and evaluated_at(saved, state["iteration"]) and not (
                 run_dir / "eval" / f"iter_{state['iteration']:06d}" / "metrics.json").exists():
-            # Killed during the evaluation after its checkpoint was saved: finish it (evaluate.py
-            # resumes its own results), since the loop below starts after that iteration.
             print(f"evaluating {directory}: its chained evaluation did not finish")
-            log_evaluation(writer, run_evaluation(args, directory, env_obs_mode(vla.config.obs_mode), state["iteration"]), global_step)
+            try:
+                log_evaluation(writer, run_evaluation(saved, directory, env_obs_mode(vla.config.obs_mode), state["iteration"]), global_step)
+            except subprocess.CalledProcessError as error:  # e.g. evaluate.py refuses results of other code
+                print(f"warning: the evaluation of {directory} failed (exit {error.returncode}); training goes on "
+                      f"without it (run evaluate.py on that checkpoint to see why)")
 
     # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]
     value_fn, value_obs_mode = None, "state"
