@@ -36,6 +36,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -605,6 +606,11 @@ def load_trainer(run_dir: Path, args: Args, optimizer: torch.optim.Optimizer,
     return directory, trainer["state"]
 
 
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+"""Variables torchrun sets for each rank (torch.distributed.run)."""
+
+
 def evaluated_at(args: Args, iteration: int) -> bool:
     """Whether the chained evaluation (--eval-chains) runs after ``iteration``: every --eval-every
     iterations and after the last."""
@@ -620,7 +626,10 @@ def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) 
         "--obs-mode", obs_mode, "--num-workers", str(args.eval_workers), "--output-dir", str(out),
         "--seed", str(args.seed), "--device", "cpu",
     ]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    # Without torchrun's variables: evaluate.py would read RANK / WORLD_SIZE as its own sharding and
+    # wait for ranks that never come.
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV and not k.startswith("TORCHELASTIC_")}
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -748,7 +757,10 @@ if __name__ == "__main__":
     local_rank = int(os.getenv("LOCAL_RANK", "0"))
     args.world_size = int(os.getenv("WORLD_SIZE", "1"))
     if args.world_size > 1:
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        # Rank 0 runs the chained evaluations (--eval-chains) alone while the other ranks wait at
+        # their next collective; 1000 chains take longer than the default 30-minute timeout.
+        waiting = {"timeout": timedelta(hours=12)} if args.eval_chains > 0 else {}
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo", **waiting)
     rank = dist.get_rank() if args.world_size > 1 else 0
     with cli.usage_errors(PROG):
         if args.episodes_per_iteration % args.world_size:

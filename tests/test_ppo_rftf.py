@@ -283,9 +283,12 @@ def test_tiny_sparse_run_trains_the_whole_head_only_and_saves_a_loadable_policy(
 def test_torchrun_two_ranks_keep_identical_heads(tiny_vla, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "ddp",
-                            "--checkpoint-dir", "ckpt", launcher=launcher), cwd=tmp_path, env=_env(), check=True, timeout=900)
+                            "--checkpoint-dir", "ckpt", "--eval-chains", "1", launcher=launcher), cwd=tmp_path, env=_env(),
+                   check=True, timeout=900)
     state = _final_state(tmp_path / "ckpt" / "ddp")
     assert state["args"]["world_size"] == 2 and state["episodes"] == 8
+    # Rank 0 evaluated the final checkpoint while rank 1 waited (a process group with a long timeout).
+    assert json.loads((tmp_path / "ckpt" / "ddp" / "eval" / "iter_000002" / "metrics.json").read_text())["num_chains"] == 1
     first, second = state["head_checksums"]
     assert first == second
 
