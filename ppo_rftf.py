@@ -617,9 +617,14 @@ def evaluated_at(args: Args, iteration: int) -> bool:
     return args.eval_chains > 0 and (bool(args.eval_every and iteration % args.eval_every == 0) or iteration == args.num_iterations)
 
 
+def evaluation_dir(run_dir: Path, iteration: int) -> Path:
+    """Where evaluate.py writes the chained evaluation of a run's checkpoint of ``iteration``."""
+    return run_dir / "eval" / f"iter_{iteration:06d}"
+
+
 def run_evaluation(args: Args, checkpoint: Path, obs_mode: str, iteration: int) -> dict[str, Any]:
     """The chained evaluation of a checkpoint through evaluate.py; returns its metrics.json."""
-    out = checkpoint.parent / "eval" / f"iter_{iteration:06d}"
+    out = evaluation_dir(checkpoint.parent, iteration)
     command = [
         sys.executable, str(Path(__file__).with_name("evaluate.py")),
         "--policy", str(checkpoint), "--num-chains", str(args.eval_chains), "--scene", args.eval_scene,
@@ -834,16 +839,17 @@ if __name__ == "__main__":
         # Killed during the evaluation after its checkpoint was saved: finish it (evaluate.py resumes
         # its own results), since the loop below starts after that iteration. Whether it was due is
         # decided with the settings the checkpoint ran under (--eval-*, --total-episodes may change).
-        saved = replace(args, **{k: state["args"][k] for k in ("eval_chains", "eval_every", "eval_scene", "num_iterations") if k in state["args"]}) \
-            if resumed is not None else None
-        if saved is not None and evaluated_at(saved, state["iteration"]) and not (
-                run_dir / "eval" / f"iter_{state['iteration']:06d}" / "metrics.json").exists():
-            print(f"evaluating {directory}: its chained evaluation did not finish")
-            try:
-                log_evaluation(writer, run_evaluation(saved, directory, env_obs_mode(vla.config.obs_mode), state["iteration"]), global_step)
-            except subprocess.CalledProcessError as error:  # e.g. evaluate.py refuses results of other code
-                print(f"warning: the evaluation of {directory} failed (exit {error.returncode}); training goes on "
-                      f"without it (run evaluate.py on that checkpoint to see why)")
+        if resumed is not None:
+            saved = replace(args, **{k: state["args"][k] for k in ("eval_chains", "eval_every", "eval_scene", "num_iterations")
+                                     if k in state["args"]})
+            if evaluated_at(saved, state["iteration"]) and not (evaluation_dir(run_dir, state["iteration"]) / "metrics.json").exists():
+                print(f"evaluating {directory}: its chained evaluation did not finish")
+                try:
+                    log_evaluation(writer, run_evaluation(saved, directory, env_obs_mode(vla.config.obs_mode), state["iteration"]),
+                                   global_step)
+                except subprocess.CalledProcessError as error:  # e.g. evaluate.py refuses results of other code
+                    print(f"warning: the evaluation of {directory} failed (exit {error.returncode}); training goes on "
+                          f"without it (run evaluate.py on that checkpoint to see why)")
 
     # env setup: rank r's env i runs scene scenes[(r * num_envs + i) % len(scenes)]
     value_fn, value_obs_mode = None, "state"
