@@ -13,8 +13,9 @@ body's features are computed once, while acting, and reused by every update epoc
 (the env runs without the value model, so every shaped reward is 0).
 
 Beyond the paper: ``--head-basis-width`` (the default smooth change of the head's logits),
-``--anchor-coef`` (a second KL to pi_ref, on states of the tasks not in ``--tasks``) and
-``--chain-length`` (training episodes chained as the evaluation's subtasks); RESULTS.md measures each.
+``--anchor-coef`` (a second KL to pi_ref, on states of the tasks not in ``--tasks``),
+``--chain-length`` (training episodes chained as the evaluation's subtasks) and
+``--instruction-noise`` (random pseudo-words in the sentences the policy reads); RESULTS.md measures each.
 
 Examples:
     python ppo_rftf.py --policy data/bc/state --value-model data/value/state --scenes ABC
@@ -54,6 +55,7 @@ from rftf_gym import cli, tasks
 from rftf_gym.conventions import EP_LEN, SCENES, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
+from rftf_gym.language import insert_noise_words
 from rftf_gym.models import (BinnedActionDistribution, SmoothHeadDelta, bins_to_actions, freeze_body, load_vla,
                              save_checkpoint)
 from rftf_gym.wrappers import ChainedResets, ValueRewardVectorWrapper
@@ -105,6 +107,12 @@ class Args:
     """where a fresh training episode starts: a random layout, or one of the official evaluation's
     192 initial states drawn uniformly (scene D only; its start states, never its chains or
     sentences; rftf_gym.wrappers.ChainedResets)"""
+    instruction_noise: int = 0
+    """0: the policy reads each episode's paraphrase as drawn (the paper). K > 0: the policy acts and
+    learns under the paraphrase with K random pseudo-words inserted, drawn anew for every episode
+    (rftf_gym.language.insert_noise_words); the value model still reads the paraphrase. The
+    evaluation's sentences lie far off the span of the few training paraphrases in the instruction
+    encoder, and what PPO learns under those paraphrases alone need not carry over to them"""
     async_envs: bool = False
     """if toggled, run the environments in worker processes (AsyncVectorEnv)"""
     max_episode_steps: int = EP_LEN
@@ -457,6 +465,37 @@ class TimedValue:
         return values
 
 
+class EpisodeSentences:
+    """The sentence the policy reads in each env's current episode (``--instruction-noise``).
+
+    With ``noise_words`` K > 0, an episode's sentence is drawn at its first step as the env's
+    sentence with K pseudo-words inserted (`rftf_gym.language.insert_noise_words`) and kept until
+    the episode ends or the env's sentence changes; with 0 the env's sentences pass through.
+
+    Args:
+        num_envs: parallel environments.
+        noise_words: pseudo-words per sentence.
+        rng: the generator of the words.
+    """
+
+    def __init__(self, num_envs: int, noise_words: int, rng: np.random.Generator) -> None:
+        self.noise_words, self.rng = noise_words, rng
+        self.read: list[tuple[str, str] | None] = [None] * num_envs
+        """per env: (the env's sentence, the sentence the policy reads), None before a draw"""
+
+    def __call__(self, env_sentences: list[str]) -> list[str]:
+        if self.noise_words == 0:
+            return env_sentences
+        for i, sentence in enumerate(env_sentences):
+            if self.read[i] is None or self.read[i][0] != sentence:
+                self.read[i] = (sentence, insert_noise_words(sentence, self.noise_words, self.rng))
+        return [pair[1] for pair in self.read]
+
+    def end_episode(self, i: int) -> None:
+        """Env i's episode ended: its next one draws new words, even under the same sentence."""
+        self.read[i] = None
+
+
 def load_value_fn(path: str, device: torch.device) -> tuple[Any, str]:
     """The value model's batched predict function and the observation mode it reads."""
     from rftf_gym.value_model import load_value_model
@@ -520,7 +559,7 @@ LEGACY_VALUES = {"head_basis_width": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
-                "chain_length", "start_states", "task_baseline")
+                "chain_length", "start_states", "task_baseline", "instruction_noise")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
 
 
@@ -740,6 +779,8 @@ def check_args(args: Args) -> None:
                          "such task is trained: name the trained tasks with --tasks or leave --anchor-coef at 0")
     if args.start_states == "eval" and args.scenes != "D":
         raise ValueError(f"--start-states eval draws the evaluation's initial states, which are scene D's; got --scenes {args.scenes}")
+    if args.instruction_noise < 0:
+        raise ValueError(f"--instruction-noise must be >= 0, got {args.instruction_noise}")
     if args.anchor_episodes < 1:
         raise ValueError(f"--anchor-episodes must be >= 1, got {args.anchor_episodes}")
     if not (0 < args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
@@ -872,6 +913,9 @@ if __name__ == "__main__":
     next_obs, info = envs.reset(seed=[env_seed + i for i in range(args.num_envs)])
     current = [Episode(task=str(info["task"][i]), scene=scene_of[i]) for i in range(args.num_envs)]
     backlog: list[Episode] = []
+    # Seeded like the envs, so a resumed run draws the same words as the envs' episodes do.
+    sentences = EpisodeSentences(args.num_envs, args.instruction_noise,
+                                 np.random.default_rng([args.seed, rank, start_iteration, 31337]))
 
     if rank == 0 and args.chain_length > 1 and task_list:
         print("note: with --tasks each env keeps its task, so a chain goes on only where that task applies again "
@@ -899,7 +943,7 @@ if __name__ == "__main__":
         # the policy that acted, which is what the ratio of Eq. 4 divides by.
         while len(finished) < args.episodes_per_rank:
             with torch.no_grad():
-                batch = vla.preprocess(next_obs, list(next_obs["instruction"]))
+                batch = vla.preprocess(next_obs, sentences(list(next_obs["instruction"])))
                 features = vla.features(batch)
                 action_dist = vla.distribution(features)
                 bins = action_dist.sample(generator)
@@ -921,6 +965,7 @@ if __name__ == "__main__":
                     finished.append(episode)
                     # SAME_STEP autoreset: info now describes the new episode's reset.
                     current[i] = Episode(task=str(info["task"][i]), scene=scene_of[i])
+                    sentences.end_episode(i)
         global_step += rollout_steps * args.world_size
         rollout_time, rollout_cpu = time.time() - iteration_start, time.process_time() - iteration_cpu
         value_time, value_cpu = ((value_fn.seconds - value_before[0], value_fn.cpu_seconds - value_before[1])

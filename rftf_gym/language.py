@@ -317,3 +317,37 @@ def instruction_for(
     paraphrases = TRAIN_INSTRUCTIONS[task]
     rng = np.random.default_rng() if rng is None else rng
     return paraphrases[int(rng.integers(len(paraphrases)))]
+
+
+NOISE_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def insert_noise_words(sentence: str, count: int, rng: np.random.Generator) -> str:
+    """``sentence`` with ``count`` pseudo-words of 3-7 random letters inserted at random places.
+
+    The sentence's own words stay, in their order, so the task it names does not change. Under a
+    hashing text encoder (`rftf_gym.text_encoder.HashedNgramEncoder`) a word no training sentence
+    holds moves the embedding in a random direction, and the evaluation's sentences are made of
+    such words and word pairs: each sits far off the span of its task's training paraphrases
+    (RESULTS.md). Conditioning fine-tuning episodes on noisy sentences keeps what the policy
+    learns from resting on the exact features of the few training paraphrases.
+
+    Args:
+        sentence: words separated by single spaces.
+        count: how many pseudo-words to insert (0 returns ``sentence`` unchanged).
+        rng: the generator of the words and their places.
+
+    Returns:
+        The sentence with the inserted words, single-spaced.
+
+    Raises:
+        ValueError: ``count`` < 0.
+    """
+    if count < 0:
+        raise ValueError(f"the number of noise words must be >= 0, got {count}")
+    words = sentence.split()
+    for _ in range(count):
+        length = int(rng.integers(3, 8))
+        word = "".join(NOISE_LETTERS[i] for i in rng.integers(len(NOISE_LETTERS), size=length))
+        words.insert(int(rng.integers(len(words) + 1)), word)
+    return " ".join(words)
