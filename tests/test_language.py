@@ -13,6 +13,7 @@ from rftf_gym.language import (
     MAX_INSTRUCTION_LENGTH,
     SPLITS,
     TRAIN_INSTRUCTIONS,
+    insert_noise_words,
     instruction_for,
 )
 from rftf_gym.tasks import TASK_NAMES
@@ -119,3 +120,22 @@ def test_instruction_for_rejects_bad_input() -> None:
         instruction_for("open drawer", "train")
     with pytest.raises(ValueError, match=r"split must be one of \('train', 'eval'\), got 'test'"):
         instruction_for("open_drawer", "test")
+
+
+def test_noise_words_keep_the_sentence_and_its_order():
+    sentence = "pull out the drawer"
+    assert insert_noise_words(sentence, 0, np.random.default_rng(0)) == sentence
+    noisy = insert_noise_words(sentence, 3, np.random.default_rng(0))
+    words = noisy.split()
+    assert len(words) == 7 and noisy == " ".join(words)
+    it = iter(words)
+    assert all(w in it for w in sentence.split())  # the own words, in order
+    extra = list(words)
+    for w in sentence.split():
+        extra.remove(w)
+    assert all(3 <= len(w) <= 7 and w.isalpha() and w.islower() for w in extra)
+    assert noisy == insert_noise_words(sentence, 3, np.random.default_rng(0))
+    draws = {insert_noise_words(sentence, 2, np.random.default_rng(s)) for s in range(20)}
+    assert len(draws) == 20
+    with pytest.raises(ValueError, match="noise words must be >= 0"):
+        insert_noise_words(sentence, -1, np.random.default_rng(0))

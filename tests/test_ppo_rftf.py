@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ppo_rftf import (
-    Args, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
+    Args, EpisodeSentences, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
     half_gradient_cosine, normalize_episode_values, ppo_loss, record_outcomes, shaped_rewards, task_baselines,
 )
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
@@ -105,6 +105,22 @@ def test_task_baseline_centres_the_indicator_on_the_tasks_recent_rate():
     np.testing.assert_allclose(always, balanced_advantages(rewards, True, GAMMA, LAM, 0.25, 1.0, success_weight=0.0))
     with pytest.raises(ValueError, match="--task-baseline must be >= 0"):
         check_args(Args(value_model="v", task_baseline=-1))
+
+
+def test_episode_sentences_draw_noise_once_per_episode():
+    plain = EpisodeSentences(2, 0, np.random.default_rng(0))
+    assert plain(["open up the drawer", "shut the drawer"]) == ["open up the drawer", "shut the drawer"]
+    noisy = EpisodeSentences(2, 2, np.random.default_rng(0))
+    first = noisy(["open up the drawer", "shut the drawer"])
+    assert [len(s.split()) for s in first] == [6, 5] and first[0] != "open up the drawer"
+    assert noisy(["open up the drawer", "shut the drawer"]) == first  # kept within an episode
+    noisy.end_episode(0)  # a new episode under the same sentence draws new words
+    second = noisy(["open up the drawer", "shut the drawer"])
+    assert second[0] != first[0] and second[1] == first[1]
+    chained = noisy(["open up the drawer", "turn on the led"])  # a chain's next instruction
+    assert chained[0] == second[0] and "led" in chained[1].split() and len(chained[1].split()) == 6
+    with pytest.raises(ValueError, match="--instruction-noise must be >= 0"):
+        check_args(Args(value_model="v", instruction_noise=-1))
 
 
 def test_unknown_training_task_is_refused():
