@@ -127,6 +127,11 @@ class Args:
     # Stage 5: evaluation
     eval_chains: int | None = None
     """official chains evaluated in scene D per policy (the official protocol: 1000)"""
+    train_sentence_chains: int | None = None
+    """also evaluate every policy on this many official chains with the training paraphrases
+    (evaluate.py --instruction-split train) and report them in a second table; 0: not. With the
+    embedded VLA's hashed-n-gram instruction encoder, a fine-tune can gain under the sentences it
+    trained on and lose under the evaluation's held-out ones (RESULTS.md)"""
     eval_workers: int = 2
     """evaluate.py --num-workers"""
     eval_batch_size: int = 16
@@ -151,10 +156,12 @@ class Args:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(obs_mode="state", seeds=(1,), demo_train_episodes=3, demo_val_episodes=1, bc_steps=1500,
-                  value_epochs=4, value_keep_epoch=4, ppo_episodes=32, eval_chains=100, video_chains=1, jobs=2,
+                  value_epochs=4, value_keep_epoch=4, ppo_episodes=32, eval_chains=100, train_sentence_chains=0,
+                  video_chains=1, jobs=2,
                   bc="pretrained/state/bc", value="pretrained/state/value"),
     "full": dict(obs_mode="state", seeds=(1, 2, 3), demo_train_episodes=60, demo_val_episodes=20, bc_steps=3000,
-                 value_epochs=8, value_keep_epoch=8, ppo_episodes=1024, eval_chains=1000, video_chains=2, jobs=1),
+                 value_epochs=8, value_keep_epoch=8, ppo_episodes=1024, eval_chains=1000, train_sentence_chains=500,
+                 video_chains=2, jobs=1),
 }
 
 
@@ -179,6 +186,8 @@ def apply_preset(args: Args) -> Args:
     for name in ("eval_chains", "ppo_episodes", "bc_steps", "value_epochs", "jobs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.train_sentence_chains < 0:
+        raise ValueError(f"--train-sentence-chains must be >= 0, got {args.train_sentence_chains}")
     if args.ppo_episodes < args.ppo_episodes_per_iteration:
         raise ValueError("--ppo-episodes must be at least --ppo-episodes-per-iteration")
     return args
@@ -524,26 +533,32 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
                                     lambda run=run: ppo_done(run, args.ppo_episodes, args.ppo_episodes_per_iteration),
                                     outputs={"run": str(run)}))
             policies[(key, seed)] = lambda run=run: ppo_final(run)
-    for (key, seed), where in policies.items():
-        out = run_dir / "eval" / f"{key}_s{seed}"
-        policy = where if isinstance(where, Path) else None
+    # The official protocol (held-out sentences), then optionally the training paraphrases.
+    splits = [("eval", "eval", "", args.eval_chains)]
+    if args.train_sentence_chains:
+        splits.append(("train", "eval_train", "train_", args.train_sentence_chains))
+    for split, folder, prefix, chains in splits:
+        for (key, seed), where in policies.items():
+            out = run_dir / folder / f"{key}_s{seed}"
+            policy = where if isinstance(where, Path) else None
 
-        def command(where=where, out=out) -> list[str]:
-            path = where if isinstance(where, Path) else where()
-            if path is None:
-                raise StageError(f"no finished checkpoint to evaluate for {out.name}")
-            return [py, script("evaluate.py"), "--policy", str(path), "--num-chains", str(args.eval_chains),
-                    "--scene", "D", "--obs-mode", eval_obs, "--num-workers", str(args.eval_workers),
-                    "--batch-size", str(args.eval_batch_size),
-                    "--seed", str(args.eval_seed), "--bootstrap-samples", str(args.bootstrap_samples),
-                    "--output-dir", str(out)]
+            def command(where=where, out=out, split=split, chains=chains) -> list[str]:
+                path = where if isinstance(where, Path) else where()
+                if path is None:
+                    raise StageError(f"no finished checkpoint to evaluate for {out.name}")
+                return [py, script("evaluate.py"), "--policy", str(path), "--num-chains", str(chains),
+                        "--scene", "D", "--obs-mode", eval_obs, "--instruction-split", split,
+                        "--num-workers", str(args.eval_workers), "--batch-size", str(args.eval_batch_size),
+                        "--seed", str(args.eval_seed), "--bootstrap-samples", str(args.bootstrap_samples),
+                        "--output-dir", str(out)]
 
-        stage = Stage(f"eval_{key}_s{seed}", "evaluation", None,
-                      {"policy": str(policy) if policy else f"checkpoints/{key}_s{seed} (last)", "chains": args.eval_chains,
-                       "scene": "D", "obs_mode": eval_obs, "seed": args.eval_seed},
-                      lambda out=out: eval_done(out, args.eval_chains), outputs={"results": str(out)})
-        stage.command = LazyCommand(command)  # type: ignore[assignment]
-        eval_stages.append(stage)
+            stage = Stage(f"eval_{prefix}{key}_s{seed}", "evaluation", None,
+                          {"policy": str(policy) if policy else f"checkpoints/{key}_s{seed} (last)", "chains": chains,
+                           "scene": "D", "obs_mode": eval_obs, "seed": args.eval_seed,
+                           **({"instruction_split": split} if split == "train" else {})},
+                          lambda out=out, chains=chains: eval_done(out, chains), outputs={"results": str(out)})
+            stage.command = LazyCommand(command)  # type: ignore[assignment]
+            eval_stages.append(stage)
     groups.append(("PPO fine-tuning", ppo_stages))
     groups.append(("chained evaluation", eval_stages))
     groups.append(("videos", [Stage("videos", "videos", None,
@@ -816,6 +831,34 @@ def value_diagnostics(run_dir: Path, args: Args) -> list[str]:
     return lines
 
 
+def train_sentence_tables(args: Args, run_dir: Path, label: dict[str, str], comparisons: list[tuple[str, str]],
+                          out: dict[str, Any]) -> list[str]:
+    """The report's section on the chains evaluated with the training paraphrases (its tables go
+    to ``out["train_sentences"]``)."""
+    samples, chains = args.bootstrap_samples, args.train_sentence_chains
+    results = {key: np.stack([chain_results(run_dir / "eval_train" / f"{key}_s{s}", chains) for s in args.seeds])
+               for key in label}
+    check_paired({f"{key}_s{s}": run_dir / "eval_train" / f"{key}_s{s}" for key in label for s in args.seeds})
+    tables: dict[str, Any] = {"chains": chains, "tables": {}, "paired": {}}
+    lines = ["", "## The same policies under the training sentences", "",
+             f"{chains} chains per policy (the official generator's `get_sequences({chains})`, evaluation seed "
+             f"{args.eval_seed}), each instruction given as one of its task's training paraphrases "
+             "(`evaluate.py --instruction-split train`) instead of the held-out evaluation sentence. The gap to the "
+             "tables above is what the held-out sentences cost each policy; fine-tuning only ever saw these sentences.",
+             "", "| policy | " + " | ".join(f"L{i} (%)" for i in range(1, CHAIN_LEN + 1)) + " | Avg. Len. |",
+             "|---" * (CHAIN_LEN + 2) + "|"]
+    for key, lengths in results.items():
+        row, tables["tables"][key] = table_row(label[key], lengths, samples)
+        lines.append(row)
+    lines += ["", "| comparison | " + " | ".join(f"ΔL{i} (pp)" for i in range(1, CHAIN_LEN + 1))
+              + " | ΔAvg. Len. | better / worse chains |", "|---" * (CHAIN_LEN + 3) + "|"]
+    for a, b in comparisons:
+        row, tables["paired"][f"{a}-{b}"] = paired_row(f"{label[a]} − {label[b]}", results[a], results[b], samples)
+        lines.append(row)
+    out["train_sentences"] = tables
+    return lines
+
+
 def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
     samples = args.bootstrap_samples
     results: dict[str, np.ndarray] = {}
@@ -866,6 +909,9 @@ def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
                   "|---" * (len(args.seeds) + 1) + "|"]
         for key, r in results.items():
             lines.append(f"| {label[key]} | " + " | ".join(f"{x:.3f}" for x in r.mean(axis=1)) + " |")
+
+    if args.train_sentence_chains:
+        lines += train_sentence_tables(args, run_dir, label, comparisons, out)
 
     lines += ["", "## Value model diagnostics", ""] + value_diagnostics(run_dir, args)
     plots = curve_plots(run_dir, args)

@@ -92,3 +92,24 @@ def test_ppo_runs_take_ppo_rftf_learning_rate_unless_one_is_given(exp, tmp_path)
     assert all("--learning-rate" not in command for command in ppo_commands())
     for command in ppo_commands(ppo_lr=1e-4):
         assert command[command.index("--learning-rate") + 1] == "0.0001"
+
+
+def test_training_sentence_chains_add_evaluations_and_a_paired_table(exp, tmp_path):
+    args = exp.apply_preset(exp.Args(preset="quick", run_dir=str(tmp_path), settings=("D",), reward_modes=("dense",),
+                                     train_sentence_chains=3))
+    stages = dict(exp.build_stages(args, tmp_path))["chained evaluation"]
+    assert [s.name for s in stages] == ["eval_bc_s1", "eval_rftf_D_s1", "eval_train_bc_s1", "eval_train_rftf_D_s1"]
+    held_out, train = stages[0].command.resolve(), stages[2].command.resolve()
+    assert held_out[held_out.index("--instruction-split") + 1] == "eval" and "instruction_split" not in stages[0].config
+    assert train[train.index("--instruction-split") + 1] == "train" and train[train.index("--num-chains") + 1] == "3"
+    assert train[train.index("--output-dir") + 1] == str(tmp_path / "eval_train" / "bc_s1")
+    with pytest.raises(ValueError, match="--train-sentence-chains must be >= 0"):
+        exp.apply_preset(exp.Args(preset="quick", train_sentence_chains=-1))
+
+    for key, values in (("bc", [0, 1, 0]), ("rftf_D", [1, 2, 1])):
+        records = [{"index": i, "num_success": k, "chain": ["a"] * 5} for i, k in enumerate(values)]
+        write_results(tmp_path / "eval_train" / f"{key}_s1" / "results.jsonl", {"policy": key}, records)
+    out = {}
+    lines = exp.train_sentence_tables(args, tmp_path, {"bc": "BC", "rftf_D": "RFTF"}, [("rftf_D", "bc")], out)
+    assert any(line.startswith("| RFTF − BC |") and "**+1.000** [+1.000, +1.000] (above 0)" in line for line in lines)
+    assert out["train_sentences"]["tables"]["bc"]["avg_len"]["value"] == pytest.approx(1 / 3)
