@@ -327,10 +327,10 @@ def insert_noise_words(sentence: str, count: int, rng: np.random.Generator) -> s
 
     The sentence's own words stay, in their order, so the task it names does not change. Under a
     hashing text encoder (`rftf_gym.text_encoder.HashedNgramEncoder`) a word no training sentence
-    holds moves the embedding in a random direction, and the evaluation's sentences are made of
-    such words and word pairs: each sits far off the span of its task's training paraphrases
-    (RESULTS.md). Conditioning fine-tuning episodes on noisy sentences keeps what the policy
-    learns from resting on the exact features of the few training paraphrases.
+    holds moves the embedding in a random direction, and every new sentence, the evaluation's
+    held-out ones among them, brings such words and word pairs. Fine-tuning under noisy sentences
+    fits the policy's change on a cloud of features around each paraphrase instead of on the
+    paraphrases' exact points (``ppo_rftf.py --instruction-noise``; RESULTS.md measures it).
 
     Args:
         sentence: words separated by single spaces.
