@@ -562,6 +562,8 @@ NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_fa
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
                 "chain_length", "start_states", "task_baseline", "instruction_noise")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
+NOTED_DEFAULTS = {"task_baseline": 0, "instruction_noise": 0}
+"""What a checkpoint written before a noted field existed ran with."""
 
 
 def save_trainer(
@@ -863,8 +865,9 @@ if __name__ == "__main__":
         generator.manual_seed(seed + 7919 * state["iteration"])
         if rank == 0:
             print(f"resumed from {directory} (iteration {state['iteration']}, {episodes_done} episodes)")
-            changed = [f"{k} {state['args'][k]!r} -> {getattr(args, k)!r}" for k in NOTED_FIELDS
-                       if k in state["args"] and state["args"][k] != getattr(args, k)]
+            saved_args = {**NOTED_DEFAULTS, **state["args"]}  # a checkpoint older than an option ran without it
+            changed = [f"{k} {saved_args[k]!r} -> {getattr(args, k)!r}" for k in NOTED_FIELDS
+                       if k in saved_args and saved_args[k] != getattr(args, k)]
             if changed:  # e.g. defaults that changed since the run started
                 print(f"note: continuing with settings other than the checkpoint's: {'; '.join(changed)}")
 
@@ -914,7 +917,7 @@ if __name__ == "__main__":
     next_obs, info = envs.reset(seed=[env_seed + i for i in range(args.num_envs)])
     current = [Episode(task=str(info["task"][i]), scene=scene_of[i]) for i in range(args.num_envs)]
     backlog: list[Episode] = []
-    # Seeded like the envs, so a resumed run draws the same words as the envs' episodes do.
+    # Seeded per (seed, rank, start iteration), as the envs are.
     sentences = EpisodeSentences(args.num_envs, args.instruction_noise,
                                  np.random.default_rng([args.seed, rank, start_iteration, 31337]))
 

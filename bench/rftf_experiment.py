@@ -843,8 +843,9 @@ def train_sentence_tables(args: Args, run_dir: Path, label: dict[str, str], comp
     lines = ["", "## The same policies under the training sentences", "",
              f"{chains} chains per policy (the official generator's `get_sequences({chains})`, evaluation seed "
              f"{args.eval_seed}), each instruction given as one of its task's training paraphrases "
-             "(`evaluate.py --instruction-split train`) instead of the held-out evaluation sentence. The gap to the "
-             "tables above is what the held-out sentences cost each policy; fine-tuning only ever saw these sentences.",
+             "(`evaluate.py --instruction-split train`) instead of the held-out evaluation sentence; fine-tuning "
+             "only ever saw these sentences. Unless N equals --eval-chains these are other chains than the tables "
+             "above, so the gap to them is not paired.",
              "", "| policy | " + " | ".join(f"L{i} (%)" for i in range(1, CHAIN_LEN + 1)) + " | Avg. Len. |",
              "|---" * (CHAIN_LEN + 2) + "|"]
     for key, lengths in results.items():

@@ -103,6 +103,9 @@ def test_training_sentence_chains_add_evaluations_and_a_paired_table(exp, tmp_pa
     assert held_out[held_out.index("--instruction-split") + 1] == "eval" and "instruction_split" not in stages[0].config
     assert train[train.index("--instruction-split") + 1] == "train" and train[train.index("--num-chains") + 1] == "3"
     assert train[train.index("--output-dir") + 1] == str(tmp_path / "eval_train" / "bc_s1")
+    (tmp_path / "eval_train" / "bc_s1").mkdir(parents=True)
+    (tmp_path / "eval_train" / "bc_s1" / "metrics.json").write_text(json.dumps({"num_chains": 3}))
+    assert stages[2].done() and not stages[0].done()  # finished when its own N chains are
     with pytest.raises(ValueError, match="--train-sentence-chains must be >= 0"):
         exp.apply_preset(exp.Args(preset="quick", train_sentence_chains=-1))
 
