@@ -296,6 +296,26 @@ def test_tiny_sparse_run_trains_the_whole_head_only_and_saves_a_loadable_policy(
 
 
 @pytest.mark.slow
+def test_instruction_noise_changes_what_the_policy_reads_and_stays_seeded(tiny_vla, tmp_path):
+    from rftf_gym.models import load_vla
+
+    def head(name: str, *extra: str) -> dict:
+        subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "4", "--run-name", name,
+                                "--checkpoint-dir", "ckpt", *extra), cwd=tmp_path, env=_env(), check=True, timeout=900)
+        return {k: v for k, v in load_vla(tmp_path / "ckpt" / name / "iter_000001").state_dict().items()
+                if k.startswith("action_head.")}
+
+    plain, noisy, again = head("plain"), head("noisy", "--instruction-noise", "2"), head("again", "--instruction-noise", "2")
+    # Same seed: the runs differ only in the sentences the policy read, and the noise is seeded.
+    assert any(not torch.equal(plain[k], noisy[k]) for k in plain)
+    assert all(torch.equal(noisy[k], again[k]) for k in noisy)
+    resumed = subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "noisy",
+                                      "--checkpoint-dir", "ckpt"), cwd=tmp_path, env=_env(), check=True, timeout=900,
+                             capture_output=True, text=True)
+    assert "instruction_noise 2 -> 0" in resumed.stdout
+
+
+@pytest.mark.slow
 def test_torchrun_two_ranks_keep_identical_heads(tiny_vla, tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run(_command(tiny_vla, "--reward-mode", "sparse", "--total-episodes", "8", "--run-name", "ddp",
