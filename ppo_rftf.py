@@ -556,14 +556,12 @@ def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
 KL_PROBE = 512
 # Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
 RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size", "head_basis_width")
-LEGACY_VALUES = {"head_basis_width": 0.0}
+LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
                 "chain_length", "start_states", "task_baseline", "instruction_noise")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
-NOTED_DEFAULTS = {"task_baseline": 0, "instruction_noise": 0}
-"""What a checkpoint written before a noted field existed ran with."""
 
 
 def save_trainer(
@@ -865,7 +863,7 @@ if __name__ == "__main__":
         generator.manual_seed(seed + 7919 * state["iteration"])
         if rank == 0:
             print(f"resumed from {directory} (iteration {state['iteration']}, {episodes_done} episodes)")
-            saved_args = {**NOTED_DEFAULTS, **state["args"]}  # a checkpoint older than an option ran without it
+            saved_args = {**LEGACY_VALUES, **state["args"]}
             changed = [f"{k} {saved_args[k]!r} -> {getattr(args, k)!r}" for k in NOTED_FIELDS
                        if k in saved_args and saved_args[k] != getattr(args, k)]
             if changed:  # e.g. defaults that changed since the run started

@@ -704,6 +704,22 @@ def check_paired(evaluations: dict[str, Path]) -> None:
             )
 
 
+TABLE_HEADER = ["| policy | " + " | ".join(f"L{i} (%)" for i in range(1, CHAIN_LEN + 1)) + " | Avg. Len. |",
+                "|---" * (CHAIN_LEN + 2) + "|"]
+"""The header of a paper-format table (`table_row`'s rows)."""
+PAIRED_HEADER = ["| comparison | " + " | ".join(f"ΔL{i} (pp)" for i in range(1, CHAIN_LEN + 1))
+                 + " | ΔAvg. Len. | better / worse chains |", "|---" * (CHAIN_LEN + 3) + "|"]
+"""The header of a paired-difference table (`paired_row`'s rows)."""
+
+
+def load_evaluations(folder: Path, keys: list[str], seeds: tuple[int, ...], chains: int) -> dict[str, np.ndarray]:
+    """Per policy key, the successes in a row of ``folder/<key>_s<seed>`` as (seeds, chains); every
+    evaluation must pair with every other (`check_paired`)."""
+    results = {key: np.stack([chain_results(folder / f"{key}_s{s}", chains) for s in seeds]) for key in keys}
+    check_paired({f"{key}_s{s}": folder / f"{key}_s{s}" for key in keys for s in seeds})
+    return results
+
+
 def table_row(label: str, lengths: np.ndarray, samples: int) -> tuple[str, dict[str, Any]]:
     """A paper-format row (L1..L5 in %, Avg. Len.) with 95 % intervals over chains and seeds."""
     cells, stats = [], {}
@@ -836,23 +852,18 @@ def train_sentence_tables(args: Args, run_dir: Path, label: dict[str, str], comp
     """The report's section on the chains evaluated with the training paraphrases (its tables go
     to ``out["train_sentences"]``)."""
     samples, chains = args.bootstrap_samples, args.train_sentence_chains
-    results = {key: np.stack([chain_results(run_dir / "eval_train" / f"{key}_s{s}", chains) for s in args.seeds])
-               for key in label}
-    check_paired({f"{key}_s{s}": run_dir / "eval_train" / f"{key}_s{s}" for key in label for s in args.seeds})
+    results = load_evaluations(run_dir / "eval_train", list(label), args.seeds, chains)
     tables: dict[str, Any] = {"chains": chains, "tables": {}, "paired": {}}
     lines = ["", "## The same policies under the training sentences", "",
              f"{chains} chains per policy (the official generator's `get_sequences({chains})`, evaluation seed "
              f"{args.eval_seed}), each instruction given as one of its task's training paraphrases "
              "(`evaluate.py --instruction-split train`) instead of the held-out evaluation sentence; fine-tuning "
              "only ever saw these sentences. Unless N equals --eval-chains these are other chains than the tables "
-             "above, so the gap to them is not paired.",
-             "", "| policy | " + " | ".join(f"L{i} (%)" for i in range(1, CHAIN_LEN + 1)) + " | Avg. Len. |",
-             "|---" * (CHAIN_LEN + 2) + "|"]
+             "above, so the gap to them is not paired.", "", *TABLE_HEADER]
     for key, lengths in results.items():
         row, tables["tables"][key] = table_row(label[key], lengths, samples)
         lines.append(row)
-    lines += ["", "| comparison | " + " | ".join(f"ΔL{i} (pp)" for i in range(1, CHAIN_LEN + 1))
-              + " | ΔAvg. Len. | better / worse chains |", "|---" * (CHAIN_LEN + 3) + "|"]
+    lines += ["", *PAIRED_HEADER]
     for a, b in comparisons:
         row, tables["paired"][f"{a}-{b}"] = paired_row(f"{label[a]} − {label[b]}", results[a], results[b], samples)
         lines.append(row)
@@ -862,15 +873,10 @@ def train_sentence_tables(args: Args, run_dir: Path, label: dict[str, str], comp
 
 def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
     samples = args.bootstrap_samples
-    results: dict[str, np.ndarray] = {}
-    for key, _, _ in policy_names(args):
-        results[key] = np.stack([chain_results(run_dir / "eval" / f"{key}_s{s}", args.eval_chains) for s in args.seeds])
-    check_paired({f"{key}_s{s}": run_dir / "eval" / f"{key}_s{s}" for key, _, _ in policy_names(args) for s in args.seeds})
+    results = load_evaluations(run_dir / "eval", [key for key, _, _ in policy_names(args)], args.seeds, args.eval_chains)
     label = {"bc": "BC (start)"}
     for key, setting, mode in policy_names(args)[1:]:
         label[key] = f"{'RFTF' if mode == 'dense' else 'PPO sparse'}, {SETTING_NAMES[setting]}"
-    header = "| policy | " + " | ".join(f"L{i} (%)" for i in range(1, CHAIN_LEN + 1)) + " | Avg. Len. |"
-    rule = "|---" * (CHAIN_LEN + 2) + "|"
     seeds = ", ".join(map(str, args.seeds))
     out: dict[str, Any] = {"args": asdict(args), "tables": {}, "paired": {}}
     lines = [
@@ -884,7 +890,7 @@ def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
         "",
         "## Chained evaluation in scene D (paper Tables 1-3 format)",
         "",
-        header, rule,
+        *TABLE_HEADER,
     ]
     for key in results:
         row, stats = table_row(label[key], results[key], samples)
@@ -895,9 +901,7 @@ def write_report(args: Args, run_dir: Path, stages: list[Stage]) -> str:
               "Each fine-tuned policy minus its own BC start (same training seed), chain by chain; then RFTF minus "
               "sparse-reward PPO in the same setting. Avg. Len. difference with its interval, L*i* differences in "
               "percentage points, and the share of chains where the first policy got further / less far.",
-              "",
-              "| comparison | " + " | ".join(f"ΔL{i} (pp)" for i in range(1, CHAIN_LEN + 1)) + " | ΔAvg. Len. | better / worse chains |",
-              "|---" * (CHAIN_LEN + 3) + "|"]
+              "", *PAIRED_HEADER]
     comparisons = [(key, "bc") for key in results if key != "bc"]
     comparisons += [(f"rftf_{s}", f"sparse_{s}") for s in args.settings
                     if f"rftf_{s}" in results and f"sparse_{s}" in results]
