@@ -56,6 +56,7 @@ from rftf_gym.backends import Backend
 from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
 from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
 from rftf_gym.env import ObsMode
+from rftf_gym.text_encoder import make_text_encoder
 from rftf_gym.files import atomic_write, atomic_write_text
 
 PROG = "evaluate.py"
@@ -100,6 +101,9 @@ class Args:
     """stop after this many newly finished chains (per rank); re-run the command to go on"""
     device: str = "cpu"
     """torch device for checkpoint policies"""
+    text_encoder: str | None = None
+    """give a checkpoint policy this instruction encoder in place of its own, for example
+    "snap-hashed-ngram-d384-c34" (`rftf_gym.text_encoder`; the weights are unchanged)"""
     track: bool = False
     """if toggled, log the final metrics to Weights and Biases"""
     wandb_project_name: str = "rftf-gym"
@@ -154,7 +158,8 @@ def chain_config(args: Args) -> ChainEvalConfig:
     """The chain runner's settings from the command line."""
     return ChainEvalConfig(backend=args.backend, scene=args.scene, obs_mode=args.obs_mode,
                            instruction_split=args.instruction_split, batch_size=args.batch_size,
-                           num_workers=args.num_workers, seed=args.seed, device=args.device)
+                           num_workers=args.num_workers, seed=args.seed, device=args.device,
+                           text_encoder=args.text_encoder)
 
 
 def make_env(args: Args, render: bool = False) -> gym.Env:
@@ -265,7 +270,7 @@ _worker: dict[str, Any] = {}
 
 def init_worker(args: Args, chains: list, video_dir: str) -> None:
     _worker.update(args=args, chains=chains, video_dir=Path(video_dir), env=None, video_env=None)
-    _worker["policy"] = policies.load_policy(args.policy, scene=args.scene, seed=args.seed, device=args.device)
+    _worker["policy"] = chain_eval.load_config_policy(args.policy, chain_config(args))
 
 
 def run_chain(index: int) -> dict[str, Any]:
@@ -306,7 +311,11 @@ def check_args(args: Args) -> None:
         raise ValueError("--video-chains and --max-chains-this-run must be >= 0")
     if args.policy == "expert" and "state" not in args.obs_mode:
         raise ValueError("the expert policy plans from robot_obs/scene_obs: use --obs-mode state or rgb+state")
-    policies.check_policy_spec(args.policy)  # missing, corrupt or unknown checkpoint: fail now
+    loader = policies.check_policy_spec(args.policy)  # missing, corrupt or unknown checkpoint: fail now
+    if args.text_encoder is not None:
+        if loader is None:
+            raise ValueError(f"--text-encoder applies to checkpoint policies, not to {args.policy!r}")
+        make_text_encoder(args.text_encoder)  # an unknown name: fail now
 
 
 if __name__ == "__main__":
@@ -342,6 +351,7 @@ if __name__ == "__main__":
         "ep_len": EP_LEN,
         "instruction_split": args.instruction_split,
         "code_sha256": evaluation.code_digest(),
+        **({} if args.text_encoder is None else {"text_encoder": args.text_encoder}),
         "versions": {"rftf_gym": rftf_gym.__version__, "python": sys.version.split()[0]},
     }
 

@@ -107,6 +107,11 @@ class Args:
     """where a fresh training episode starts: a random layout, or one of the official evaluation's
     192 initial states drawn uniformly (scene D only; its start states, never its chains or
     sentences; rftf_gym.wrappers.ChainedResets)"""
+    text_encoder: str | None = None
+    """the policy's instruction encoder in place of its checkpoint's (rftf_gym.text_encoder; None keeps
+    it); the fine-tuned checkpoints record it. "snap-<the checkpoint's encoder>" reads every sentence
+    of a task, the evaluation's held-out ones included, as the task's first training paraphrase
+    (rftf_gym.text_encoder.SnapEncoder; RESULTS.md, "A sentence encoder that carries the gain")"""
     instruction_noise: int = 0
     """0: the policy reads each episode's paraphrase as drawn (the paper). K > 0: the policy acts and
     learns under the paraphrase with K random pseudo-words inserted, drawn anew for every episode
@@ -555,9 +560,11 @@ def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
 # States on which the exact KL between the policies before and after an update is logged.
 KL_PROBE = 512
 # Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
-RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size", "head_basis_width")
-LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0}
-"""What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head."""
+RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size", "head_basis_width",
+                 "text_encoder")
+LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0, "text_encoder": None}
+"""What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head;
+before --text-encoder, the policy's own encoder."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
                 "chain_length", "start_states", "task_baseline", "instruction_noise")
@@ -832,7 +839,7 @@ if __name__ == "__main__":
     generator = torch.Generator(device=device).manual_seed(seed)
 
     with cli.usage_errors(PROG):  # a missing or broken --policy checkpoint
-        vla = load_vla(args.policy, device=device)
+        vla = load_vla(args.policy, device=device, text_encoder=args.text_encoder)
         decoding = json.loads((Path(args.policy) / "config.json").read_text()).get("decoding", "greedy")
     freeze_body(vla)
     head = vla.action_head

@@ -58,6 +58,9 @@ class ChainEvalConfig:
     """evaluation seed: chain i's env and policy are seeded from (seed, i)"""
     device: str = "cpu"
     """torch device of a checkpoint policy"""
+    text_encoder: str | None = None
+    """instruction encoder to give a checkpoint policy in place of its own
+    (`rftf_gym.text_encoder.make_text_encoder`; None keeps the checkpoint's)"""
     ep_len: int = EP_LEN
     """steps per instruction"""
     torch_threads: int | None = 1
@@ -266,17 +269,20 @@ class _BatchedPolicy:
         return actions
 
 
+def load_config_policy(policy: str, config: ChainEvalConfig) -> Any:
+    """`rftf_gym.policies.load_policy` with the config's scene, seed, device and text encoder."""
+    extra = {} if config.text_encoder is None else {"text_encoder": config.text_encoder}
+    return policies.load_policy(policy, scene=config.scene, seed=config.seed, device=config.device, **extra)
+
+
 def as_slot_policy(policy: str | Any, config: ChainEvalConfig) -> _PerChainPolicies | _BatchedPolicy:
     """A policy spec (loaded per slot or once), a `BatchPolicy` object or a `Policy` object."""
     if isinstance(policy, str):
-        first = policies.load_policy(policy, scene=config.scene, seed=config.seed, device=config.device)
+        first = load_config_policy(policy, config)
         if hasattr(first, "act_batch"):
             return _BatchedPolicy(first)
         made = [first]
-        return _PerChainPolicies(
-            lambda: made.pop() if made else policies.load_policy(policy, scene=config.scene, seed=config.seed, device=config.device),
-            config.batch_size,
-        )
+        return _PerChainPolicies(lambda: made.pop() if made else load_config_policy(policy, config), config.batch_size)
     if hasattr(policy, "act_batch"):
         return _BatchedPolicy(policy)
     if config.batch_size != 1:
@@ -430,6 +436,7 @@ def results_config(policy: str, chains: Sequence[Chain], chain_source: str, conf
         "ep_len": config.ep_len,
         "instruction_split": config.instruction_split,
         "code_sha256": evaluation.code_digest(),
+        **({} if config.text_encoder is None else {"text_encoder": config.text_encoder}),
     }
 
 

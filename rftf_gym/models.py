@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -672,18 +672,33 @@ def save_checkpoint(
     return save_safetensors_checkpoint(directory, model.state_dict(), config)
 
 
-def load_vla(directory: str | Path, device: str | torch.device = "cpu") -> VLA:
+def load_vla(directory: str | Path, device: str | torch.device = "cpu", text_encoder: str | None = None) -> VLA:
     """Load a VLA saved by `save_checkpoint`, checking every part.
+
+    Args:
+        directory: the checkpoint directory.
+        device: where the model goes.
+        text_encoder: an instruction encoder name (`rftf_gym.text_encoder.make_text_encoder`) to
+            use in place of the checkpoint's, of the same width; None keeps the checkpoint's. The
+            model's config then records the new one, so a checkpoint saved from it keeps it.
 
     Raises:
         FileNotFoundError, ValueError: see `load_safetensors_checkpoint`; also an invalid
-            ``vla_config`` or weights that do not fit it (names the tensors).
+            ``vla_config``, weights that do not fit it (names the tensors), or a ``text_encoder``
+            that is unknown, of another width, or given to a model of precomputed embeddings.
     """
     config, tensors = load_safetensors_checkpoint(directory, VLA_POLICY_TYPE)
     try:
         vla_config = VLAConfig.from_dict(config.get("vla_config"))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{Path(directory) / CONFIG_FILE}: invalid vla_config: {err}") from err
+    if text_encoder is not None:
+        if vla_config.text_encoder == PRECOMPUTED_TEXT:
+            raise ValueError(f"{directory}: the model takes precomputed instruction embeddings; it has no text encoder to replace")
+        width = make_text_encoder(text_encoder).dim
+        if width != vla_config.text_dim:
+            raise ValueError(f"text encoder {text_encoder!r} has width {width}; the model {directory} expects {vla_config.text_dim}")
+        vla_config = replace(vla_config, text_encoder=text_encoder)
     model = VLA(vla_config)
     check_state_dict(model, tensors, f"checkpoint {str(directory)!r}")
     model.load_state_dict(tensors)
@@ -937,12 +952,14 @@ def load_vla_policy(
     greedy: bool | None = None,
     bf16: bool = False,
     tie_tolerance: float = TIE_TOLERANCE,
+    text_encoder: str | None = None,
     **_: Any,
 ) -> VLAPolicy:
     """The policy loader registered for ``policy_type`` "rftf_vla" (``scene`` is unused: the
     model acts from its observations alone). ``greedy`` None takes the checkpoint's
-    ``decoding`` ("greedy" or "sample"; greedy when absent); ``tie_tolerance``: see `VLAPolicy`."""
-    model = load_vla(path, device=device)
+    ``decoding`` ("greedy" or "sample"; greedy when absent); ``tie_tolerance``: see `VLAPolicy`;
+    ``text_encoder``: see `load_vla`."""
+    model = load_vla(path, device=device, text_encoder=text_encoder)
     if bf16:
         model.inference_dtype = torch.bfloat16
     if greedy is None:
