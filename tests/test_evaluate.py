@@ -283,6 +283,9 @@ def test_resume_with_other_configuration_is_refused(uninterrupted, tmp_path):
         (["--backend", "mujoco"], "invalid choice 'mujoco' for argument '--backend'"),
         (["--policy", "expert", "--obs-mode", "rgb"], "--obs-mode state"),
         (["--num-chains", "0"], "--num-chains must be >= 1, got 0"),
+        (["--text-encoder", "snap-hashed-ngram-d384-c34"], "--text-encoder applies to VLA checkpoints"),
+        (["--policy", str(ROOT / "pretrained/state/bc"), "--text-encoder", "minilm"], "unknown text encoder 'minilm'"),
+        (["--policy", str(ROOT / "pretrained/state/bc"), "--text-encoder", "hashed-ngram-d64-c34"], "has width 64"),
     ],
 )
 def test_bad_arguments_fail_clearly(tmp_path, extra, message):
@@ -420,3 +423,13 @@ def test_every_official_reset_state_is_accepted_in_scenes_a_and_d(scene):
 
     args = evaluate.Args(policy="expert", obs_mode="state", scene=scene)
     evaluate.check_reset_states(args, list(sequences.get_sequences(1000)))  # raises on the first refusal
+
+
+def test_text_encoder_is_recorded_and_a_resume_must_keep_it(tmp_path):
+    out = tmp_path / "out"
+    bc = str(ROOT / "pretrained/state/bc")
+    args = ["--policy", bc, "--num-chains", "1", "--obs-mode", "state", "--output-dir", str(out), "--bootstrap-samples", "50"]
+    run_evaluate(*args, "--text-encoder", "snap-hashed-ngram-d384-c34", cwd=tmp_path)
+    assert final_metrics(out)["config"]["text_encoder"] == "snap-hashed-ngram-d384-c34"
+    line = usage_error(run_evaluate(*args, cwd=tmp_path, check=False))
+    assert "text_encoder" in line

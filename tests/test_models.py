@@ -298,3 +298,25 @@ def test_smooth_head_delta_starts_as_the_head_folds_exactly_and_trains_only_smoo
     assert torch.allclose(folded(x), smooth(x), atol=1e-5)
     assert torch.equal(folded[1].weight, head[1].weight)  # only the last layer differs
     assert not torch.equal(folded[-1].weight, head[-1].weight)
+
+
+def test_load_with_another_text_encoder(saved, tmp_path):
+    """The weights stay; the encoder changes, a saved copy keeps it, and a misfit is named."""
+    own = load_vla(saved)
+    snap = load_vla(saved, text_encoder="snap-" + own.config.text_encoder)
+    assert snap.config.text_encoder == "snap-" + own.config.text_encoder
+    for key, value in own.state_dict().items():
+        torch.testing.assert_close(snap.state_dict()[key], value)
+    batch = snap.preprocess(obs_batch(2), ["pull the drawer open", "lift the pink block from the table"])
+    from rftf_gym.language import TRAIN_INSTRUCTIONS
+
+    first = [TRAIN_INSTRUCTIONS["open_drawer"][0], TRAIN_INSTRUCTIONS["lift_pink_block_table"][0]]
+    torch.testing.assert_close(batch["lang_emb"], own.preprocess(obs_batch(2), first)["lang_emb"])
+    save_checkpoint(tmp_path / "snap", snap, {})
+    assert load_vla(tmp_path / "snap").config.text_encoder == snap.config.text_encoder
+    policy = load_policy(str(saved), text_encoder=snap.config.text_encoder)
+    assert policy.model.config.text_encoder == snap.config.text_encoder
+    with pytest.raises(ValueError, match="width 128"):
+        load_vla(saved, text_encoder="hashed-ngram-d128-c34")
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        load_vla(saved, text_encoder="minilm")

@@ -555,3 +555,18 @@ def test_task_baseline_history_is_kept_in_the_checkpoint_and_resumed(tiny_vla, t
     subprocess.run(_command(tiny_vla, *shorter, "--total-episodes", "16"), cwd=tmp_path, env=_env(), check=True, timeout=900)
     last = _final_state(tmp_path / "ckpt" / "base")["task_history"]
     assert set(after) <= set(last) and all(len(past) == 1 for past in last.values())
+
+
+@pytest.mark.slow
+def test_text_encoder_is_kept_in_the_checkpoints_and_a_resume_must_keep_it(tiny_vla, tmp_path):
+    from rftf_gym.models import load_vla
+
+    snap = "snap-" + load_vla(tiny_vla).config.text_encoder
+    args = ("--reward-mode", "sparse", "--run-name", "snap", "--checkpoint-dir", "ckpt")
+    subprocess.run(_command(tiny_vla, *args, "--total-episodes", "4", "--text-encoder", snap), cwd=tmp_path, env=_env(),
+                   check=True, timeout=900)
+    tuned = load_vla(tmp_path / "ckpt" / "snap" / "iter_000001")  # evaluate.py reads the sentences as it was trained
+    assert tuned.config.text_encoder == snap
+    refused = subprocess.run(_command(tiny_vla, *args, "--total-episodes", "8"), cwd=tmp_path, env=_env(),
+                             capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 2 and "text_encoder: checkpoint" in refused.stderr

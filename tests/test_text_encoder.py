@@ -5,7 +5,7 @@ import pytest
 
 from rftf_gym.language import TRAIN_INSTRUCTIONS, instruction_for
 from rftf_gym.tasks import TASK_NAMES
-from rftf_gym.text_encoder import HashedNgramEncoder, fnv1a_64, make_text_encoder
+from rftf_gym.text_encoder import HashedNgramEncoder, SnapEncoder, fnv1a_64, make_text_encoder
 
 
 def test_fnv1a_64_reference_values():
@@ -55,3 +55,40 @@ def test_name_round_trip_and_errors():
         enc.encode("open the drawer")
     with pytest.raises(ValueError, match="dim"):
         HashedNgramEncoder(dim=2)
+
+
+def test_snap_encoder_reads_each_sentence_as_one_point_per_task():
+    base = HashedNgramEncoder()
+    snap = make_text_encoder("snap-" + base.name)
+    assert isinstance(snap, SnapEncoder) and snap.name == "snap-" + base.name and snap.dim == base.dim
+    # every training paraphrase of a task gives the base embedding of the task's first one
+    for task in ("rotate_red_block_right", "open_drawer", "turn_off_led"):
+        first = base.encode([TRAIN_INSTRUCTIONS[task][0]])[0]
+        out = snap.encode(list(TRAIN_INSTRUCTIONS[task]))
+        assert out.shape == (len(TRAIN_INSTRUCTIONS[task]), base.dim) and out.dtype == np.float32
+        np.testing.assert_array_equal(out, np.tile(first, (len(out), 1)))
+        assert all(snap.task_of(s) == task for s in TRAIN_INSTRUCTIONS[task])
+    # an unseen sentence goes to the task whose paraphrases it is most similar to on average
+    sentence = "please open the drawer now"
+    scores = {t: float(np.mean(base.encode([sentence]) @ base.encode(list(p)).T)) for t, p in TRAIN_INSTRUCTIONS.items()}
+    assert snap.task_of(sentence) == max(scores, key=scores.get) == "open_drawer"
+    assert snap.encode([]).shape == (0, base.dim)
+    with pytest.raises(TypeError, match="single str"):
+        snap.encode("open the drawer")
+
+
+def test_snap_encoder_reads_most_evaluation_sentences_right():
+    """The held-out sentences are never used to build it; 33 of the 34 land on their own task."""
+    snap = SnapEncoder(HashedNgramEncoder())
+    read = [snap.task_of(instruction_for(t, "eval")) for t in TASK_NAMES]
+    assert sum(r == t for r, t in zip(read, TASK_NAMES)) >= 30
+
+
+def test_snap_encoder_with_own_paraphrases_and_errors():
+    snap = SnapEncoder(HashedNgramEncoder(dim=64), {"a": ("open the drawer", "pull the drawer open"), "b": ("press the button",)})
+    assert snap.tasks == ("a", "b") and snap.task_of("push the button") == "b"
+    np.testing.assert_array_equal(snap.encode(["drawer open please"])[0], HashedNgramEncoder(dim=64).encode(["open the drawer"])[0])
+    with pytest.raises(ValueError, match="paraphrases"):
+        SnapEncoder(HashedNgramEncoder(dim=64), {"a": ()})
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        make_text_encoder("snap-minilm")
