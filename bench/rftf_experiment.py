@@ -123,6 +123,10 @@ class Args:
     """steps before a training episode is truncated (CALVIN's 360)"""
     ppo_extra: str = ""
     """extra ppo_rftf.py arguments, as one string (for ablations: --eta-success, --target-kl, ...)"""
+    text_encoder: str | None = None
+    """the policies' instruction encoder in place of the BC checkpoint's, in fine-tuning, evaluation
+    and videos (ppo_rftf.py / evaluate.py --text-encoder), for example "snap-hashed-ngram-d384-c34"
+    (rftf_gym.text_encoder.SnapEncoder; RESULTS.md, "A sentence encoder that carries the gain")"""
 
     # Stage 5: evaluation
     eval_chains: int | None = None
@@ -526,7 +530,8 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
                    "--episodes-per-iteration", str(args.ppo_episodes_per_iteration), "--num-envs", str(args.ppo_num_envs),
                    "--max-episode-steps", str(args.ppo_max_episode_steps),
                    *(["--learning-rate", str(args.ppo_lr)] if args.ppo_lr is not None else []),
-                   "--checkpoint-dir", str(run_dir / "checkpoints"), "--run-name", name, *shlex.split(args.ppo_extra)]
+                   "--checkpoint-dir", str(run_dir / "checkpoints"), "--run-name", name, *encoder_args(args),
+                   *shlex.split(args.ppo_extra)]
             if mode == "dense":
                 cmd[4:4] = ["--value-model", str(value_dirs[seed])]
             ppo_stages.append(Stage(name, "PPO", cmd, {"command": cmd[1:]},
@@ -550,7 +555,7 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
                         "--scene", "D", "--obs-mode", eval_obs, "--instruction-split", split,
                         "--num-workers", str(args.eval_workers), "--batch-size", str(args.eval_batch_size),
                         "--seed", str(args.eval_seed), "--bootstrap-samples", str(args.bootstrap_samples),
-                        "--output-dir", str(out)]
+                        "--output-dir", str(out), *encoder_args(args)]
 
             stage = Stage(f"eval_{prefix}{key}_s{seed}", "evaluation", None,
                           {"policy": str(policy) if policy else f"checkpoints/{key}_s{seed} (last)", "chains": chains,
@@ -566,6 +571,11 @@ def build_stages(args: Args, run_dir: Path) -> list[tuple[str, list[Stage]]]:
                                     lambda: (run_dir / "videos" / "done.json").is_file(),
                                     function=lambda log: make_videos(args, run_dir, bc_dirs, value_dirs, log))]))
     return groups
+
+
+def encoder_args(args: Args) -> list[str]:
+    """``--text-encoder NAME`` for ppo_rftf.py and evaluate.py when the run sets one."""
+    return [] if args.text_encoder is None else ["--text-encoder", args.text_encoder]
 
 
 class LazyCommand(list):
@@ -604,7 +614,8 @@ def make_videos(args: Args, run_dir: Path, bc_dirs: dict, value_dirs: dict, log_
         for key, path in which:
             if path is None:
                 continue
-            policy = policies.load_policy(str(path), scene="D", seed=args.eval_seed)
+            encoder = {} if args.text_encoder is None else {"text_encoder": args.text_encoder}
+            policy = policies.load_policy(str(path), scene="D", seed=args.eval_seed, **encoder)
             for index, (initial_state, chain) in enumerate(chains):
                 robot_obs, scene_obs = sequences.get_env_state_for_initial_condition(initial_state)
                 cseed = chain_seed(args.eval_seed, index)

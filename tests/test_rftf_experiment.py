@@ -116,3 +116,16 @@ def test_training_sentence_chains_add_evaluations_and_a_paired_table(exp, tmp_pa
     lines = exp.train_sentence_tables(args, tmp_path, {"bc": "BC", "rftf_D": "RFTF"}, [("rftf_D", "bc")], out)
     assert any(line.startswith("| RFTF − BC |") and "**+1.000** [+1.000, +1.000] (above 0)" in line for line in lines)
     assert out["train_sentences"]["tables"]["bc"]["avg_len"]["value"] == pytest.approx(1 / 3)
+
+
+def test_text_encoder_reaches_every_ppo_run_and_evaluation(exp, tmp_path):
+    def commands(**options):
+        args = exp.apply_preset(exp.Args(preset="quick", run_dir=str(tmp_path), settings=("D",), **options))
+        groups = dict(exp.build_stages(args, tmp_path))
+        evals = [stage.command.resolve() for stage in groups["chained evaluation"] if stage.name == "eval_bc_s1"]
+        return [stage.command for stage in groups["PPO fine-tuning"]] + evals
+
+    snap = "snap-hashed-ngram-d384-c34"
+    assert all("--text-encoder" not in command for command in commands())
+    found = commands(text_encoder=snap)
+    assert len(found) == 3 and all(command[command.index("--text-encoder") + 1] == snap for command in found)
