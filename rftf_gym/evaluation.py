@@ -38,8 +38,9 @@ RESULTS_FORMAT = 1
 NON_RESULT_KEYS = frozenset({"output_dir", "num_workers", "video_chains", "track", "world_size", "versions"})
 OPTIONAL_RESULT_KEYS = frozenset({"code_sha256"})
 """Result-defining keys that results files written before them lack: compared when both have them."""
-POLICY_KEYS = frozenset({"policy", "policy_fingerprint"})
-"""What may differ between two evaluations compared chain by chain (`pairing_mismatches`)."""
+POLICY_KEYS = frozenset({"policy", "policy_fingerprint", "text_encoder"})
+"""What may differ between two evaluations compared chain by chain (`pairing_mismatches`): the
+policy, which includes the instruction encoder that ``evaluate.py --text-encoder`` gave it."""
 
 
 # ---------------------------------------------------------------------------- metrics

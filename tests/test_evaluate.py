@@ -142,6 +142,8 @@ def test_results_log_refuses_results_of_other_code(tmp_path):
     evaluation.ResultsLog(older, CONFIG).close()
     evaluation.ResultsLog(older, {**CONFIG, "code_sha256": digest}).close()
     assert evaluation.pairing_mismatches({**CONFIG, "policy": "a"}, {**CONFIG, "policy": "b"}) == []
+    assert evaluation.pairing_mismatches(CONFIG, {**CONFIG, "text_encoder": "snap-hashed-ngram-d384-c34"}) == []
+    assert evaluation.config_mismatches(CONFIG, {**CONFIG, "text_encoder": "snap-hashed-ngram-d384-c34"}) != []
     assert evaluation.pairing_mismatches({**CONFIG, "code_sha256": "x"}, {**CONFIG, "code_sha256": "y", "seed": 1}) == [
         "code_sha256: 'x' vs 'y'", f"seed: {CONFIG.get('seed')!r} vs 1"]
 
