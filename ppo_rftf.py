@@ -111,7 +111,7 @@ class Args:
     """the policy's instruction encoder in place of its checkpoint's (rftf_gym.text_encoder; None keeps
     it); the fine-tuned checkpoints record it. "snap-<the checkpoint's encoder>" reads every sentence
     of a task, the evaluation's held-out ones included, as the task's first training paraphrase
-    (rftf_gym.text_encoder.SnapEncoder; RESULTS.md, "A sentence encoder that carries the gain")"""
+    (rftf_gym.text_encoder.SnapEncoder; RESULTS.md, "A sentence encoder for the held-out sentences")"""
     instruction_noise: int = 0
     """0: the policy reads each episode's paraphrase as drawn (the paper). K > 0: the policy acts and
     learns under the paraphrase with K random pseudo-words inserted, drawn anew for every episode
@@ -560,8 +560,8 @@ def all_gather_objects(obj: Any, world_size: int) -> list[Any]:
 # States on which the exact KL between the policies before and after an update is logged.
 KL_PROBE = 512
 # Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
-RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size", "head_basis_width",
-                 "text_encoder")
+RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size",
+                 "head_basis_width", "text_encoder")
 LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0, "text_encoder": None}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head;
 before --text-encoder, the policy's own encoder."""

@@ -126,7 +126,7 @@ class Args:
     text_encoder: str | None = None
     """the policies' instruction encoder in place of the BC checkpoint's, in fine-tuning, evaluation
     and videos (ppo_rftf.py / evaluate.py --text-encoder), for example "snap-hashed-ngram-d384-c34"
-    (rftf_gym.text_encoder.SnapEncoder; RESULTS.md, "A sentence encoder that carries the gain")"""
+    (rftf_gym.text_encoder.SnapEncoder; RESULTS.md, "A sentence encoder for the held-out sentences")"""
 
     # Stage 5: evaluation
     eval_chains: int | None = None

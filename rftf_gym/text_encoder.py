@@ -152,7 +152,7 @@ class SnapEncoder:
     sentence read as another task gives that task's point. The evaluation sentences are never
     used to build it. It is no general paraphrase model: it reads 33 of the 34 evaluation
     sentences of `rftf_gym.language` right, but a training paraphrase left out of the means only
-    about half the time (RESULTS.md, "A sentence encoder that carries the gain").
+    about half the time (RESULTS.md, "A sentence encoder for the held-out sentences").
 
     Args:
         base: the encoder of the sentences and of the output.
