@@ -147,8 +147,8 @@ class SnapEncoder:
     weights can be downloaded here. This encoder gives the same property from the training
     annotations alone: a training paraphrase is read as its own task, any other sentence as the
     task whose training paraphrases have the highest mean cosine similarity with it under
-    ``base`` (a kernel nearest-class-mean classifier, no trained weights), and the sentence is embedded as that task's first training
-    paraphrase. Every sentence of a task, seen or unseen, thus gives the policy one point; a
+    ``base`` (a kernel nearest-class-mean classifier, no trained weights), and the sentence is
+    embedded as that task's first training paraphrase. Every sentence of a task, seen or unseen, thus gives the policy one point; a
     sentence read as another task gives that task's point. The evaluation sentences are never
     used to build it. It is no general paraphrase model: it reads 33 of the 34 evaluation
     sentences of `rftf_gym.language` right, but a training paraphrase left out of the means only
