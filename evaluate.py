@@ -57,7 +57,6 @@ from rftf_gym.chain_eval import ChainEvalConfig, chain_seed, run_chains
 from rftf_gym.conventions import CHAIN_LEN, EP_LEN, NUM_SEQUENCES, Scene
 from rftf_gym.env import ObsMode
 from rftf_gym.files import atomic_write, atomic_write_text
-from rftf_gym.models import VLA_POLICY_TYPE, load_vla
 
 PROG = "evaluate.py"
 
@@ -313,7 +312,9 @@ def check_args(args: Args) -> None:
         raise ValueError("the expert policy plans from robot_obs/scene_obs: use --obs-mode state or rgb+state")
     loader = policies.check_policy_spec(args.policy)  # missing, corrupt or unknown checkpoint: fail now
     if args.text_encoder is not None:
-        if loader is None or policies.read_checkpoint_config(args.policy).get("policy_type") != VLA_POLICY_TYPE:
+        from rftf_gym.models import VLA_POLICY_TYPE, load_vla  # torch: only for this check
+
+        if loader is None or policies.read_checkpoint_config(args.policy).get(policies.POLICY_TYPE_KEY) != VLA_POLICY_TYPE:
             raise ValueError(f"--text-encoder applies to VLA checkpoints (policy_type {VLA_POLICY_TYPE!r}), not to {args.policy!r}")
         load_vla(args.policy, text_encoder=args.text_encoder)  # an unknown encoder or one of another width: fail now
 

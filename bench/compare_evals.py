@@ -66,6 +66,9 @@ def compare(args: Args) -> list[str]:
     base_name, base_dirs = parse(args.base)
     specs = [parse(p) for p in args.policies]
     every = {f"{name} ({d})": d for name, dirs in [(base_name, base_dirs), *specs] for d in dirs}
+    for name, dirs in specs:
+        if len(base_dirs) not in (1, len(dirs)):
+            raise ValueError(f"{base_name} has {len(base_dirs)} folders and {name} {len(dirs)}: give one, or one per seed")
     check_paired(every)
     chains = num_chains(base_dirs[0])
     base = np.stack([chain_results(d, chains) for d in base_dirs])
@@ -76,8 +79,6 @@ def compare(args: Args) -> list[str]:
         lines.append(table_row(f"{name} ({per_seed})" if len(lengths) > 1 else name, lengths, args.bootstrap_samples)[0])
     lines += ["", f"{chains} chains per evaluation.", ""] + PAIRED_HEADER
     for name, lengths in results.items():
-        if len(base) not in (1, len(lengths)):
-            raise ValueError(f"{base_name} has {len(base)} folders and {name} {len(lengths)}: give one, or one per seed")
         reference = np.repeat(base, len(lengths), axis=0) if len(base) == 1 else base
         lines.append(paired_row(f"{name} − {base_name}", lengths, reference, args.bootstrap_samples)[0])
     names = list(results)

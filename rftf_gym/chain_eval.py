@@ -272,6 +272,8 @@ class _BatchedPolicy:
 def load_config_policy(policy: str, config: ChainEvalConfig) -> Any:
     """`rftf_gym.policies.load_policy` with the config's scene, seed, device and text encoder."""
     extra = {} if config.text_encoder is None else {"text_encoder": config.text_encoder}
+    if extra and policy in policies.BUILTIN_POLICIES:
+        raise ValueError(f"text_encoder applies to checkpoint policies, not to {policy!r}")
     return policies.load_policy(policy, scene=config.scene, seed=config.seed, device=config.device, **extra)
 
 
@@ -283,6 +285,8 @@ def as_slot_policy(policy: str | Any, config: ChainEvalConfig) -> _PerChainPolic
             return _BatchedPolicy(first)
         made = [first]
         return _PerChainPolicies(lambda: made.pop() if made else load_config_policy(policy, config), config.batch_size)
+    if config.text_encoder is not None:
+        raise ValueError("text_encoder applies to a policy loaded from a checkpoint spec, not to a policy object")
     if hasattr(policy, "act_batch"):
         return _BatchedPolicy(policy)
     if config.batch_size != 1:

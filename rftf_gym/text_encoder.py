@@ -137,6 +137,11 @@ class HashedNgramEncoder:
         return out
 
 
+def _words(sentence: str) -> tuple[str, ...]:
+    """The words of a sentence as `HashedNgramEncoder` reads them (lower case, no punctuation)."""
+    return tuple(_WORD_RE.findall(sentence.lower()))
+
+
 class SnapEncoder:
     """Maps a sentence to its nearest task's first training paraphrase, then embeds that.
 
@@ -148,9 +153,9 @@ class SnapEncoder:
     annotations alone: a training paraphrase is read as its own task, any other sentence as the
     task whose training paraphrases have the highest mean cosine similarity with it under
     ``base`` (a kernel nearest-class-mean classifier, no trained weights), and the sentence is
-    embedded as that task's first training paraphrase. Every sentence of a task, seen or unseen, thus gives the policy one point; a
-    sentence read as another task gives that task's point. The evaluation sentences are never
-    used to build it. It is no general paraphrase model: it reads 33 of the 34 evaluation
+    embedded as that task's first training paraphrase. Every sentence of a task, seen or
+    unseen, thus gives the policy one point; a sentence read as another task gives that task's
+    point. The evaluation sentences are never used to build it. It is no general paraphrase model: it reads 33 of the 34 evaluation
     sentences of `rftf_gym.language` right, but a training paraphrase left out of the means only
     about half the time (RESULTS.md, "A sentence encoder for the held-out sentences").
 
@@ -183,7 +188,7 @@ class SnapEncoder:
         # the mean of unit rows: its dot product with a unit row is the mean cosine similarity
         self._means = np.stack([base.encode(list(paraphrases[task])).mean(axis=0) for task in self.tasks])
         self._targets = base.encode(list(self.canonical))
-        self._known = {str(sentence): i for i, task in enumerate(self.tasks) for sentence in paraphrases[task]}
+        self._known = {_words(sentence): i for i, task in enumerate(self.tasks) for sentence in paraphrases[task]}
 
     @property
     def name(self) -> str:
@@ -194,9 +199,11 @@ class SnapEncoder:
         return self.base.dim
 
     def task_indices(self, sentences: Sequence[str]) -> np.ndarray:
-        """Index into `tasks` of each sentence's nearest task (int64, one per sentence)."""
+        """Index into `tasks` of each sentence's task (int64, one per sentence). A training
+        paraphrase is recognised up to case and punctuation, as the base encoder reads it; a
+        sentence without words (a zero embedding) is read as the first task."""
         nearest = np.argmax(self.base.encode(sentences) @ self._means.T, axis=1)
-        return np.array([self._known.get(sentence, i) for sentence, i in zip(sentences, nearest)], dtype=np.int64)
+        return np.array([self._known.get(_words(sentence), i) for sentence, i in zip(sentences, nearest)], dtype=np.int64)
 
     def task_of(self, sentence: str) -> str:
         """The task a sentence is read as."""
@@ -222,7 +229,11 @@ def make_text_encoder(name: str) -> TextEncoder:
         ValueError: an unknown name; the message lists the known forms.
     """
     if isinstance(name, str) and name.startswith(SnapEncoder.PREFIX):
-        return SnapEncoder(make_text_encoder(name[len(SnapEncoder.PREFIX):]))
+        base = name[len(SnapEncoder.PREFIX):]
+        if base.startswith(SnapEncoder.PREFIX) or not base:
+            raise ValueError(f"text encoder {name!r}: 'snap-' takes the name of a base encoder, for example "
+                             f"{SnapEncoder.PREFIX + HashedNgramEncoder().name!r}")
+        return SnapEncoder(make_text_encoder(base))
     match = _NAME_RE.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(

@@ -102,3 +102,13 @@ def test_sampling_vla_single_policy_path_matches_batched(tmp_path):
     assert (batched[1]["num_success"], batched[1]["steps"]) == reference
     # the sampled actions moved the arm away from its start (the comparison is not of idle policies)
     assert not np.allclose(final_single[:3], sequences.get_env_state_for_initial_condition(initial_state)[0][:3], atol=0.01)
+
+
+def test_a_text_encoder_is_refused_for_policies_that_are_not_checkpoints():
+    from rftf_gym.chain_eval import as_slot_policy
+
+    config = ChainEvalConfig(obs_mode="state", text_encoder="snap-hashed-ngram-d384-c34")
+    with pytest.raises(ValueError, match="checkpoint"):
+        as_slot_policy("random", config)
+    with pytest.raises(ValueError, match="policy object"):
+        as_slot_policy(object(), config)

@@ -46,3 +46,15 @@ def test_unpaired_or_malformed_inputs_fail_in_one_line(compare_evals, tmp_path):
         compare_evals.parse(str(base))
     with pytest.raises(ValueError, match="no results"):
         compare_evals.parse(f"X={tmp_path}")
+
+
+def test_a_reference_per_seed_pairs_seed_by_seed(compare_evals, tmp_path):
+    bases = [evaluation(tmp_path / f"bc{s}", values, policy=f"bc{s}") for s, values in ((3, [0, 1, 0, 2]), (4, [1, 1, 1, 1]))]
+    tuned = [evaluation(tmp_path / f"ft{s}", [1, 1, 1, 2], policy=f"ft{s}") for s in (3, 4)]
+    lines = compare_evals.compare(compare_evals.Args(base="BC=" + ",".join(map(str, bases)),
+                                                     policies=("FT=" + ",".join(map(str, tuned)),)))
+    # seed 3: +1, 0, +1, 0; seed 4: 0, 0, 0, +1 -> 3/8
+    assert any(line.startswith("| FT − BC |") and "**+0.375**" in line for line in lines)
+    with pytest.raises(ValueError, match="one per seed"):
+        compare_evals.compare(compare_evals.Args(base="BC=" + ",".join(map(str, bases)),
+                                                 policies=(f"FT={tuned[0]}",)))
