@@ -339,20 +339,8 @@ if __name__ == "__main__":
     )
     with cli.usage_errors(PROG):
         output_dir = cli.check_output_dir(args.output_dir or Path("results") / run_name, "--output-dir")
-    config = {
-        "policy": args.policy,
-        "policy_fingerprint": evaluation.policy_fingerprint(args.policy),
-        "backend": args.backend,
-        "scene": args.scene,
-        "obs_mode": args.obs_mode,
-        "num_chains": len(chains),
-        "chain_source": chain_source,
-        "chains_sha256": evaluation.chains_digest(chains),
-        "seed": args.seed,
-        "ep_len": EP_LEN,
-        "instruction_split": args.instruction_split,
-        "code_sha256": evaluation.code_digest(),
-        **({} if args.text_encoder is None else {"text_encoder": args.text_encoder}),
+    config = {  # what chain_eval.evaluate_chains ties its results files to, plus the versions
+        **chain_eval.results_config(args.policy, chains, chain_source, chain_config(args)),
         "versions": {"rftf_gym": rftf_gym.__version__, "python": sys.version.split()[0]},
     }
 

@@ -155,9 +155,9 @@ class SnapEncoder:
     ``base`` (a kernel nearest-class-mean classifier, no trained weights), and the sentence is
     embedded as that task's first training paraphrase. Every sentence of a task, seen or
     unseen, thus gives the policy one point; a sentence read as another task gives that task's
-    point. The evaluation sentences are never used to build it. It is no general paraphrase model: it reads 33 of the 34 evaluation
-    sentences of `rftf_gym.language` right, but a training paraphrase left out of the means only
-    about half the time (RESULTS.md, "A sentence encoder for the held-out sentences").
+    point. The evaluation sentences are never used to build it. It is no general paraphrase
+    model: it reads 33 of the 34 evaluation sentences of `rftf_gym.language` right, but a
+    training paraphrase left out of the means only about half the time (RESULTS.md, "A sentence encoder for the held-out sentences").
 
     Args:
         base: the encoder of the sentences and of the output.
