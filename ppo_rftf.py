@@ -55,7 +55,7 @@ from rftf_gym import cli, tasks
 from rftf_gym.conventions import EP_LEN, SCENES, Scene
 from rftf_gym.env import CalvinEnv
 from rftf_gym.files import atomic_write_bytes
-from rftf_gym.language import insert_noise_words
+from rftf_gym.language import insert_noise_words, instruction_for
 from rftf_gym.models import (BinnedActionDistribution, SmoothHeadDelta, bins_to_actions, freeze_body, load_vla,
                              save_checkpoint)
 from rftf_gym.wrappers import ChainedResets, ValueRewardVectorWrapper
@@ -208,6 +208,13 @@ class Args:
     anchor_episodes: int = 64
     """episodes of untrained tasks that the starting policy plays once, before the first update, to
     collect the anchor states (with --anchor-coef > 0)"""
+    opposite_anchor_coef: float = 0.0
+    """the weight of a KL(pi_theta || pi_ref) penalty on every training state of a task that has an
+    opposite (rftf_gym.tasks.OPPOSITE_TASKS: slider, drawer, lights, rotations, ...), read under a
+    training paraphrase of the opposite task (one drawn per episode). Both tasks of a pair start
+    from the same states and the head is shared, so an update that pays one task's actions there
+    also moves the other's; this penalty holds the opposite task's action distribution at pi_ref
+    on exactly the states being updated. 0: Eq. 4 alone, as in the paper"""
     max_grad_norm: float = 1.0
     """the maximum norm for the gradient clipping"""
     norm_adv: bool = False
@@ -380,15 +387,41 @@ def ppo_loss(
 
 def anchor_kl(head: torch.nn.Module, ref_head: torch.nn.Module, features: torch.Tensor, num_bins: int) -> torch.Tensor:
     """The exact KL(pi_theta || pi_ref) per state (7 dims summed) of a batch of body features."""
+    return frozen_kl_fn(head, ref_head, features, num_bins)(torch.arange(len(features), device=features.device))
+
+
+def frozen_kl_fn(head: torch.nn.Module, ref_head: torch.nn.Module, features: torch.Tensor, num_bins: int) -> Any:
+    """``kl(rows)``: the exact KL(pi_theta || pi_ref) per state (7 dims summed) of ``features[rows]``,
+    with pi_ref's logits (and, for `SmoothHeadDelta`, the frozen hidden layer) computed once here."""
     n = len(features)
-    if isinstance(head, SmoothHeadDelta):  # the frozen head's logits are pi_ref's
-        hidden, ref_logits = head.frozen_outputs(features)
-        new_logits = head.with_change(hidden, ref_logits)
-    else:
-        with torch.no_grad():
-            ref_logits = ref_head(features)
-        new_logits = head(features)
-    return BinnedActionDistribution(new_logits.view(n, -1, num_bins)).kl(BinnedActionDistribution(ref_logits.view(n, -1, num_bins)))
+    with torch.no_grad():
+        if isinstance(head, SmoothHeadDelta):
+            hidden, ref_logits = head.frozen_outputs(features)
+        else:
+            hidden, ref_logits = None, ref_head(features)
+        ref_log_probs = torch.log_softmax(ref_logits.view(n, -1, num_bins).float(), -1)
+
+    def kl(rows: torch.Tensor) -> torch.Tensor:
+        new_logits = head.with_change(hidden[rows], ref_logits[rows]) if hidden is not None else head(features[rows])
+        new = BinnedActionDistribution(new_logits.view(len(rows), -1, num_bins))
+        return (new.probs * (new.log_probs - ref_log_probs[rows])).sum((-1, -2))
+
+    return kl
+
+
+def opposite_features(vla, obs: dict[str, Any], current: list[Episode], rng: np.random.Generator) -> torch.Tensor:
+    """(num_envs, F) body features of each env's observation read under a training paraphrase of
+    its episode's opposite task (`rftf_gym.tasks.OPPOSITE_TASKS`), drawn at the episode's first step
+    and kept for the episode (``Episode.opposite_sentence``). An env whose task has no opposite
+    reads its own sentence; its row is not kept."""
+    read = list(obs["instruction"])
+    for i, episode in enumerate(current):
+        opposite = tasks.OPPOSITE_TASKS.get(episode.task)
+        if opposite is not None:
+            if episode.opposite_sentence is None:
+                episode.opposite_sentence = instruction_for(opposite, "train", rng)
+            read[i] = episode.opposite_sentence
+    return vla.features(vla.preprocess(obs, read))
 
 
 def half_gradient_cosine(head: torch.nn.Module, log_prob_fn: Any, advantages: torch.Tensor,
@@ -445,6 +478,8 @@ class Episode:
     features: list[torch.Tensor] = field(default_factory=list)
     bins: list[torch.Tensor] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    opposite_features: list[torch.Tensor] = field(default_factory=list)  # --opposite-anchor-coef
+    opposite_sentence: str | None = None  # the opposite task's paraphrase it is read under
     values: np.ndarray | None = None  # raw V(s_0..s_T, s_final) from the reward wrapper
     success: bool = False
 
@@ -562,12 +597,13 @@ KL_PROBE = 512
 # Settings a resumed run must share with its checkpoint (--total-episodes may grow: a run can be extended).
 RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per_iteration", "world_size",
                  "head_basis_width", "text_encoder")
-LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0, "text_encoder": None}
+LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0, "text_encoder": None,
+                 "opposite_anchor_coef": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head;
 before --text-encoder, the policy's own encoder."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
-                "chain_length", "start_states", "task_baseline", "instruction_noise")
+                "chain_length", "start_states", "task_baseline", "instruction_noise", "opposite_anchor_coef")
 """Settings a resumed run may change, but which are named when they differ from the checkpoint's."""
 
 
@@ -782,6 +818,11 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--head-basis-width must be 0 (the whole head) or in (0, 2], got {args.head_basis_width}")
     if not (np.isfinite(args.anchor_coef) and args.anchor_coef >= 0):
         raise ValueError(f"--anchor-coef must be a finite number >= 0, got {args.anchor_coef}")
+    if not (np.isfinite(args.opposite_anchor_coef) and args.opposite_anchor_coef >= 0):
+        raise ValueError(f"--opposite-anchor-coef must be a finite number >= 0, got {args.opposite_anchor_coef}")
+    if args.opposite_anchor_coef > 0 and training_tasks(args) and not any(t in tasks.OPPOSITE_TASKS for t in training_tasks(args)):
+        raise ValueError("--opposite-anchor-coef acts on the states of tasks that have an opposite "
+                         "(rftf_gym.tasks.OPPOSITE_TASKS), and none of --tasks has one")
     if args.anchor_coef > 0 and not anchor_tasks(args):
         raise ValueError("--anchor-coef anchors the tasks not in --tasks that a fresh episode can start, and every "
                          "such task is trained: name the trained tasks with --tasks or leave --anchor-coef at 0")
@@ -925,6 +966,7 @@ if __name__ == "__main__":
     # Seeded per (seed, rank, start iteration), as the envs are.
     sentences = EpisodeSentences(args.num_envs, args.instruction_noise,
                                  np.random.default_rng([args.seed, rank, start_iteration, 31337]))
+    opposite_rng = np.random.default_rng([args.seed, rank, start_iteration, 271828])  # --opposite-anchor-coef
 
     if rank == 0 and args.chain_length > 1 and task_list:
         print("note: with --tasks each env keeps its task, so a chain goes on only where that task applies again "
@@ -957,6 +999,8 @@ if __name__ == "__main__":
                 action_dist = vla.distribution(features)
                 bins = action_dist.sample(generator)
                 logprob = action_dist.log_prob(bins)
+                opposite = (opposite_features(vla, next_obs, current, opposite_rng).cpu()
+                            if args.opposite_anchor_coef > 0 else None)
             actions = bins_to_actions(bins.cpu(), vla.config.num_bins).numpy()
             next_obs, reward, terminations, truncations, info = envs.step(actions)
             rollout_steps += args.num_envs
@@ -964,6 +1008,8 @@ if __name__ == "__main__":
             for i in range(args.num_envs):
                 episode = current[i]
                 episode.features.append(features[i])
+                if opposite is not None and episode.opposite_sentence is not None:
+                    episode.opposite_features.append(opposite[i])
                 episode.bins.append(bins[i])
                 episode.logprobs.append(float(logprob[i]))
                 if terminations[i] or truncations[i]:
@@ -1015,6 +1061,14 @@ if __name__ == "__main__":
         b_logprobs = torch.tensor([lp for e in finished for lp in e.logprobs], dtype=torch.float32, device=device)
         b_advantages = torch.as_tensor(np.concatenate(b_advantages), dtype=torch.float32, device=device)
         b_success = torch.tensor([e.success for e in finished for _ in range(len(e))], device=device)
+        opposite_kl = None
+        if args.opposite_anchor_coef > 0:
+            # Row j of the batch -> its row among the opposite-instruction states (-1: the task has none).
+            has_opposite = torch.tensor([bool(e.opposite_features) for e in finished for _ in range(len(e))])
+            b_opposite_row = torch.where(has_opposite, has_opposite.long().cumsum(0) - 1, -1).to(device)
+            if has_opposite.any():
+                opposite_kl = frozen_kl_fn(head, ref_head, torch.stack([f for e in finished for f in e.opposite_features]).to(device),
+                                           vla.config.num_bins)
 
         # ALGO LOGIC: PPO update of the action head (Eq. 4)
         num_samples = len(b_logprobs)
@@ -1062,6 +1116,13 @@ if __name__ == "__main__":
                         kl_anchor = anchor_kl(head, ref_head, anchors[rows], vla.config.num_bins).mean()
                         loss = loss + args.anchor_coef * kl_anchor
                         stats["kl_anchor"].append(float(kl_anchor.detach()))
+                    if opposite_kl is not None:  # pi_ref's action for the opposite instruction, same states
+                        rows = b_opposite_row[mb_inds]
+                        rows = rows[rows >= 0]
+                        if len(rows):
+                            kl_opposite = opposite_kl(rows).sum() / len(mb_inds)
+                            loss = loss + args.opposite_anchor_coef * kl_opposite
+                            stats["kl_opposite"].append(float(kl_opposite.detach()))
                     loss.backward()
                     for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
                         stats[key].append(float(out[key]))
@@ -1143,6 +1204,8 @@ if __name__ == "__main__":
             writer.add_scalar("losses/kl_ref_minibatch", mean_stats.get("kl_ref", 0.0), global_step)
             if anchors is not None:
                 writer.add_scalar("rftf/kl_anchor", mean_stats.get("kl_anchor", 0.0), global_step)
+            if args.opposite_anchor_coef > 0:
+                writer.add_scalar("rftf/kl_opposite", mean_stats.get("kl_opposite", 0.0), global_step)
             if args.grad_agreement:
                 writer.add_scalar("losses/grad_half_cosine", mean_stats.get("grad_half_cosine", 0.0), global_step)
             writer.add_scalar("rftf/kl_ref", kl_ref_after, global_step)

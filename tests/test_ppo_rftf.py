@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from ppo_rftf import (
-    Args, EpisodeSentences, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
-    half_gradient_cosine, normalize_episode_values, ppo_loss, record_outcomes, shaped_rewards, task_baselines,
+    Args, Episode, EpisodeSentences, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
+    frozen_kl_fn, half_gradient_cosine, normalize_episode_values, opposite_features, ppo_loss, record_outcomes, shaped_rewards,
+    task_baselines,
 )
+from rftf_gym.env import CalvinEnv
 from rftf_gym.models import VLA, BinnedActionDistribution, VLAConfig, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -439,6 +441,21 @@ def test_anchored_run_logs_the_kl_on_untrained_tasks_and_resumes(tiny_vla, tmp_p
     assert [e.value for e in events.Scalars("charts/learning_rate")] == pytest.approx([1e-3, 1e-3, 2e-3])
 
 
+@pytest.mark.slow
+def test_opposite_anchor_logs_the_kl_under_the_opposite_sentence(tiny_vla, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ("--reward-mode", "sparse", "--run-name", "opposite", "--checkpoint-dir", "ckpt", "--tasks",
+            "move_slider_left,lift_red_block_table", "--opposite-anchor-coef", "1", "--total-episodes", "8")
+    subprocess.run(_command(tiny_vla, *args), cwd=tmp_path, env=_env(), check=True, timeout=900, capture_output=True, text=True)
+    events = EventAccumulator(str(tmp_path / "runs" / "opposite"), size_guidance={"scalars": 0})
+    events.Reload()
+    kl_opposite = [e.value for e in events.Scalars("rftf/kl_opposite")]
+    # The first minibatch meets the head at pi_ref (KL 0); later ones after it moved.
+    assert len(kl_opposite) == 2 and all(np.isfinite(kl_opposite)) and kl_opposite[-1] > 0
+    assert _final_state(tmp_path / "ckpt" / "opposite")["args"]["opposite_anchor_coef"] == 1.0
+
+
 def test_anchor_arguments_are_checked():
     anchored = anchor_tasks(Args(tasks="turn_on_led"))
     # 33 untrained tasks, less the 7 that no fresh episode starts (a block held, in the drawer or stacked)
@@ -495,6 +512,59 @@ def test_anchor_states_come_from_untrained_tasks_only_and_repeat(tiny_vla):
     assert features.shape[1] == vla.config.num_action_queries * vla.config.d_model and 3 <= len(features) <= 12
     again, _ = collect_anchor_features(args, vla, ref_head, "state", ["D", "D"], 5, torch.device("cpu"), show=False)
     assert torch.equal(features, again)
+
+
+def test_opposite_anchor_arguments_are_checked():
+    for coef in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="--opposite-anchor-coef"):
+            check_args(Args(value_model="v", opposite_anchor_coef=coef))
+    with pytest.raises(ValueError, match="none of --tasks has one"):
+        check_args(Args(value_model="v", tasks="lift_red_block_table", opposite_anchor_coef=1.0))
+    check_args(Args(value_model="v", tasks="lift_red_block_table,open_drawer", opposite_anchor_coef=1.0))
+    check_args(Args(value_model="v", opposite_anchor_coef=1.0))
+
+
+def test_opposite_features_read_the_opposite_tasks_paraphrase_kept_per_episode(tiny_vla):
+    from rftf_gym.language import TRAIN_INSTRUCTIONS
+    from rftf_gym.models import load_vla
+
+    vla = load_vla(tiny_vla).eval()
+    env = CalvinEnv(scene="D", obs_mode="state")
+    obs, _ = env.reset(seed=0)
+    batch = {key: np.stack([value] * 3) for key, value in obs.items() if key != "instruction"}
+    batch["instruction"] = np.array(["open the drawer", "move the slider left", "lift the red block"])
+    current = [Episode(task="open_drawer", scene="D"), Episode(task="move_slider_left", scene="D"),
+               Episode(task="lift_red_block_table", scene="D")]
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        features = opposite_features(vla, batch, current, rng)
+        assert current[0].opposite_sentence in TRAIN_INSTRUCTIONS["close_drawer"]
+        assert current[1].opposite_sentence in TRAIN_INSTRUCTIONS["move_slider_right"]
+        assert current[2].opposite_sentence is None  # no opposite: its own sentence, a row that is not kept
+        read = [current[0].opposite_sentence, current[1].opposite_sentence, "lift the red block"]
+        assert torch.allclose(features, vla.features(vla.preprocess(batch, read)))
+        # The paraphrase is drawn once per episode: the next step reads the same one.
+        again = opposite_features(vla, batch, current, rng)
+    assert torch.equal(features, again)
+
+
+def test_frozen_kl_fn_gives_the_exact_kl_of_the_rows_asked():
+    import copy
+
+    from rftf_gym.models import SmoothHeadDelta
+
+    torch.manual_seed(1)
+    vla = VLA(VLAConfig(obs_mode="state", d_model=16, n_layers=1, n_heads=2, head_hidden=16))
+    ref_head = copy.deepcopy(vla.action_head).requires_grad_(False)
+    head = SmoothHeadDelta(vla.action_head, vla.config.num_bins, 0.5)
+    with torch.no_grad():
+        head.weight.add_(torch.randn_like(head.weight))
+    features = torch.randn(6, vla.config.num_action_queries * vla.config.d_model)
+    rows = torch.tensor([4, 1, 1])
+    kl = frozen_kl_fn(head, ref_head, features, vla.config.num_bins)(rows)
+    new = BinnedActionDistribution(head(features[rows]).view(3, 7, -1))
+    ref = BinnedActionDistribution(ref_head(features[rows]).view(3, 7, -1))
+    assert torch.allclose(kl, new.kl(ref), rtol=1e-4) and (kl > 0).all() and kl[1] == kl[2]
 
 
 def test_chain_length_wraps_the_training_envs():
