@@ -14,6 +14,7 @@ body's features are computed once, while acting, and reused by every update epoc
 
 Beyond the paper: ``--head-basis-width`` (the default smooth change of the head's logits),
 ``--anchor-coef`` (a second KL to pi_ref, on states of the tasks not in ``--tasks``),
+``--opposite-anchor-coef`` (a KL to pi_ref on the training states read under the opposite task's sentence),
 ``--chain-length`` (training episodes chained as the evaluation's subtasks) and
 ``--instruction-noise`` (random pseudo-words in the sentences the policy reads); RESULTS.md measures each.
 
@@ -210,11 +211,15 @@ class Args:
     collect the anchor states (with --anchor-coef > 0)"""
     opposite_anchor_coef: float = 0.0
     """the weight of a KL(pi_theta || pi_ref) penalty on every training state of a task that has an
-    opposite (rftf_gym.tasks.OPPOSITE_TASKS: slider, drawer, lights, rotations, ...), read under a
-    training paraphrase of the opposite task (one drawn per episode). Both tasks of a pair start
-    from the same states and the head is shared, so an update that pays one task's actions there
-    also moves the other's; this penalty holds the opposite task's action distribution at pi_ref
-    on exactly the states being updated. 0: Eq. 4 alone, as in the paper"""
+    opposite (rftf_gym.tasks.OPPOSITE_TASKS: slider, drawer, lights, rotations, pushes, stacking),
+    read under a training paraphrase of the opposite task (one drawn per episode). The head is
+    shared and the sentences of a pair differ by a word or two, so an update that pays one task's
+    actions moves the other's as well; this penalty holds the opposite instruction's action
+    distribution at pi_ref on the states being updated. For the rotations and pushes those are
+    the opposite task's own start states; the slider, drawer, lights and stacking start where
+    their opposite cannot, so there it holds the opposite instruction on the neighbouring states.
+    With --instruction-noise the opposite's paraphrase is read without noise. 0: Eq. 4 alone, as
+    in the paper"""
     max_grad_norm: float = 1.0
     """the maximum norm for the gradient clipping"""
     norm_adv: bool = False
@@ -424,6 +429,16 @@ def opposite_features(vla, obs: dict[str, Any], current: list[Episode], rng: np.
     return vla.features(vla.preprocess(obs, read))
 
 
+def opposite_batch(episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """For the batch of ``episodes``' steps in order: row j's index among the stacked
+    opposite-instruction features (-1 where the episode's task has no opposite), and those
+    features (None when no episode has them)."""
+    has_opposite = torch.tensor([bool(e.opposite_features) for e in episodes for _ in range(len(e))])
+    rows = torch.where(has_opposite, has_opposite.long().cumsum(0) - 1, -1)
+    features = [f for e in episodes for f in e.opposite_features]
+    return rows, (torch.stack(features) if features else None)
+
+
 def half_gradient_cosine(head: torch.nn.Module, log_prob_fn: Any, advantages: torch.Tensor,
                          episode_index: torch.Tensor) -> float:
     """Agreement of the policy gradient between two halves of an update's episodes.
@@ -600,7 +615,7 @@ RESUME_FIELDS = ("policy", "value_model", "reward_mode", "scenes", "episodes_per
 LEGACY_VALUES = {"head_basis_width": 0.0, "task_baseline": 0, "instruction_noise": 0, "text_encoder": None,
                  "opposite_anchor_coef": 0.0}
 """What a checkpoint written before a field existed ran with: before --head-basis-width, the whole head;
-before --text-encoder, the policy's own encoder."""
+before --text-encoder, the policy's own encoder; before --opposite-anchor-coef, no such penalty."""
 NOTED_FIELDS = ("learning_rate", "target_kl", "eta_mode", "eta_success", "eta_failure", "success_weight", "update_epochs",
                 "num_minibatches", "clip_coef", "value_norm", "gamma", "gae_lambda", "anchor_coef", "anchor_episodes",
                 "chain_length", "start_states", "task_baseline", "instruction_noise", "opposite_anchor_coef")
@@ -1063,12 +1078,10 @@ if __name__ == "__main__":
         b_success = torch.tensor([e.success for e in finished for _ in range(len(e))], device=device)
         opposite_kl = None
         if args.opposite_anchor_coef > 0:
-            # Row j of the batch -> its row among the opposite-instruction states (-1: the task has none).
-            has_opposite = torch.tensor([bool(e.opposite_features) for e in finished for _ in range(len(e))])
-            b_opposite_row = torch.where(has_opposite, has_opposite.long().cumsum(0) - 1, -1).to(device)
-            if has_opposite.any():
-                opposite_kl = frozen_kl_fn(head, ref_head, torch.stack([f for e in finished for f in e.opposite_features]).to(device),
-                                           vla.config.num_bins)
+            b_opposite_row, b_opposite_features = opposite_batch(finished)
+            b_opposite_row = b_opposite_row.to(device)
+            if b_opposite_features is not None:
+                opposite_kl = frozen_kl_fn(head, ref_head, b_opposite_features.to(device), vla.config.num_bins)
 
         # ALGO LOGIC: PPO update of the action head (Eq. 4)
         num_samples = len(b_logprobs)
@@ -1116,13 +1129,14 @@ if __name__ == "__main__":
                         kl_anchor = anchor_kl(head, ref_head, anchors[rows], vla.config.num_bins).mean()
                         loss = loss + args.anchor_coef * kl_anchor
                         stats["kl_anchor"].append(float(kl_anchor.detach()))
-                    if opposite_kl is not None:  # pi_ref's action for the opposite instruction, same states
+                    if args.opposite_anchor_coef > 0:  # pi_ref's action for the opposite instruction, same states
                         rows = b_opposite_row[mb_inds]
                         rows = rows[rows >= 0]
+                        kl_opposite = 0.0  # per state of the minibatch: states of tasks without an opposite add 0
                         if len(rows):
                             kl_opposite = opposite_kl(rows).sum() / len(mb_inds)
                             loss = loss + args.opposite_anchor_coef * kl_opposite
-                            stats["kl_opposite"].append(float(kl_opposite.detach()))
+                        stats["kl_opposite"].append(float(kl_opposite))
                     loss.backward()
                     for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
                         stats[key].append(float(out[key]))

@@ -15,7 +15,7 @@ import torch
 
 from ppo_rftf import (
     Args, Episode, EpisodeSentences, adapt_beta, anchor_kl, anchor_tasks, balanced_advantages, check_args, class_balanced_etas, collect_anchor_features,
-    frozen_kl_fn, half_gradient_cosine, normalize_episode_values, opposite_features, ppo_loss, record_outcomes, shaped_rewards,
+    frozen_kl_fn, half_gradient_cosine, normalize_episode_values, opposite_batch, opposite_features, ppo_loss, record_outcomes, shaped_rewards,
     task_baselines,
 )
 from rftf_gym.env import CalvinEnv
@@ -565,6 +565,24 @@ def test_frozen_kl_fn_gives_the_exact_kl_of_the_rows_asked():
     new = BinnedActionDistribution(head(features[rows]).view(3, 7, -1))
     ref = BinnedActionDistribution(ref_head(features[rows]).view(3, 7, -1))
     assert torch.allclose(kl, new.kl(ref), rtol=1e-4) and (kl > 0).all() and kl[1] == kl[2]
+    kl.sum().backward()
+    assert head.weight.grad.abs().sum() > 0
+
+
+def test_opposite_batch_maps_each_step_to_its_opposite_row():
+    def episode(task: str, steps: int, base: float, opposite: bool) -> Episode:
+        e = Episode(task=task, scene="D", logprobs=[0.0] * steps)
+        if opposite:
+            e.opposite_features = [torch.full((3,), base + k) for k in range(steps)]
+        return e
+
+    batch = [episode("open_drawer", 2, 10.0, True), episode("lift_red_block_table", 3, 0.0, False),
+             episode("move_slider_left", 2, 20.0, True)]
+    rows, features = opposite_batch(batch)
+    assert rows.tolist() == [0, 1, -1, -1, -1, 2, 3]
+    assert features[:, 0].tolist() == [10.0, 11.0, 20.0, 21.0]
+    rows, features = opposite_batch([batch[1]])
+    assert rows.tolist() == [-1, -1, -1] and features is None
 
 
 def test_chain_length_wraps_the_training_envs():
