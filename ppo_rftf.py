@@ -414,19 +414,23 @@ def frozen_kl_fn(head: torch.nn.Module, ref_head: torch.nn.Module, features: tor
     return kl
 
 
-def opposite_features(vla, obs: dict[str, Any], current: list[Episode], rng: np.random.Generator) -> torch.Tensor:
-    """(num_envs, F) body features of each env's observation read under a training paraphrase of
-    its episode's opposite task (`rftf_gym.tasks.OPPOSITE_TASKS`), drawn at the episode's first step
-    and kept for the episode (``Episode.opposite_sentence``). An env whose task has no opposite
-    reads its own sentence; its row is not kept."""
-    read = list(obs["instruction"])
+def opposite_features(vla, obs: dict[str, Any], current: list[Episode], rng: np.random.Generator) -> dict[int, torch.Tensor]:
+    """Env index -> (F,) body features of its observation read under a training paraphrase of its
+    episode's opposite task (`rftf_gym.tasks.OPPOSITE_TASKS`), drawn at the episode's first step
+    and kept for the episode (``Episode.opposite_sentence``). Envs whose task has no opposite are
+    left out (and cost no forward pass)."""
+    rows, read = [], []
     for i, episode in enumerate(current):
         opposite = tasks.OPPOSITE_TASKS.get(episode.task)
         if opposite is not None:
             if episode.opposite_sentence is None:
                 episode.opposite_sentence = instruction_for(opposite, "train", rng)
-            read[i] = episode.opposite_sentence
-    return vla.features(vla.preprocess(obs, read))
+            rows.append(i)
+            read.append(episode.opposite_sentence)
+    if not rows:
+        return {}
+    features = vla.features(vla.preprocess({key: np.asarray(obs[key])[rows] for key in vla.config.obs_keys}, read))
+    return dict(zip(rows, features.cpu()))
 
 
 def opposite_batch(episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -1014,8 +1018,7 @@ if __name__ == "__main__":
                 action_dist = vla.distribution(features)
                 bins = action_dist.sample(generator)
                 logprob = action_dist.log_prob(bins)
-                opposite = (opposite_features(vla, next_obs, current, opposite_rng).cpu()
-                            if args.opposite_anchor_coef > 0 else None)
+                opposite = opposite_features(vla, next_obs, current, opposite_rng) if args.opposite_anchor_coef > 0 else {}
             actions = bins_to_actions(bins.cpu(), vla.config.num_bins).numpy()
             next_obs, reward, terminations, truncations, info = envs.step(actions)
             rollout_steps += args.num_envs
@@ -1023,7 +1026,7 @@ if __name__ == "__main__":
             for i in range(args.num_envs):
                 episode = current[i]
                 episode.features.append(features[i])
-                if opposite is not None and episode.opposite_sentence is not None:
+                if i in opposite:
                     episode.opposite_features.append(opposite[i])
                 episode.bins.append(bins[i])
                 episode.logprobs.append(float(logprob[i]))
