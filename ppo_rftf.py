@@ -1139,7 +1139,7 @@ if __name__ == "__main__":
                         if len(rows):
                             kl_opposite = opposite_kl(rows).sum() / len(mb_inds)
                             loss = loss + args.opposite_anchor_coef * kl_opposite
-                        stats["kl_opposite"].append(float(kl_opposite))
+                        stats["kl_opposite"].append(float(kl_opposite.detach()) if torch.is_tensor(kl_opposite) else 0.0)
                     loss.backward()
                     for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
                         stats[key].append(float(out[key]))

@@ -85,8 +85,11 @@ def test_depth_collection(tmp_path: Path) -> None:
 
 
 # A small collection with failed attempts: at noise 30 attempt 2 of these four fails its only task.
+# Seed 3: with this much noise attempts 0 and 1 write episodes and attempt 2 fails, the order the
+# resume test's kill points need; outcomes depend on the simulator's physics, so a physics change
+# may need another seed.
 SMALL_ARGS = {"train_scenes": ("A",), "train_episodes": 4, "val_episodes": 0, "tasks_per_episode": (1, 1),
-              "noise": 30.0, "static_size": 16, "gripper_size": 8}
+              "noise": 30.0, "static_size": 16, "gripper_size": 8, "seed": 3}
 
 
 def _load_script():
@@ -127,7 +130,9 @@ def _dataset_contents(root: Path) -> dict:
 def test_interrupted_and_resumed_collection_equals_the_uninterrupted_one(tmp_path: Path, monkeypatch) -> None:
     script = _load_script()
     reference = script.collect(script.Args(output=str(tmp_path / "reference"), **SMALL_ARGS))
-    assert reference["training"]["failures"] >= 1 and reference["training"]["episodes"] >= 2
+    assert reference["training"]["failures"] >= 1 and reference["training"]["episodes"] >= 2, (
+        f"the seeded collection must hold a failed attempt and two episodes; got {reference['training']} "
+        "(pick another seed in SMALL_ARGS)")
 
     resumed = tmp_path / "resumed"
     args = script.Args(output=str(resumed), **SMALL_ARGS)
