@@ -82,8 +82,9 @@ FINGER_REACH_X = 0.05
 # runs from HANDLE_LOW_FRONT_Y up and back, and the block's side is 0.02-0.04 from the TCP.
 HELD_TRANSIT_MAX_Y = -0.07
 # How far inside the base block's edge a stacked block's centre must stay (it tips off beyond;
-# at 0.008, 3-6 of 200 stacks on a base by the cabinet tipped off as the fingers opened, at 0.014
-# 2 of 200: bench/expert_success.py --tasks stack_block --episodes 50).
+# at 0.008, 4-6 of 200 stacks failed, those inspected on a base by the cabinet, the block tipping
+# off as the fingers opened; at 0.014, 2 of 200: bench/expert_success.py --tasks stack_block
+# --episodes 50, a difference within sampling noise at this size).
 STACK_EDGE_MARGIN = 0.014
 BUTTON_HOUSING_R = 0.038  # the button's housing on the table top (rftf_gym.sim.layout)
 # Reference sub-step budget per waypoint: generous, the env's 360-step cap is the real limit.

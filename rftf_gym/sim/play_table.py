@@ -7,8 +7,10 @@ lights driven by the button (toggle on each press edge) and the switch (on while
 travel).
 
 Determinism: the world is built once and its state saved with ``p.saveState``; every reset first
-restores that snapshot (bodies, velocities and pybullet's contact cache) and then applies the
-requested state, so an explicit-state reset followed by the same actions replays bit for bit.
+moves every body apart and runs one physics step (`EmbeddedPlayTable._flush_contacts`), then
+restores that snapshot (bodies, velocities and pybullet's contact cache) and applies the requested
+state, so an explicit-state reset followed by the same actions replays bit for bit, whatever ran
+before.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ class EmbeddedPlayTable:
         # still resting and grasped stably. The exit at a residual of 1e-2 rather than 1e-4 matters
         # once the long fingers press on the table or the cabinet, where the solver otherwise runs
         # all its 50 iterations: ~19 % less CPU per step without cameras, open-loop courses within
-        # 4 mm of those at 1e-4 (BENCHMARKS.md, "Speed after the matching").
+        # 4.5 mm of those at 1e-4 (BENCHMARKS.md, "Speed after the matching").
         p.setPhysicsEngineParameter(enableConeFriction=0, solverResidualThreshold=1e-2, deterministicOverlappingPairs=1,
                                     physicsClientId=self.client)
         self._build_table()
