@@ -1137,9 +1137,10 @@ if __name__ == "__main__":
                         rows = rows[rows >= 0]
                         kl_opposite = 0.0  # per state of the minibatch: states of tasks without an opposite add 0
                         if len(rows):
-                            kl_opposite = opposite_kl(rows).sum() / len(mb_inds)
-                            loss = loss + args.opposite_anchor_coef * kl_opposite
-                        stats["kl_opposite"].append(float(kl_opposite.detach()) if torch.is_tensor(kl_opposite) else 0.0)
+                            kl = opposite_kl(rows).sum() / len(mb_inds)
+                            loss = loss + args.opposite_anchor_coef * kl
+                            kl_opposite = float(kl.detach())
+                        stats["kl_opposite"].append(kl_opposite)
                     loss.backward()
                     for key in ("pg_loss", "kl_ref", "approx_kl", "clipfrac"):
                         stats[key].append(float(out[key]))

@@ -84,10 +84,9 @@ def test_depth_collection(tmp_path: Path) -> None:
     assert progress["config"]["depth"] is True
 
 
-# A small collection with failed attempts: at noise 30 attempt 2 of these four fails its only task.
-# Seed 3: with this much noise attempts 0 and 1 write episodes and attempt 2 fails, the order the
-# resume test's kill points need; outcomes depend on the simulator's physics, so a physics change
-# may need another seed.
+# A small collection with a failed attempt: at noise 30 and seed 3, attempts 0 and 1 write episodes
+# and attempt 2 fails its only task, the order the resume test's kill points need; outcomes depend
+# on the simulator's physics, so a physics change may need another seed.
 SMALL_ARGS = {"train_scenes": ("A",), "train_episodes": 4, "val_episodes": 0, "tasks_per_episode": (1, 1),
               "noise": 30.0, "static_size": 16, "gripper_size": 8, "seed": 3}
 

@@ -13,8 +13,8 @@ from rftf_gym.experts.geometry import (
     BLOCK_Z, BUTTON_HOUSING_R, BUTTON_Y, CABINET_CLEAR_Y, CABINET_FACE_CLEAR_Y, CABINET_SLACK, CLOSE,
     DOOR_CONTACT_Y, DOOR_HANDLE_HALF_X, DRAWER_FLOOR_Z, DRAWER_FRONT_Y, DRAWER_INNER_Y, FINGER_HALF_WIDTH,
     FINGER_REACH_X, GRASP_BELOW_CENTRE, HAND_HALF_DEPTH, HAND_HALF_LENGTH, HAND_HALF_WIDTH, HANDLE_LOW_FRONT_Y,
-    HELD_TRANSIT_MAX_Y, NEUTRAL_YAW, OPEN, PUSH_BEHIND_MAX_Y, PUSH_LEAD_CLOSED, PUSH_REACH_X, PUSH_START_MAX_X,
-    STACK_EDGE_MARGIN, SWITCH_LEVER_HALF_X, TIP_ABOVE_TCP, YAW_REACH, drawer_grasp_yaw, grasp_yaws,
+    HELD_TRANSIT_MAX_Y, MIN_PUSH, NEUTRAL_YAW, OPEN, PUSH_BEHIND_MAX_Y, PUSH_LEAD_CLOSED, PUSH_REACH_X,
+    PUSH_START_MAX_X, STACK_EDGE_MARGIN, SWITCH_LEVER_HALF_X, TIP_ABOVE_TCP, YAW_REACH, drawer_grasp_yaw, grasp_yaws,
 )
 from rftf_gym.sim.layout import DOOR_HANDLE_WIDTH, DOOR_WIDTH
 
@@ -130,11 +130,9 @@ class BlockSkills:
         """Push the block ~0.14 m along x with the fingers, gripper pointing down at neutral yaw.
 
         The fingers close along x at the neutral yaw: closed, they push with their side. Where the
-        TCP would have to go past the arm's reach at table height (|x| ~0.3) even for a 0.125 m
+        TCP would have to go past the arm's reach at table height (|x| ~0.3) even for a MIN_PUSH
         push, or cannot get behind the block at all (left pushes near the table's right end), the
-        block is carried instead. A shortened push still plans 0.125 m: the block ends up to ~0.02 m
-        short of the fingers' travel, and plans of 0.115 m left it at 0.094-0.099 m in measured
-        failures, under the oracle's 0.1 m.
+        block is carried instead.
         """
         yield from self._free_hands()
         distance = 0.14 + self._offset(0.02)
@@ -142,7 +140,7 @@ class BlockSkills:
         if room < distance + 0.01:
             # Stop short of the button's housing when that still beats the oracle's 0.1 m, else
             # take the block out of the button's lane first.
-            if room >= 0.135:
+            if room >= MIN_PUSH + 0.01:
                 distance = room - 0.01
             else:
                 yield from self._clear_button_lane(color)
@@ -156,14 +154,14 @@ class BlockSkills:
             into_door = 0.015
             door_lo = self.layout.door_x0 - float(self._scene[0])
             room = (door_lo + DOOR_WIDTH - pos[0]) if sign > 0 else (pos[0] - door_lo)
-            distance = max(0.125, min(distance, room - 0.01))
+            distance = max(MIN_PUSH, min(distance, room - 0.01))
         lead, gripper = PUSH_LEAD_CLOSED, CLOSE
         # The push the TCP's reach at table height allows; a shorter one when that still beats the
         # oracle's 0.1 m. (An open gripper's leading finger does not push: the gripper opens with
         # 1/100 of its closing force, and the block folds the finger in.)
         reach = PUSH_REACH_X - sign * pos[0] + half_x + lead
         if distance > reach:
-            distance = max(0.125, reach)
+            distance = max(MIN_PUSH, reach)
         z = BLOCK_Z - 0.02 - TIP_ABOVE_TCP + 0.01
         lane = self._offset(0.008)
         start = np.array([pos[0] - sign * (half_x + lead + 0.025), pos[1] + lane, z])
